@@ -1,0 +1,1 @@
+"""In-process adapters: the embedded defaults and fast test doubles."""

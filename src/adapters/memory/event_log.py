@@ -1,0 +1,110 @@
+"""In-process run event log: one bounded buffer per run, readers woken by futures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from application.conversation.ports import EventBatch
+from domain.conversation.events import RunEvent, is_terminal
+from domain.ids import RunId, TenantId
+
+
+class _RunBuffer:
+    __slots__ = ("complete", "events", "first_seq", "tenant_id", "waiters")
+
+    def __init__(self, tenant_id: TenantId) -> None:
+        self.tenant_id = tenant_id
+        self.events: list[RunEvent] = []
+        self.first_seq = 1
+        self.complete = False
+        self.waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.events) - 1
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MemoryRunEventLog:
+    """Lives in one process: readers on another instance cannot see it (the Redis Streams log
+    can). Keeps at most ``max_events_per_run`` events per run (older ones are dropped, so a
+    reader resuming from before the window gets a batch whose ``first_seq`` shows the gap), and
+    keeps finished runs for ``retention_s`` seconds, at most ``max_finished_runs`` of them."""
+
+    def __init__(
+        self,
+        *,
+        max_events_per_run: int = 10_000,
+        retention_s: float = 60.0,
+        max_finished_runs: int = 4_096,
+    ) -> None:
+        self._runs: dict[RunId, _RunBuffer] = {}
+        self._finished: OrderedDict[RunId, float] = OrderedDict()
+        self._max_events = max_events_per_run
+        self._retention_s = retention_s
+        self._max_finished = max_finished_runs
+
+    async def open(self, tenant_id: TenantId, run_id: RunId) -> None:
+        self._runs.setdefault(run_id, _RunBuffer(tenant_id))
+
+    async def append(self, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        buf = self._runs.get(run_id)
+        if buf is None:
+            raise KeyError(f"run {run_id} was never opened")
+        if buf.complete:
+            raise ValueError(f"run {run_id} has already ended")
+        buf.events.extend(events)
+        overflow = len(buf.events) - self._max_events
+        if overflow > 0:
+            del buf.events[:overflow]
+            buf.first_seq += overflow
+        if events and is_terminal(events[-1]):
+            buf.complete = True
+            self._retire(run_id)
+        if buf.waiters:
+            waiters, buf.waiters = buf.waiters, []
+            for fut in waiters:
+                _wake(fut)
+        return buf.last_seq
+
+    async def read(
+        self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
+    ) -> EventBatch | None:
+        buf = self._runs.get(run_id)
+        if buf is None or buf.tenant_id != tenant_id:
+            return None
+        if after >= buf.last_seq and not buf.complete and wait_s > 0:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            buf.waiters.append(fut)
+            timer = loop.call_later(wait_s, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                if fut in buf.waiters:
+                    buf.waiters.remove(fut)
+        start = max(after + 1, buf.first_seq)
+        events = buf.events[start - buf.first_seq :]
+        return EventBatch(first_seq=start, events=events, complete=buf.complete)
+
+    def _retire(self, run_id: RunId) -> None:
+        loop = asyncio.get_running_loop()
+        self._finished[run_id] = loop.time() + self._retention_s
+        # Expire by time and by count, oldest first, without a timer per run.
+        now = loop.time()
+        while self._finished:
+            oldest, deadline = next(iter(self._finished.items()))
+            if deadline > now and len(self._finished) <= self._max_finished:
+                break
+            del self._finished[oldest]
+            self._runs.pop(oldest, None)
+
+    def __len__(self) -> int:
+        return len(self._runs)

@@ -1,0 +1,142 @@
+"""Ports of the conversation context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from domain.conversation.events import RunEvent
+from domain.conversation.model import Message, Run, Thread, Usage
+from domain.ids import RunId, TenantId, ThreadId
+
+
+class ThreadRepository(Protocol):
+    """Threads and their messages, always within one tenant."""
+
+    async def get(self, tenant_id: TenantId, thread_id: ThreadId) -> Thread | None: ...
+
+    async def add(self, thread: Thread) -> None: ...
+
+    async def add_messages(
+        self, tenant_id: TenantId, thread_id: ThreadId, messages: Sequence[Message]
+    ) -> int:
+        """Stores the messages whose ids the thread does not hold yet, in order; returns how many
+        were new. Clients resend the whole history on every run, so this is idempotent."""
+        ...
+
+    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]: ...
+
+
+class RunRepository(Protocol):
+    """Runs, always within one tenant. ``add`` raises ``Conflict`` for an id already used."""
+
+    async def get(self, tenant_id: TenantId, run_id: RunId) -> Run | None: ...
+
+    async def add(self, run: Run) -> None: ...
+
+    async def save(self, run: Run) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChunk:
+    usage: Usage
+
+
+ChatChunk = TextChunk | UsageChunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    tenant_id: TenantId
+    messages: tuple[Message, ...]
+    forwarded_props: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ChatModel(Protocol):
+    """Streams a model's answer. Raises ``ModelError`` (never a provider's own exception) when
+    the provider fails; a cancelled stream stops promptly."""
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Consecutive events of one run: ``events[i]`` has sequence number ``first_seq + i``."""
+
+    first_seq: int
+    events: Sequence[RunEvent]
+    # True once the run's terminal event has been appended and this batch reaches it.
+    complete: bool
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.events) - 1
+
+
+class RunEventLog(Protocol):
+    """An append-only, per-run log of events with gap-free sequence numbers from 1. Readers may
+    tail it from any sequence number while it is retained; appends are visible to readers at
+    once. The log is bounded per run and expires after the run ends."""
+
+    async def open(self, tenant_id: TenantId, run_id: RunId) -> None: ...
+
+    async def append(self, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        """Appends in order and returns the sequence number of the last event."""
+        ...
+
+    async def read(
+        self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
+    ) -> EventBatch | None:
+        """Events with seq > ``after``; when none are there yet, waits up to ``wait_s`` and may
+        return an empty batch. ``None`` when the log holds no such run for this tenant."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAssignment:
+    """Everything an executor needs to carry a run out of the request that started it."""
+
+    tenant_id: TenantId
+    thread_id: ThreadId
+    run_id: RunId
+    agent: str
+    messages: tuple[Message, ...]
+    forwarded_props: Mapping[str, Any]
+
+
+class RunLauncher(Protocol):
+    """Runs an assignment in the background, outside any request, so that a client that
+    disconnects neither stops nor loses the run."""
+
+    def launch(self, assignment: RunAssignment) -> None: ...
+
+    def cancel(self, run_id: RunId) -> bool:
+        """Asks a run executing here to stop; False if it is not executing here."""
+        ...
+
+    async def drain(self, grace_s: float) -> None:
+        """Waits up to ``grace_s`` for runs in progress, then cancels the rest."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Decides whether a request identified by ``key`` may proceed; a refused request is not
+    counted."""
+
+    async def hit(self, key: str, *, limit: int, window_s: float, cost: int = 1) -> RateDecision: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float
+    retry_after_s: float = 0.0
+

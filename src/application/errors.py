@@ -1,0 +1,56 @@
+"""Application errors with stable machine codes; the HTTP edge maps each code to a status."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    code: str = "application_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(ApplicationError):
+    code = "not_found"
+
+
+class Unauthenticated(ApplicationError):
+    code = "unauthenticated"
+
+
+class Forbidden(ApplicationError):
+    code = "forbidden"
+
+
+class Conflict(ApplicationError):
+    code = "conflict"
+
+
+class InvalidInput(ApplicationError):
+    code = "invalid_input"
+
+
+class RateLimited(ApplicationError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, limit: int, remaining: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+        self.remaining = remaining
+
+
+class ServiceUnavailable(ApplicationError):
+    """A backing service (database, cache, provider) failed; adapters raise this, never a driver
+    error."""
+
+    code = "service_unavailable"
+
+
+class ModelError(ApplicationError):
+    """The chat model failed while a run was streaming."""
+
+    code = "model_error"

@@ -1,0 +1,29 @@
+"""Ports of the tenancy context."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from domain.ids import TenantId
+from domain.tenancy.model import ApiKey, Tenant
+
+
+class TenantRepository(Protocol):
+    """Tenants. ``add`` raises ``Conflict`` when the slug is taken."""
+
+    async def get(self, tenant_id: TenantId) -> Tenant | None: ...
+
+    async def get_by_slug(self, slug: str) -> Tenant | None: ...
+
+    async def add(self, tenant: Tenant) -> None: ...
+
+    async def list(self) -> list[Tenant]: ...
+
+
+class ApiKeyRepository(Protocol):
+    """API keys, found by their public prefix (authentication happens before a tenant is
+    known)."""
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None: ...
+
+    async def add(self, key: ApiKey) -> None: ...

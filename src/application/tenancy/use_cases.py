@@ -1,0 +1,133 @@
+"""Tenancy use cases: authenticate a request, provision tenants and keys."""
+
+from __future__ import annotations
+
+from application.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from application.ports import Clock, UnitOfWork
+from domain.ids import ApiKeyId, TenantId, new_id
+from domain.tenancy.model import (
+    IssuedKey,
+    Principal,
+    Role,
+    Tenant,
+    TenantStatus,
+    digest_secret,
+    mint_api_key,
+    split_api_key,
+    validate_slug,
+)
+
+DEMO_TENANT_SLUG = "demo"
+
+
+class Authenticate:
+    """Turns a bearer API key (and an optional tenant selector) into a principal.
+
+    A verified key is remembered for ``cache_ttl_ms`` (by a digest of the whole key, never the
+    key itself) so that a busy client does not cost two database reads per request; a revoked
+    key or suspended tenant is therefore refused within that time, not at once."""
+
+    def __init__(
+        self, uow: UnitOfWork, clock: Clock, *, cache_ttl_ms: int = 5_000, cache_size: int = 10_000
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._ttl_ms = cache_ttl_ms
+        self._size = cache_size
+        self._cache: dict[str, tuple[Principal, int]] = {}
+
+    async def __call__(self, bearer: str, tenant_selector: str | None = None) -> Principal:
+        digest = digest_secret(bearer)
+        now = self._clock.now_ms()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            principal = cached[0]
+        else:
+            principal = await self._verify(bearer)
+            if len(self._cache) >= self._size:
+                self._cache.clear()
+            self._cache[digest] = (principal, now + self._ttl_ms)
+        if tenant_selector is not None and tenant_selector not in (
+            principal.tenant_slug,
+            principal.tenant_id,
+        ):
+            raise Forbidden("this API key does not belong to the tenant named in X-Tenant-ID")
+        return principal
+
+    async def _verify(self, bearer: str) -> Principal:
+        parts = split_api_key(bearer)
+        if parts is None:
+            raise Unauthenticated("the bearer credential is not a valid API key")
+        prefix, secret = parts
+        async with self._uow.transaction(None) as tx:
+            key = await tx.api_keys.get_by_prefix(prefix)
+            tenant = await tx.tenants.get(key.tenant_id) if key is not None else None
+        if key is None or not key.matches(secret) or key.revoked or tenant is None:
+            raise Unauthenticated("the API key is unknown or revoked")
+        if tenant.status is not TenantStatus.ACTIVE:
+            raise Forbidden(f"tenant {tenant.slug} is suspended")
+        return Principal(
+            tenant_id=tenant.id, tenant_slug=tenant.slug, subject=f"apikey:{key.id}", role=key.role
+        )
+
+
+class CreateTenant:
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def __call__(self, slug: str, name: str | None = None) -> Tenant:
+        validate_slug(slug)
+        tenant = Tenant(
+            id=TenantId(new_id("ten")),
+            slug=slug,
+            name=name or slug,
+            created_at_ms=self._clock.now_ms(),
+        )
+        async with self._uow.transaction(None) as tx:
+            if await tx.tenants.get_by_slug(slug) is not None:
+                raise Conflict(f"a tenant with slug {slug!r} already exists")
+            await tx.tenants.add(tenant)
+            await tx.commit()
+        return tenant
+
+
+class CreateApiKey:
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def __call__(self, tenant_slug: str, role: Role = Role.MEMBER) -> IssuedKey:
+        async with self._uow.transaction(None) as tx:
+            tenant = await tx.tenants.get_by_slug(tenant_slug)
+            if tenant is None:
+                raise NotFound(f"no tenant with slug {tenant_slug!r}")
+            issued = mint_api_key(
+                key_id=ApiKeyId(new_id("key")),
+                tenant_id=tenant.id,
+                role=role,
+                created_at_ms=self._clock.now_ms(),
+            )
+            await tx.api_keys.add(issued.key)
+            await tx.commit()
+        return issued
+
+
+class EnsureDemoTenant:
+    """Creates the demo tenant on first start; returns a fresh admin key only when it did."""
+
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self._create_tenant = CreateTenant(uow, clock)
+        self._create_key = CreateApiKey(uow, clock)
+        self._uow = uow
+
+    async def __call__(self) -> IssuedKey | None:
+        async with self._uow.transaction(None) as tx:
+            existing = await tx.tenants.get_by_slug(DEMO_TENANT_SLUG)
+        if existing is not None:
+            return None
+        try:
+            await self._create_tenant(DEMO_TENANT_SLUG, "Demo Company")
+        except Conflict:
+            return None  # another process created it first
+        return await self._create_key(DEMO_TENANT_SLUG, Role.ADMIN)

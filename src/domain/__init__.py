@@ -1,0 +1,1 @@
+"""Pure business rules: stdlib only, synchronous, no I/O."""

@@ -1,0 +1,186 @@
+"""Threads, messages and runs, with the run's state machine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from domain.errors import InvalidTransition, InvariantViolated
+from domain.ids import MessageId, RunId, TenantId, ThreadId, is_valid_client_id
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    DEVELOPER = "developer"
+    TOOL = "tool"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: MessageId
+    role: Role
+    content: str
+    created_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not is_valid_client_id(self.id):
+            raise InvariantViolated(f"message id {self.id!r} is not a valid identifier")
+
+
+class Thread:
+    """A conversation of one tenant. Compared by identity (tenant, id)."""
+
+    __slots__ = ("created_at_ms", "id", "tenant_id")
+
+    def __init__(self, *, id: ThreadId, tenant_id: TenantId, created_at_ms: int) -> None:
+        if not is_valid_client_id(id):
+            raise InvariantViolated(f"thread id {id!r} is not a valid identifier")
+        self.id = id
+        self.tenant_id = tenant_id
+        self.created_at_ms = created_at_ms
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Thread) and (self.tenant_id, self.id) == (
+            other.tenant_id,
+            other.id,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.tenant_id, self.id))
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# The whole state machine: a run starts pending, runs once, and ends exactly once.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_tokens < 0 or self.output_tokens < 0:
+            raise InvariantViolated("token counts cannot be negative")
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class Run:
+    """One execution of an agent on a thread. Entity: compared by (tenant, id)."""
+
+    __slots__ = (
+        "agent",
+        "created_at_ms",
+        "error_code",
+        "error_message",
+        "finished_at_ms",
+        "id",
+        "status",
+        "tenant_id",
+        "thread_id",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: RunId,
+        tenant_id: TenantId,
+        thread_id: ThreadId,
+        agent: str,
+        created_at_ms: int,
+        status: RunStatus = RunStatus.PENDING,
+        usage: Usage | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        finished_at_ms: int | None = None,
+    ) -> None:
+        if not is_valid_client_id(id):
+            raise InvariantViolated(f"run id {id!r} is not a valid identifier")
+        self.id = id
+        self.tenant_id = tenant_id
+        self.thread_id = thread_id
+        self.agent = agent
+        self.created_at_ms = created_at_ms
+        self.status = status
+        self.usage = usage or Usage()
+        self.error_code = error_code
+        self.error_message = error_message
+        self.finished_at_ms = finished_at_ms
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and (self.tenant_id, self.id) == (other.tenant_id, other.id)
+
+    def __hash__(self) -> int:
+        return hash((self.tenant_id, self.id))
+
+    def _move(self, to: RunStatus) -> None:
+        if to not in TRANSITIONS[self.status]:
+            raise InvalidTransition(f"run {self.id} cannot go from {self.status} to {to}")
+        self.status = to
+
+    def start(self) -> None:
+        self._move(RunStatus.RUNNING)
+
+    def succeed(self, *, usage: Usage, at_ms: int) -> None:
+        self._move(RunStatus.SUCCEEDED)
+        self.usage = usage
+        self.finished_at_ms = at_ms
+
+    def fail(self, *, code: str, message: str, usage: Usage | None = None, at_ms: int) -> None:
+        self._move(RunStatus.FAILED)
+        self.error_code = code
+        self.error_message = message
+        if usage is not None:
+            self.usage = usage
+        self.finished_at_ms = at_ms
+
+    def cancel(self, *, at_ms: int, usage: Usage | None = None) -> None:
+        self._move(RunStatus.CANCELLED)
+        if usage is not None:
+            self.usage = usage
+        self.finished_at_ms = at_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationTurn:
+    """What a client sends to start a run: the messages it holds and optional agent state."""
+
+    messages: tuple[Message, ...] = field(default_factory=tuple)
+
+    @property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role is Role.USER:
+                return message.content
+        return ""

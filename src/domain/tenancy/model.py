@@ -1,0 +1,132 @@
+"""Tenants, API keys and the principal a request acts as."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from domain.errors import InvariantViolated
+from domain.ids import ApiKeyId, TenantId
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+KEY_PREFIX = "sba"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    READONLY = "readonly"
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_RE.fullmatch(slug):
+        raise InvariantViolated(
+            f"tenant slug {slug!r} must be 1-63 lowercase letters, digits or inner hyphens"
+        )
+    return slug
+
+
+class Tenant:
+    __slots__ = ("created_at_ms", "id", "name", "slug", "status")
+
+    def __init__(
+        self,
+        *,
+        id: TenantId,
+        slug: str,
+        name: str,
+        created_at_ms: int,
+        status: TenantStatus = TenantStatus.ACTIVE,
+    ) -> None:
+        self.id = id
+        self.slug = validate_slug(slug)
+        if not name.strip():
+            raise InvariantViolated("tenant name cannot be blank")
+        self.name = name
+        self.status = status
+        self.created_at_ms = created_at_ms
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tenant) and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """A stored key: only the lookup prefix and a digest of the secret, never the secret."""
+
+    id: ApiKeyId
+    tenant_id: TenantId
+    prefix: str
+    secret_digest: str
+    role: Role
+    created_at_ms: int
+    revoked: bool = False
+
+    def matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self.secret_digest, digest_secret(secret))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedKey:
+    """A freshly minted key: ``plaintext`` is shown once and never stored."""
+
+    key: ApiKey
+    plaintext: str
+
+
+def digest_secret(secret: str) -> str:
+    # Keys carry 256 bits of randomness, so a fast digest is enough; no password stretching.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint_api_key(
+    *, key_id: ApiKeyId, tenant_id: TenantId, role: Role, created_at_ms: int
+) -> IssuedKey:
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        prefix=prefix,
+        secret_digest=digest_secret(secret),
+        role=role,
+        created_at_ms=created_at_ms,
+    )
+    return IssuedKey(key=key, plaintext=f"{KEY_PREFIX}_{prefix}_{secret}")
+
+
+def split_api_key(plaintext: str) -> tuple[str, str] | None:
+    """``sba_<prefix>_<secret>`` → (prefix, secret), or None when it is not of that shape."""
+    head, sep, rest = plaintext.partition("_")
+    if head != KEY_PREFIX or not sep:
+        return None
+    prefix, sep, secret = rest.partition("_")
+    if not sep or len(prefix) != 12 or not secret:
+        return None
+    return prefix, secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who a request acts as, inside one tenant."""
+
+    tenant_id: TenantId
+    tenant_slug: str
+    subject: str
+    role: Role
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is not Role.READONLY

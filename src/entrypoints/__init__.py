@@ -1,0 +1,1 @@
+"""Front doors (HTTP, worker, CLI) and the composition root."""

@@ -1,0 +1,1 @@
+"""The sba command line."""

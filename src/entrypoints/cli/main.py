@@ -1,0 +1,157 @@
+"""``sba``: serve, migrate, provision tenants and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from dishka import AsyncContainer
+
+from application.errors import ApplicationError
+from application.ports import SchemaMigrator
+from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
+from domain.errors import DomainError
+from domain.tenancy.model import Role
+from entrypoints.ioc.container import make_container
+from entrypoints.logs import configure_logging
+from entrypoints.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+
+def _with_container(settings: Settings, job: Callable[[AsyncContainer], Awaitable[T]]) -> T:
+    async def main() -> T:
+        container = make_container(settings)
+        try:
+            if settings.is_embedded_database:
+                # The embedded database is ours to manage: bring it up to date before use.
+                await (await container.get(SchemaMigrator)).upgrade()
+            return await job(container)
+        finally:
+            await container.close()
+
+    return asyncio.run(main())
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from entrypoints.http.app import create_app
+
+    async def prepare(container: AsyncContainer) -> str | None:
+        if not settings.seed_demo:
+            return None
+        issued = await (await container.get(EnsureDemoTenant))()
+        return issued.plaintext if issued else None
+
+    key = _with_container(settings, prepare)
+    host = args.host or settings.http.host
+    port = args.port if args.port is not None else settings.http.port
+    url = f"http://{host}:{port}"
+    if key:
+        print("Created the demo tenant 'demo'. Its admin API key (shown once):", flush=True)
+        print(f"  {key}")
+        print("Stream a run:")
+        print(
+            f"  curl -N {url}/v1/agents/assistant/runs -H 'Authorization: Bearer {key}' "
+            "-H 'Content-Type: application/json' -H 'Accept: text/event-stream' "
+            """-d '{"threadId":"t1","runId":"r1","messages":"""
+            """[{"id":"m1","role":"user","content":"What can you do?"}]}'"""
+        )
+    print(f"SBA listening on {url} (API docs: {url}/schema)", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=settings.http.access_log,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.runs.shutdown_grace_s) + 1,
+        backlog=4096,
+    )
+    return 0
+
+
+def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> None:
+        await (await container.get(SchemaMigrator)).upgrade()
+
+    _with_container(settings, job)
+    print(f"database at {settings.effective_database_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> str:
+        tenant = await (await container.get(CreateTenant))(args.slug, args.name)
+        return f"created tenant {tenant.slug} ({tenant.id})"
+
+    print(_with_container(settings, job))
+    return 0
+
+
+def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> str:
+        if settings.seed_demo and args.tenant == "demo":
+            await (await container.get(EnsureDemoTenant))()
+        issued = await (await container.get(CreateApiKey))(args.tenant, Role(args.role))
+        return issued.plaintext
+
+    key = _with_container(settings, job)
+    print(f"API key for tenant {args.tenant} with role {args.role} (shown once):")
+    print(key)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sba", description="Smart Business Assistant")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default=None, help="default: SBA_HTTP__HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default: SBA_HTTP__PORT or 8000")
+    serve.set_defaults(handler=_cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="migrate the configured database").set_defaults(
+        handler=_cmd_db_upgrade
+    )
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant", required=True)
+    create = tenant.add_parser("create", help="create a tenant")
+    create.add_argument("slug")
+    create.add_argument("--name", default=None)
+    create.set_defaults(handler=_cmd_tenant_create)
+
+    apikey = sub.add_parser("apikey", help="API keys").add_subparsers(dest="apikey", required=True)
+    key = apikey.add_parser("create", help="create an API key; prints it on the last line")
+    key.add_argument("--tenant", required=True, help="tenant slug")
+    key.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    key.set_defaults(handler=_cmd_apikey_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"sba: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log.level, json=settings.log.json)
+    try:
+        return int(args.handler(settings, args))
+    except (ApplicationError, DomainError) as exc:
+        print(f"sba: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

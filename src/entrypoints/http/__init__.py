@@ -1,0 +1,1 @@
+"""HTTP front door: Litestar, SSE and the AG-UI wire format."""

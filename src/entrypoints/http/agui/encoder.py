@@ -1,0 +1,150 @@
+"""Core run events → AG-UI SSE frames.
+
+Frames are ``id: <seq>\\ndata: <json>\\n\\n`` with LF only (a CRLF frame breaks
+``@ag-ui/client``), optional fields omitted rather than sent as null, and 1.0-only shapes
+(``outcome``, ``usage``) sent only to clients that declared a ``protocolVersion``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from domain.conversation.events import (
+    RunEvent,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextMessageEnded,
+    TextMessageStarted,
+)
+from domain.conversation.model import Message, Role
+
+
+class _Event(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, tag_field="type"):
+    pass
+
+
+class RunStartedOut(_Event, tag="RUN_STARTED", kw_only=True):
+    thread_id: str
+    run_id: str
+
+
+class OutcomeOut(msgspec.Struct, omit_defaults=True):
+    type: str
+
+
+class UsageOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class RunFinishedOut(_Event, tag="RUN_FINISHED", kw_only=True):
+    thread_id: str
+    run_id: str
+    outcome: OutcomeOut | None = None
+    usage: list[UsageOut] | None = None
+
+
+class RunErrorOut(_Event, tag="RUN_ERROR", kw_only=True):
+    message: str
+    code: str | None = None
+
+
+class TextMessageStartOut(_Event, tag="TEXT_MESSAGE_START", kw_only=True):
+    message_id: str
+    role: str = "assistant"
+
+
+class TextMessageContentOut(_Event, tag="TEXT_MESSAGE_CONTENT", kw_only=True):
+    message_id: str
+    delta: str
+
+
+class TextMessageEndOut(_Event, tag="TEXT_MESSAGE_END", kw_only=True):
+    message_id: str
+
+
+class MessageOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    id: str
+    role: str
+    content: str | None = None
+
+
+class MessagesSnapshotOut(_Event, tag="MESSAGES_SNAPSHOT", kw_only=True):
+    messages: list[MessageOut]
+
+
+_SUCCESS = OutcomeOut(type="success")
+_encode = msgspec.json.Encoder().encode
+
+
+def to_wire(event: RunEvent, *, v1: bool) -> _Event:
+    if isinstance(event, TextDelta):
+        return TextMessageContentOut(message_id=event.message_id, delta=event.delta)
+    if isinstance(event, TextMessageStarted):
+        return TextMessageStartOut(message_id=event.message_id)
+    if isinstance(event, TextMessageEnded):
+        return TextMessageEndOut(message_id=event.message_id)
+    if isinstance(event, RunStarted):
+        return RunStartedOut(thread_id=event.thread_id, run_id=event.run_id)
+    if isinstance(event, RunFinished):
+        if not v1:
+            return RunFinishedOut(thread_id=event.thread_id, run_id=event.run_id)
+        usage = event.usage
+        return RunFinishedOut(
+            thread_id=event.thread_id,
+            run_id=event.run_id,
+            outcome=_SUCCESS,
+            usage=[
+                UsageOut(
+                    provider="sba",
+                    model="default",
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    total_tokens=usage.total_tokens,
+                )
+            ],
+        )
+    if isinstance(event, RunFailed):
+        return RunErrorOut(message=event.message, code=event.code)
+    raise TypeError(f"no AG-UI form for {type(event).__name__}")
+
+
+def encode_frames(first_seq: int, events: Sequence[RunEvent], *, v1: bool) -> bytes:
+    out = bytearray()
+    seq = first_seq
+    for event in events:
+        out += b"id: %d\ndata: " % seq
+        out += _encode(to_wire(event, v1=v1))
+        out += b"\n\n"
+        seq += 1
+    return bytes(out)
+
+
+def encode_frame(event: _Event, seq: int | None = None) -> bytes:
+    head = b"id: %d\n" % seq if seq is not None else b""
+    return head + b"data: " + _encode(event) + b"\n\n"
+
+
+def messages_snapshot(messages: Sequence[Message]) -> MessagesSnapshotOut:
+    return MessagesSnapshotOut(
+        messages=[
+            MessageOut(id=m.id, role=str(m.role), content=m.content)
+            for m in messages
+            if m.role in (Role.USER, Role.ASSISTANT, Role.SYSTEM, Role.DEVELOPER)
+        ]
+    )
+
+
+def as_json(event: _Event) -> Any:
+    return msgspec.to_builtins(event)
+
+
+HEARTBEAT = b": ping\n\n"

@@ -1,0 +1,54 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from dishka import AsyncContainer, Provider
+from dishka.integrations.litestar import LitestarProvider, setup_dishka
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from application.conversation.ports import RunLauncher
+from entrypoints.http.auth import PrincipalProvider
+from entrypoints.http.health import healthz, readyz
+from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.runs import RunController
+from entrypoints.ioc.container import make_container
+from entrypoints.settings import Settings
+
+log = logging.getLogger("sba.http")
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
+    container: AsyncContainer = make_container(
+        settings, LitestarProvider(), PrincipalProvider(), *extra_providers
+    )
+
+    async def on_shutdown() -> None:
+        launcher = await container.get(RunLauncher)
+        await launcher.drain(settings.runs.shutdown_grace_s)
+        await container.close()
+
+    app = Litestar(
+        route_handlers=[RunController, healthz, readyz],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_shutdown=[on_shutdown],
+        request_max_body_size=settings.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="SBA — Smart Business Assistant",
+            version=VERSION,
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    setup_dishka(container, app)
+    return app
+
+
+__all__ = ["AppConfig", "create_app"]

@@ -1,0 +1,133 @@
+"""One table from error codes to HTTP statuses; every error leaves as RFC 9457
+``application/problem+json``. A 500 is a bug: it is logged with its request id."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from application.errors import ApplicationError, RateLimited
+from domain.errors import DomainError
+
+log = logging.getLogger("sba.http")
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "invalid_json": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "invalid_run_transition": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_input": 422,
+    "invariant_violated": 422,
+    "validation_failed": 422,
+    "rate_limited": 429,
+    "internal_error": 500,
+    "model_error": 502,
+    "service_unavailable": 503,
+}
+
+_CODE_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                   413: "payload_too_large", 415: "unsupported_media_type", 401: "unauthenticated",
+                   403: "forbidden", 409: "conflict", 429: "rate_limited",
+                   503: "service_unavailable"}
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True, kw_only=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def problem(
+    code: str, detail: str, *, status: int | None = None, instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    status = status or STATUS_BY_CODE.get(code, 500)
+    body = Problem(
+        type=f"https://sba.dev/problems/{code.replace('_', '-')}",
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        code=code,
+        instance=instance,
+    )
+    return Response(
+        content=_encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def on_application_error(request: Request, exc: ApplicationError) -> Response[bytes]:
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if exc.code == "unauthenticated":
+        headers = {"WWW-Authenticate": 'Bearer realm="sba"'}
+    return problem(exc.code, exc.message, instance=request.url.path, headers=headers)
+
+
+def on_domain_error(request: Request, exc: DomainError) -> Response[bytes]:
+    return problem(exc.code, exc.message, instance=request.url.path)
+
+
+def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        return problem("validation_failed", str(exc.detail), status=422, instance=request.url.path)
+    code = _CODE_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
+    return problem(code, str(exc.detail), status=status, instance=request.url.path,
+                   headers=exc.headers)
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem("internal_error", "an unexpected error occurred; it has been logged",
+                   instance=request.url.path)
+
+
+def decode_error(exc: msgspec.DecodeError) -> Response[bytes]:
+    if isinstance(exc, msgspec.ValidationError):
+        return problem("validation_failed", f"the request body is not valid: {exc}")
+    return problem("invalid_json", f"the request body is not valid JSON: {exc}")
+
+
+EXCEPTION_HANDLERS = {
+    ApplicationError: on_application_error,
+    DomainError: on_domain_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_BY_CODE", "MediaType", "problem"]

@@ -1,0 +1,258 @@
+"""AG-UI runs: start one and stream it, resume a stream, cancel, read back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from dishka import FromDishka
+from dishka.integrations.litestar import inject
+from litestar import Controller, Request, delete, get, post
+from litestar.params import Parameter
+from litestar.response import Response, Stream
+
+from application.conversation.use_cases import (
+    CancelRun,
+    GetRun,
+    GetThreadMessages,
+    StartRun,
+    StartRunCommand,
+    TailRun,
+)
+from application.errors import InvalidInput, NotFound
+from domain.conversation.events import RunFailed, RunFinished, RunStarted
+from domain.conversation.model import Message, Role, Run, RunStatus
+from domain.errors import DomainError
+from domain.ids import MessageId, RunId, ThreadId
+from domain.tenancy.model import Principal
+from entrypoints.http.agui.encoder import (
+    HEARTBEAT,
+    encode_frame,
+    encode_frames,
+    messages_snapshot,
+    to_wire,
+)
+from entrypoints.http.agui.models import (
+    ActivityMessageIn,
+    MessageIn,
+    ReasoningMessageIn,
+    RunAgentInput,
+    run_input_decoder,
+    text_of,
+)
+from entrypoints.http.problems import decode_error
+from entrypoints.settings import Settings
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_ROLE = {
+    "user": Role.USER,
+    "assistant": Role.ASSISTANT,
+    "system": Role.SYSTEM,
+    "developer": Role.DEVELOPER,
+    "tool": Role.TOOL,
+}
+
+
+def to_domain_messages(messages: list[MessageIn]) -> list[Message]:
+    out: list[Message] = []
+    try:
+        for m in messages:
+            if isinstance(m, ActivityMessageIn | ReasoningMessageIn):
+                continue  # UI-side records, not part of the conversation the model sees
+            role = _ROLE[type(m).__struct_config__.tag]  # type: ignore[index]
+            out.append(Message(id=MessageId(m.id), role=role, content=text_of(m.content)))
+    except DomainError as exc:
+        raise InvalidInput(exc.message) from exc
+    return out
+
+
+async def tail(
+    tail_run: TailRun,
+    principal: Principal,
+    run_id: str,
+    *,
+    after: int,
+    heartbeat_s: float,
+    v1: bool,
+) -> AsyncIterator[bytes]:
+    while True:
+        batch = await tail_run(principal, run_id, after=after, wait_s=heartbeat_s)
+        if batch.events:
+            yield encode_frames(batch.first_seq, batch.events, v1=v1)
+            after = batch.last_seq
+        elif not batch.complete:
+            yield HEARTBEAT
+        if batch.complete and after >= batch.last_seq:
+            return
+
+
+class RunOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    run_id: str
+    thread_id: str
+    agent: str
+    status: str
+    input_tokens: int
+    output_tokens: int
+    created_at_ms: int
+    finished_at_ms: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> RunOut:
+        return cls(
+            run_id=run.id,
+            thread_id=run.thread_id,
+            agent=run.agent,
+            status=str(run.status),
+            input_tokens=run.usage.input_tokens,
+            output_tokens=run.usage.output_tokens,
+            created_at_ms=run.created_at_ms,
+            finished_at_ms=run.finished_at_ms,
+            error_code=run.error_code,
+            error_message=run.error_message,
+        )
+
+
+class MessageOut(msgspec.Struct, kw_only=True):
+    id: str
+    role: str
+    content: str
+
+
+class MessagesOut(msgspec.Struct, kw_only=True):
+    messages: list[MessageOut]
+
+
+def _replay_from_store(run: Run, messages: list[Message]) -> bytes:
+    """A finished run whose live log has expired: RUN_STARTED, the thread as a snapshot, and
+    the outcome, so a client asking for it from scratch still sees a whole, valid stream."""
+    end = (
+        RunFinished(thread_id=run.thread_id, run_id=run.id, usage=run.usage)
+        if run.status is RunStatus.SUCCEEDED
+        else RunFailed(code=run.error_code or str(run.status), message=run.error_message or "")
+    )
+    return (
+        encode_frame(to_wire(RunStarted(thread_id=run.thread_id, run_id=run.id), v1=False))
+        + encode_frame(messages_snapshot(messages))
+        + encode_frame(to_wire(end, v1=False))
+    )
+
+
+class RunController(Controller):
+    path = "/v1"
+    tags = ["runs"]
+
+    @post(
+        "/agents/{agent:str}/runs",
+        status_code=200,
+        summary="Start an AG-UI run and stream its events",
+        description="Body: AG-UI RunAgentInput. Answer: text/event-stream of AG-UI events, each "
+        "frame with an `id:` for resuming through GET /v1/runs/{runId}/events.",
+    )
+    @inject
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        agent: str,
+        principal: FromDishka[Principal],
+        start_run: FromDishka[StartRun],
+        tail_run: FromDishka[TailRun],
+        settings: FromDishka[Settings],
+    ) -> Stream | Response[bytes]:
+        try:
+            body: RunAgentInput = run_input_decoder.decode(await request.body())
+        except msgspec.DecodeError as exc:
+            return decode_error(exc)
+        forwarded = body.forwarded_props if isinstance(body.forwarded_props, dict) else {}
+        run = await start_run(
+            StartRunCommand(
+                principal=principal,
+                agent=agent,
+                thread_id=body.thread_id,
+                run_id=body.run_id,
+                messages=to_domain_messages(body.messages),
+                forwarded_props=forwarded,
+            )
+        )
+        stream = tail(
+            tail_run,
+            principal,
+            run.id,
+            after=0,
+            heartbeat_s=settings.http.heartbeat_s,
+            v1=body.protocol_version is not None,
+        )
+        return Stream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @get(
+        "/runs/{run_id:str}/events",
+        summary="Resume a run's event stream",
+        description="Replays the run's events after `Last-Event-ID` (header) or `after` "
+        "(query), then follows the live tail. With neither, replays from the start.",
+    )
+    @inject
+    async def events(
+        self,
+        run_id: str,
+        principal: FromDishka[Principal],
+        tail_run: FromDishka[TailRun],
+        get_run: FromDishka[GetRun],
+        messages: FromDishka[GetThreadMessages],
+        settings: FromDishka[Settings],
+        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+        after: int | None = None,
+    ) -> Stream:
+        start = after if after is not None else 0
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit():
+                raise InvalidInput("Last-Event-ID must be the integer id of a received event")
+            start = int(last_event_id)
+        if start < 0:
+            raise InvalidInput("after must be zero or more")
+        try:
+            # Probe without waiting so that an unknown run is a 404, not an empty stream.
+            await tail_run(principal, run_id, after=start, wait_s=0)
+        except NotFound:
+            run = await get_run(principal, run_id)
+            if not run.status.is_terminal:
+                raise
+            history = await messages(principal, run.thread_id)
+            return Stream(
+                iter((_replay_from_store(run, history),)),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+            )
+        stream = tail(
+            tail_run, principal, run_id, after=start, heartbeat_s=settings.http.heartbeat_s,
+            v1=False,
+        )
+        return Stream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @get("/runs/{run_id:str}", summary="A run's status and usage")
+    @inject
+    async def get_run(
+        self, run_id: str, principal: FromDishka[Principal], get_run: FromDishka[GetRun]
+    ) -> RunOut:
+        return RunOut.of(await get_run(principal, RunId(run_id)))
+
+    @delete("/runs/{run_id:str}", status_code=202, summary="Cancel a run in progress")
+    @inject
+    async def cancel(
+        self, run_id: str, principal: FromDishka[Principal], cancel_run: FromDishka[CancelRun]
+    ) -> RunOut:
+        return RunOut.of(await cancel_run(principal, run_id))
+
+    @get("/threads/{thread_id:str}/messages", summary="A thread's stored messages", tags=["threads"])
+    @inject
+    async def thread_messages(
+        self,
+        thread_id: str,
+        principal: FromDishka[Principal],
+        messages: FromDishka[GetThreadMessages],
+    ) -> MessagesOut:
+        stored = await messages(principal, ThreadId(thread_id))
+        return MessagesOut(
+            messages=[MessageOut(id=m.id, role=str(m.role), content=m.content) for m in stored]
+        )

@@ -1,0 +1,108 @@
+"""Dishka providers and the one container factory used by HTTP, worker and CLI.
+
+Use cases and the unit of work are stateless, so they live in APP scope and are built once;
+only what belongs to a request (the principal) is REQUEST-scoped. Tests pass extra providers,
+which are appended last and so override what came before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from dishka import AsyncContainer, Provider, Scope, from_context, make_async_container, provide
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
+from adapters.memory.clock import SystemClock
+from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.launcher import AsyncioRunLauncher
+from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.sqla.migrator import AlembicSchemaMigrator
+from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from application.conversation.ports import ChatModel, RateLimiter, RunEventLog, RunLauncher
+from application.conversation.use_cases import (
+    CancelRun,
+    ExecuteRun,
+    GetRun,
+    GetThreadMessages,
+    StartRun,
+    TailRun,
+)
+from application.ports import Clock, SchemaMigrator, UnitOfWork
+from application.tenancy.use_cases import (
+    Authenticate,
+    CreateApiKey,
+    CreateTenant,
+    EnsureDemoTenant,
+)
+from entrypoints.settings import Settings
+
+
+class InfrastructureProvider(Provider):
+    scope = Scope.APP
+    settings = from_context(Settings, scope=Scope.APP)
+
+    @provide
+    async def engine(self, settings: Settings) -> AsyncIterator[AsyncEngine]:
+        engine = create_engine_for(settings.effective_database_url)
+        yield engine
+        await engine.dispose()
+
+    @provide
+    def unit_of_work(self, engine: AsyncEngine) -> UnitOfWork:
+        return SqlaUnitOfWork(engine)
+
+    @provide
+    def migrator(self, settings: Settings) -> SchemaMigrator:
+        return AlembicSchemaMigrator(settings.effective_database_url)
+
+    @provide
+    def clock(self) -> Clock:
+        return SystemClock()
+
+    @provide
+    def event_log(self, settings: Settings) -> RunEventLog:
+        return MemoryRunEventLog(
+            max_events_per_run=settings.runs.max_events_per_run,
+            retention_s=settings.runs.retention_s,
+            max_finished_runs=settings.runs.max_finished_runs,
+        )
+
+    @provide
+    def rate_limiter(self, settings: Settings) -> RateLimiter:
+        return MemoryRateLimiter(burst_ratio=settings.rate_limit.burst_ratio)
+
+    @provide
+    def chat_model(self, settings: Settings) -> ChatModel:
+        offline = OfflineChatModel(token_delay_s=settings.llm.offline_token_delay_ms / 1000)
+        return LoadTestChatModel(offline) if settings.llm.loadtest else offline
+
+    @provide
+    def launcher(self, execute: ExecuteRun) -> AsyncioRunLauncher:
+        return AsyncioRunLauncher(execute)
+
+    @provide
+    def run_launcher(self, launcher: AsyncioRunLauncher) -> RunLauncher:
+        return launcher
+
+
+class UseCaseProvider(Provider):
+    scope = Scope.APP
+
+    start_run = provide(StartRun)
+    execute_run = provide(ExecuteRun)
+    tail_run = provide(TailRun)
+    cancel_run = provide(CancelRun)
+    get_run = provide(GetRun)
+    get_thread_messages = provide(GetThreadMessages)
+    authenticate = provide(Authenticate)
+    create_tenant = provide(CreateTenant)
+    create_api_key = provide(CreateApiKey)
+    ensure_demo_tenant = provide(EnsureDemoTenant)
+
+
+def base_providers() -> list[Provider]:
+    return [InfrastructureProvider(), UseCaseProvider()]
+
+
+def make_container(settings: Settings, *extra: Provider) -> AsyncContainer:
+    return make_async_container(*base_providers(), *extra, context={Settings: settings})

@@ -1,0 +1,148 @@
+"""Settings: one frozen msgspec tree, read from ``SBA_*`` environment variables (nested with
+``__``) over an optional TOML file (``SBA_CONFIG_FILE``). A value of the wrong type, or a key
+that does not exist, stops start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "SBA_"
+CONFIG_FILE_VAR = "SBA_CONFIG_FILE"
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HttpSettings(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Idle SSE streams get a comment line this often so proxies keep them open.
+    heartbeat_s: float = 15.0
+    max_body_bytes: int = 1_048_576
+    access_log: bool = False
+
+
+class RateLimitSettings(_Section, frozen=True):
+    default_per_minute: int = 600
+    # Share of the per-minute limit that may arrive at once.
+    burst_ratio: float = 0.2
+
+
+class LlmSettings(_Section, frozen=True):
+    provider: Literal["offline"] = "offline"
+    loadtest: bool = False
+    offline_token_delay_ms: float = 0.0
+
+
+class RunSettings(_Section, frozen=True):
+    max_events_per_run: int = 10_000
+    retention_s: float = 60.0
+    max_finished_runs: int = 4_096
+    # On shutdown, runs still executing get this long to finish before they are cancelled.
+    shutdown_grace_s: float = 10.0
+
+
+class LogSettings(_Section, frozen=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = True
+
+
+class Settings(_Section, frozen=True):
+    data_dir: str = ".sba"
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    seed_demo: bool = True
+    http: HttpSettings = HttpSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    llm: LlmSettings = LlmSettings()
+    runs: RunSettings = RunSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = Path(self.data_dir).expanduser().resolve() / "sba.db"
+        return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+class SettingsError(Exception):
+    """Raised with a message naming the offending key; start-up prints it and exits."""
+
+
+def _env_name(path: str) -> str:
+    return ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
+
+
+def _nest(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_VAR:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise SettingsError(f"{name}: empty segment in the variable name")
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SettingsError(f"{name}: {part} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _key_of(error: msgspec.ValidationError) -> str:
+    # msgspec reports ``... - at `$.http.port``` or names an unknown field ``Object contains
+    # unknown field `x` - at `$.http```.
+    text = str(error)
+    path = ""
+    if "at `$" in text:
+        path = text.rsplit("at `$", 1)[1].rstrip("`").lstrip(".")
+    if "unknown field `" in text:
+        field = text.split("unknown field `", 1)[1].split("`", 1)[0]
+        path = f"{path}.{field}" if path else field
+    return path
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    config_file = env.get(CONFIG_FILE_VAR)
+    if config_file:
+        try:
+            raw = tomllib.loads(Path(config_file).read_text())
+        except OSError as exc:
+            raise SettingsError(f"{CONFIG_FILE_VAR}: cannot read {config_file}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{CONFIG_FILE_VAR}: {config_file} is not valid TOML: {exc}") from exc
+    raw = _merge(raw, _nest(env))
+    try:
+        # strict=False lets "8000" become an int and "true" a bool, as env values must.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        key = _key_of(exc)
+        name = _env_name(key) if key else "settings"
+        raise SettingsError(f"{name} (settings key {key or '?'}): {exc}") from exc

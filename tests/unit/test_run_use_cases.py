@@ -1,0 +1,240 @@
+"""Starting and executing runs, with in-memory adapters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
+from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.persistence import MemoryUnitOfWork
+from application.conversation.ports import (
+    ChatChunk,
+    ChatRequest,
+    RunAssignment,
+    TextChunk,
+    UsageChunk,
+)
+from application.conversation.use_cases import (
+    CancelRun,
+    ExecuteRun,
+    StartRun,
+    StartRunCommand,
+)
+from application.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound
+from domain.conversation.events import (
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextMessageEnded,
+    TextMessageStarted,
+)
+from domain.conversation.model import Message, Role, RunStatus, Usage
+from domain.ids import MessageId, RunId, TenantId, ThreadId
+from domain.tenancy.model import Principal
+from domain.tenancy.model import Role as KeyRole
+
+TENANT = TenantId("ten_1")
+ME = Principal(tenant_id=TENANT, tenant_slug="demo", subject="apikey:k", role=KeyRole.MEMBER)
+
+
+class FixedClock:
+    def now_ms(self) -> int:
+        return 1_700_000_000_000
+
+
+@dataclass
+class RecordingLauncher:
+    launched: list[RunAssignment] = field(default_factory=list)
+    cancelled: list[RunId] = field(default_factory=list)
+
+    def launch(self, assignment: RunAssignment) -> None:
+        self.launched.append(assignment)
+
+    def cancel(self, run_id: RunId) -> bool:
+        self.cancelled.append(run_id)
+        return True
+
+    async def drain(self, grace_s: float) -> None:
+        return None
+
+
+def user(id: str, text: str) -> Message:
+    return Message(id=MessageId(id), role=Role.USER, content=text)
+
+
+def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -> StartRunCommand:
+    return StartRunCommand(
+        principal=principal, agent="assistant", thread_id="t1", run_id=run_id,
+        messages=list(messages) or [user("u1", "hello")], forwarded_props={},
+    )
+
+
+@pytest.fixture
+def world():
+    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
+    return uow, log, launcher, StartRun(uow, log, launcher, FixedClock())
+
+
+async def all_events(log: MemoryRunEventLog, run_id: str = "r1"):
+    batch = await log.read(TENANT, RunId(run_id), after=0, wait_s=0)
+    assert batch is not None
+    return list(batch.events), batch.complete
+
+
+async def test_starting_a_run_persists_it_logs_run_started_and_launches_it(world) -> None:
+    uow, log, launcher, start = world
+    run = await start(command())
+    assert run.status is RunStatus.PENDING
+    events, complete = await all_events(log)
+    assert events == [RunStarted(thread_id=ThreadId("t1"), run_id=RunId("r1"))]
+    assert not complete
+    assert [a.run_id for a in launcher.launched] == ["r1"]
+    async with uow.transaction(TENANT) as tx:
+        assert (await tx.runs.get(TENANT, RunId("r1"))) == run
+        assert [m.id for m in await tx.threads.list_messages(TENANT, ThreadId("t1"))] == ["u1"]
+
+
+async def test_resent_history_is_stored_once(world) -> None:
+    uow, _, _, start = world
+    await start(command("r1", user("u1", "a")))
+    await start(command("r2", user("u1", "a"), user("u2", "b")))
+    async with uow.transaction(TENANT) as tx:
+        assert [m.id for m in await tx.threads.list_messages(TENANT, ThreadId("t1"))] == ["u1", "u2"]
+
+
+async def test_a_reused_run_id_is_a_conflict_and_nothing_is_launched_twice(world) -> None:
+    _, _, launcher, start = world
+    await start(command())
+    with pytest.raises(Conflict):
+        await start(command())
+    assert len(launcher.launched) == 1
+
+
+@pytest.mark.parametrize(
+    ("cmd", "error"),
+    [
+        (StartRunCommand(principal=ME, agent="ghost", thread_id="t", run_id="r",
+                         messages=[user("u", "x")], forwarded_props={}), NotFound),
+        (StartRunCommand(principal=ME, agent="assistant", thread_id="t", run_id="r",
+                         messages=[], forwarded_props={}), InvalidInput),
+        (StartRunCommand(principal=ME, agent="assistant", thread_id=" ", run_id="r",
+                         messages=[user("u", "x")], forwarded_props={}), InvalidInput),
+        (StartRunCommand(principal=Principal(tenant_id=TENANT, tenant_slug="demo", subject="s",
+                                             role=KeyRole.READONLY),
+                         agent="assistant", thread_id="t", run_id="r",
+                         messages=[user("u", "x")], forwarded_props={}), Forbidden),
+    ],
+)
+async def test_invalid_starts_are_refused_and_leave_nothing(world, cmd, error) -> None:
+    uow, log, launcher, start = world
+    with pytest.raises(error):
+        await start(cmd)
+    assert not launcher.launched
+    assert await log.read(TENANT, RunId("r"), after=0, wait_s=0) is None
+    async with uow.transaction(TENANT) as tx:
+        assert await tx.runs.get(TENANT, RunId("r")) is None
+
+
+async def execute(world, model, run_id: str = "r1"):
+    uow, log, launcher, start = world
+    await start(command(run_id))
+    await ExecuteRun(uow, log, model, FixedClock())(launcher.launched[-1])
+    return await all_events(log, run_id)
+
+
+async def test_executing_streams_text_then_persists_then_finishes(world) -> None:
+    events, complete = await execute(world, LoadTestChatModel(OfflineChatModel()))
+    assert complete
+    assert isinstance(events[0], RunStarted)
+    assert isinstance(events[1], TextMessageStarted)
+    assert isinstance(events[-2], TextMessageEnded)
+    assert isinstance(events[-1], RunFinished)
+    text = "".join(e.delta for e in events if isinstance(e, TextDelta))
+    uow = world[0]
+    async with uow.transaction(TENANT) as tx:
+        stored = await tx.threads.list_messages(TENANT, ThreadId("t1"))
+        run = await tx.runs.get(TENANT, RunId("r1"))
+    assert stored[-1].role is Role.ASSISTANT and stored[-1].content == text
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    assert run.usage == events[-1].usage and run.usage.output_tokens > 0
+
+
+class BrokenModel:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        yield TextChunk("half ")
+        yield UsageChunk(Usage(input_tokens=3))
+        raise self.exc
+
+
+async def test_a_model_error_ends_the_run_failed_with_its_code(world) -> None:
+    events, complete = await execute(world, BrokenModel(ModelError("down", code="model_timeout")))
+    assert complete and events[-1] == RunFailed(code="model_timeout", message="down")
+    async with world[0].transaction(TENANT) as tx:
+        run = await tx.runs.get(TENANT, RunId("r1"))
+    assert run is not None and (run.status, run.error_code) == (RunStatus.FAILED, "model_timeout")
+    assert run.usage.input_tokens == 3
+
+
+async def test_a_bug_in_the_model_still_ends_the_stream_and_is_raised(world) -> None:
+    with pytest.raises(ZeroDivisionError):
+        await execute(world, BrokenModel(ZeroDivisionError()))
+    events, complete = await all_events(world[1])
+    assert complete and events[-1] == RunFailed(code="internal_error",
+                                                message="the run failed unexpectedly")
+
+
+class EndlessModel:
+    def __init__(self) -> None:
+        self.streaming = asyncio.Event()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        while True:
+            yield TextChunk("more ")
+            self.streaming.set()
+            await asyncio.sleep(3600)
+
+
+async def test_cancelling_an_executing_run_ends_it_cancelled(world) -> None:
+    uow, log, launcher, start = world
+    await start(command())
+    model = EndlessModel()
+    task = asyncio.create_task(ExecuteRun(uow, log, model, FixedClock())(launcher.launched[0]))
+    await model.streaming.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    events, complete = await all_events(log)
+    assert complete and events[-1] == RunFailed(code="cancelled", message="the run was cancelled")
+    async with uow.transaction(TENANT) as tx:
+        run = await tx.runs.get(TENANT, RunId("r1"))
+    assert run is not None and run.status is RunStatus.CANCELLED
+
+
+async def test_cancel_use_case_refuses_finished_and_foreign_runs(world) -> None:
+    uow, log, launcher, start = world
+    await execute(world, OfflineChatModel())
+    cancel = CancelRun(uow, launcher)
+    with pytest.raises(Conflict):
+        await cancel(ME, "r1")
+    stranger = Principal(tenant_id=TenantId("ten_2"), tenant_slug="x", subject="s",
+                         role=KeyRole.ADMIN)
+    with pytest.raises(NotFound):
+        await cancel(stranger, "r1")
+    await start(command("r2"))
+    assert (await cancel(ME, "r2")).id == "r2"
+    assert launcher.cancelled == ["r2"]
+
+
+def test_the_offline_model_is_deterministic() -> None:
+    model = OfflineChatModel()
+    request = ChatRequest(tenant_id=TENANT, messages=(user("u", "Where is my invoice?"),))
+    assert model.answer(request) == model.answer(request)
+    assert "Where is my invoice?" in model.answer(request)
