@@ -20,10 +20,17 @@ class Transaction(Protocol):
     """Repositories bound to one database transaction. Nothing is durable until ``commit``;
     leaving the transaction without committing rolls everything back."""
 
-    threads: ThreadRepository
-    runs: RunRepository
-    tenants: TenantRepository
-    api_keys: ApiKeyRepository
+    @property
+    def threads(self) -> ThreadRepository: ...
+
+    @property
+    def runs(self) -> RunRepository: ...
+
+    @property
+    def tenants(self) -> TenantRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
 
     async def commit(self) -> None: ...
 
@@ -35,7 +42,7 @@ class UnitOfWork(Protocol):
 
     def transaction(
         self, tenant_id: TenantId | None
-    ) -> AbstractAsyncContextManager[Transaction]: ...
+    ) -> AbstractAsyncContextManager[Transaction, bool | None]: ...
 
 
 class SchemaMigrator(Protocol):

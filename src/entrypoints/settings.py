@@ -35,6 +35,11 @@ class RateLimitSettings(_Section, frozen=True):
     burst_ratio: float = 0.2
 
 
+class AuthSettings(_Section, frozen=True):
+    # A verified API key is remembered this long: revocation takes effect within it.
+    cache_ttl_ms: int = 5_000
+
+
 class LlmSettings(_Section, frozen=True):
     provider: Literal["offline"] = "offline"
     loadtest: bool = False
@@ -61,6 +66,7 @@ class Settings(_Section, frozen=True):
     broker_url: str | None = None
     seed_demo: bool = True
     http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     llm: LlmSettings = LlmSettings()
     runs: RunSettings = RunSettings()
@@ -137,7 +143,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except OSError as exc:
             raise SettingsError(f"{CONFIG_FILE_VAR}: cannot read {config_file}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{CONFIG_FILE_VAR}: {config_file} is not valid TOML: {exc}") from exc
+            raise SettingsError(
+                f"{CONFIG_FILE_VAR}: {config_file} is not valid TOML: {exc}"
+            ) from exc
     raw = _merge(raw, _nest(env))
     try:
         # strict=False lets "8000" become an int and "true" a bool, as env values must.

@@ -42,7 +42,11 @@ async def test_sequence_numbers_start_at_one_and_have_no_gaps(make_log) -> None:
     assert await log.append(RUN, [delta(0), delta(1)]) == 3
     batch = await log.read(A, RUN, after=0, wait_s=0)
     assert batch is not None
-    assert (batch.first_seq, batch.last_seq, list(batch.events)) == (1, 3, [START, delta(0), delta(1)])
+    assert (batch.first_seq, batch.last_seq, list(batch.events)) == (
+        1,
+        3,
+        [START, delta(0), delta(1)],
+    )
 
 
 async def test_reading_after_a_sequence_number_returns_only_later_events(make_log) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from pydantic import TypeAdapter
 
 from application.conversation.ports import ChatChunk, ChatModel, ChatRequest, TextChunk
-from application.errors import ModelError
+from application.errors import Conflict, ModelError
 from application.ports import SchemaMigrator
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.tenancy.model import Role
@@ -34,25 +35,32 @@ class Api:
         return {"Authorization": f"Bearer {key or self.key}"}
 
     async def key_for(self, slug: str, role: Role = Role.MEMBER) -> str:
-        try:
+        with contextlib.suppress(Conflict):
             await (await self.container.get(CreateTenant))(slug)
-        except Exception:
-            pass
         return (await (await self.container.get(CreateApiKey))(slug, role)).plaintext
 
     async def run(self, body: Mapping[str, Any], key: str | None = None, **headers: str):
         return await self.client.post(
             "/v1/agents/assistant/runs",
             content=json.dumps(body),
-            headers={**self.auth(key), "Content-Type": "application/json",
-                     "Accept": "text/event-stream", **headers},
+            headers={
+                **self.auth(key),
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream",
+                **headers,
+            },
         )
 
 
-def run_body(run_id: str = "r1", thread_id: str = "t1", text: str = "What can you do?",
-             **extra: Any) -> dict[str, Any]:
-    return {"threadId": thread_id, "runId": run_id,
-            "messages": [{"id": f"u-{run_id}", "role": "user", "content": text}], **extra}
+def run_body(
+    run_id: str = "r1", thread_id: str = "t1", text: str = "What can you do?", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "threadId": thread_id,
+        "runId": run_id,
+        "messages": [{"id": f"u-{run_id}", "role": "user", "content": text}],
+        **extra,
+    }
 
 
 def parse_sse(raw: str) -> list[tuple[int | None, dict]]:
@@ -111,7 +119,8 @@ async def test_a_run_streams_a_valid_agui_sequence_and_persists_the_answer(api: 
 
     stored = await api.client.get("/v1/threads/t1/messages", headers=api.auth())
     assert [(m["role"], m["content"]) for m in stored.json()["messages"]] == [
-        ("user", "What can you do?"), ("assistant", text),
+        ("user", "What can you do?"),
+        ("assistant", text),
     ]
     run = (await api.client.get("/v1/runs/r1", headers=api.auth())).json()
     assert run["status"] == "succeeded" and run["outputTokens"] > 0
@@ -151,8 +160,9 @@ async def test_an_unknown_field_is_a_422_problem_naming_it(api: Api) -> None:
 
 
 async def test_a_missing_required_field_is_a_422_problem(api: Api) -> None:
-    body = assert_problem(await api.run({"threadId": "t", "messages": []}), 422,
-                          "validation_failed")
+    body = assert_problem(
+        await api.run({"threadId": "t", "messages": []}), 422, "validation_failed"
+    )
     assert "runId" in body["detail"]
 
 
@@ -163,11 +173,13 @@ async def test_a_missing_key_is_a_401_problem(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["sba_000000000000_wrong", "not-a-key", "sba_short_x", ""],
+    "key",
+    ["sba_000000000000_wrong", "not-a-key", "sba_short_x", ""],
 )
 async def test_a_wrong_key_is_a_401_problem(api: Api, key: str) -> None:
     response = await api.client.post(
-        "/v1/agents/assistant/runs", content=json.dumps(run_body()),
+        "/v1/agents/assistant/runs",
+        content=json.dumps(run_body()),
         headers={"Authorization": f"Bearer {key}"},
     )
     assert_problem(response, 401, "unauthenticated")
@@ -225,8 +237,9 @@ async def test_an_other_tenants_thread_id_is_a_fresh_thread_not_theirs(api: Api)
 
 async def test_resume_from_last_event_id_returns_exactly_the_rest(api: Api) -> None:
     full = parse_sse((await api.run(run_body())).text)
-    resumed = await api.client.get("/v1/runs/r1/events",
-                                   headers={**api.auth(), "Last-Event-ID": "3"})
+    resumed = await api.client.get(
+        "/v1/runs/r1/events", headers={**api.auth(), "Last-Event-ID": "3"}
+    )
     assert resumed.status_code == 200
     assert parse_sse(resumed.text) == full[3:]
     replay = await api.client.get("/v1/runs/r1/events", headers=api.auth())
@@ -237,8 +250,9 @@ async def test_resume_from_last_event_id_returns_exactly_the_rest(api: Api) -> N
 
 async def test_a_malformed_last_event_id_is_a_422_problem(api: Api) -> None:
     assert (await api.run(run_body())).status_code == 200
-    response = await api.client.get("/v1/runs/r1/events",
-                                    headers={**api.auth(), "Last-Event-ID": "abc"})
+    response = await api.client.get(
+        "/v1/runs/r1/events", headers={**api.auth(), "Last-Event-ID": "abc"}
+    )
     assert_problem(response, 422, "invalid_input")
 
 
@@ -281,10 +295,13 @@ async def test_a_model_failure_ends_the_stream_with_run_error_and_a_code(tmp_pat
 
 
 async def test_the_tenant_rate_limit_answers_429_with_retry_after(tmp_path) -> None:
-    async for api in make_api(tmp_path, SBA_RATE_LIMIT__DEFAULT_PER_MINUTE="5",
-                              SBA_RATE_LIMIT__BURST_RATIO="0.4"):
-        codes = [(await api.client.get("/v1/runs/none", headers=api.auth())).status_code
-                 for _ in range(3)]
+    async for api in make_api(
+        tmp_path, SBA_RATE_LIMIT__DEFAULT_PER_MINUTE="5", SBA_RATE_LIMIT__BURST_RATIO="0.4"
+    ):
+        codes = [
+            (await api.client.get("/v1/runs/none", headers=api.auth())).status_code
+            for _ in range(3)
+        ]
         assert codes == [404, 404, 429]
         limited = await api.client.get("/v1/runs/none", headers=api.auth())
         assert_problem(limited, 429, "rate_limited")

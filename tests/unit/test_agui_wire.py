@@ -8,11 +8,11 @@ import msgspec
 import pytest
 from ag_ui.core import EventType
 from ag_ui.core import RunAgentInput as OfficialRunAgentInput
+from ag_ui.core.events import Event as OfficialEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from ag_ui.core.events import Event as OfficialEvent
 from domain.conversation.events import (
     RunFailed,
     RunFinished,
@@ -31,9 +31,11 @@ official = TypeAdapter(OfficialEvent)
 EVENTS = [
     RunStarted(thread_id=ThreadId("th"), run_id=RunId("r")),
     TextMessageStarted(message_id=MessageId("m")),
-    TextDelta(MessageId("m"), "héllo \u2603 \"quoted\"\n"),
+    TextDelta(MessageId("m"), 'héllo \u2603 "quoted"\n'),
     TextMessageEnded(message_id=MessageId("m")),
-    RunFinished(thread_id=ThreadId("th"), run_id=RunId("r"), usage=Usage(input_tokens=3, output_tokens=4)),
+    RunFinished(
+        thread_id=ThreadId("th"), run_id=RunId("r"), usage=Usage(input_tokens=3, output_tokens=4)
+    ),
     RunFailed(code="model_error", message="provider down"),
 ]
 
@@ -66,8 +68,8 @@ def test_every_event_validates_against_the_official_models(v1: bool) -> None:
 
 def test_legacy_clients_get_no_outcome_and_v1_clients_do() -> None:
     end = EVENTS[4]
-    (_, legacy), = frames(encode_frames(1, [end], v1=False))
-    (_, modern), = frames(encode_frames(1, [end], v1=True))
+    ((_, legacy),) = frames(encode_frames(1, [end], v1=False))
+    ((_, modern),) = frames(encode_frames(1, [end], v1=True))
     assert "outcome" not in legacy and "usage" not in legacy
     assert modern["outcome"] == {"type": "success"}
     assert modern["usage"][0]["totalTokens"] == 7
@@ -75,17 +77,19 @@ def test_legacy_clients_get_no_outcome_and_v1_clients_do() -> None:
 
 
 def test_messages_snapshot_validates() -> None:
-    snap = messages_snapshot([
-        Message(id=MessageId("u1"), role=Role.USER, content="hi"),
-        Message(id=MessageId("a1"), role=Role.ASSISTANT, content="hello"),
-    ])
-    (_, data), = frames(encode_frame(snap))
+    snap = messages_snapshot(
+        [
+            Message(id=MessageId("u1"), role=Role.USER, content="hi"),
+            Message(id=MessageId("a1"), role=Role.ASSISTANT, content="hello"),
+        ]
+    )
+    ((_, data),) = frames(encode_frame(snap))
     official.validate_python(data)
 
 
 @given(st.text(min_size=1))
 def test_any_text_delta_round_trips_through_the_official_model(text: str) -> None:
-    (_, data), = frames(encode_frames(1, [TextDelta(MessageId("m"), text)], v1=True))
+    ((_, data),) = frames(encode_frames(1, [TextDelta(MessageId("m"), text)], v1=True))
     assert official.validate_python(data).delta == text
 
 
@@ -98,10 +102,22 @@ FULL_INPUT = {
     "messages": [
         {"id": "s", "role": "system", "content": "be brief"},
         {"id": "d", "role": "developer", "content": "dev"},
-        {"id": "u", "role": "user", "content": [{"type": "text", "text": "look"},
-                                                {"type": "image", "source": {"type": "url", "value": "https://x/y.png"}}]},
-        {"id": "a", "role": "assistant", "content": "ok", "toolCalls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "id": "u",
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image", "source": {"type": "url", "value": "https://x/y.png"}},
+            ],
+        },
+        {
+            "id": "a",
+            "role": "assistant",
+            "content": "ok",
+            "toolCalls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"id": "tm", "role": "tool", "toolCallId": "c1", "content": "42"},
         {"id": "ac", "role": "activity", "activityType": "plan", "content": {"steps": []}},
         {"id": "re", "role": "reasoning", "content": "thinking"},
@@ -118,7 +134,9 @@ def test_a_full_official_input_decodes() -> None:
     body = run_input_decoder.decode(json.dumps(FULL_INPUT))
     assert isinstance(body, RunAgentInput)
     assert [type(m).__name__ for m in body.messages][:3] == [
-        "SystemMessageIn", "DeveloperMessageIn", "UserMessageIn",
+        "SystemMessageIn",
+        "DeveloperMessageIn",
+        "UserMessageIn",
     ]
     assert text_of(body.messages[2].content) == "look"
 
@@ -138,4 +156,6 @@ def test_unknown_top_level_field_is_a_validation_error() -> None:
 
 def test_unknown_message_role_is_a_validation_error() -> None:
     with pytest.raises(msgspec.ValidationError):
-        run_input_decoder.decode(b'{"threadId":"t","runId":"r","messages":[{"id":"x","role":"robot","content":""}]}')
+        run_input_decoder.decode(
+            b'{"threadId":"t","runId":"r","messages":[{"id":"x","role":"robot","content":""}]}'
+        )

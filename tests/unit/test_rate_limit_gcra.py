@@ -11,7 +11,9 @@ from domain.errors import InvariantViolated
 from domain.quota.rate_limit import RateLimitRule, decide
 
 rules = st.builds(
-    lambda limit, window, ratio: RateLimitRule.sliding(limit=limit, window_s=window, burst_ratio=ratio),
+    lambda limit, window, ratio: RateLimitRule.sliding(
+        limit=limit, window_s=window, burst_ratio=ratio
+    ),
     st.integers(1, 500),
     st.sampled_from([1.0, 10.0, 60.0]),
     st.sampled_from([0.01, 0.2, 1.0]),

@@ -14,7 +14,10 @@ from domain.ids import RunId, TenantId, ThreadId
 
 def new_run() -> Run:
     return Run(
-        id=RunId("r1"), tenant_id=TenantId("t"), thread_id=ThreadId("th"), agent="a",
+        id=RunId("r1"),
+        tenant_id=TenantId("t"),
+        thread_id=ThreadId("th"),
+        agent="a",
         created_at_ms=0,
     )
 
@@ -87,15 +90,22 @@ def test_failed_run_keeps_its_error_code_and_message() -> None:
     run.start()
     run.fail(code="model_error", message="provider down", at_ms=9)
     assert (run.status, run.error_code, run.error_message) == (
-        RunStatus.FAILED, "model_error", "provider down",
+        RunStatus.FAILED,
+        "model_error",
+        "provider down",
     )
 
 
 @pytest.mark.parametrize("bad", ["", " ", "x" * 129, "a\nb"])
 def test_run_ids_must_be_printable_and_bounded(bad: str) -> None:
     with pytest.raises(InvariantViolated):
-        Run(id=RunId(bad), tenant_id=TenantId("t"), thread_id=ThreadId("th"), agent="a",
-            created_at_ms=0)
+        Run(
+            id=RunId(bad),
+            tenant_id=TenantId("t"),
+            thread_id=ThreadId("th"),
+            agent="a",
+            created_at_ms=0,
+        )
 
 
 def test_usage_cannot_be_negative() -> None:

@@ -69,8 +69,12 @@ def user(id: str, text: str) -> Message:
 
 def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -> StartRunCommand:
     return StartRunCommand(
-        principal=principal, agent="assistant", thread_id="t1", run_id=run_id,
-        messages=list(messages) or [user("u1", "hello")], forwarded_props={},
+        principal=principal,
+        agent="assistant",
+        thread_id="t1",
+        run_id=run_id,
+        messages=list(messages) or [user("u1", "hello")],
+        forwarded_props={},
     )
 
 
@@ -104,7 +108,10 @@ async def test_resent_history_is_stored_once(world) -> None:
     await start(command("r1", user("u1", "a")))
     await start(command("r2", user("u1", "a"), user("u2", "b")))
     async with uow.transaction(TENANT) as tx:
-        assert [m.id for m in await tx.threads.list_messages(TENANT, ThreadId("t1"))] == ["u1", "u2"]
+        assert [m.id for m in await tx.threads.list_messages(TENANT, ThreadId("t1"))] == [
+            "u1",
+            "u2",
+        ]
 
 
 async def test_a_reused_run_id_is_a_conflict_and_nothing_is_launched_twice(world) -> None:
@@ -118,16 +125,52 @@ async def test_a_reused_run_id_is_a_conflict_and_nothing_is_launched_twice(world
 @pytest.mark.parametrize(
     ("cmd", "error"),
     [
-        (StartRunCommand(principal=ME, agent="ghost", thread_id="t", run_id="r",
-                         messages=[user("u", "x")], forwarded_props={}), NotFound),
-        (StartRunCommand(principal=ME, agent="assistant", thread_id="t", run_id="r",
-                         messages=[], forwarded_props={}), InvalidInput),
-        (StartRunCommand(principal=ME, agent="assistant", thread_id=" ", run_id="r",
-                         messages=[user("u", "x")], forwarded_props={}), InvalidInput),
-        (StartRunCommand(principal=Principal(tenant_id=TENANT, tenant_slug="demo", subject="s",
-                                             role=KeyRole.READONLY),
-                         agent="assistant", thread_id="t", run_id="r",
-                         messages=[user("u", "x")], forwarded_props={}), Forbidden),
+        (
+            StartRunCommand(
+                principal=ME,
+                agent="ghost",
+                thread_id="t",
+                run_id="r",
+                messages=[user("u", "x")],
+                forwarded_props={},
+            ),
+            NotFound,
+        ),
+        (
+            StartRunCommand(
+                principal=ME,
+                agent="assistant",
+                thread_id="t",
+                run_id="r",
+                messages=[],
+                forwarded_props={},
+            ),
+            InvalidInput,
+        ),
+        (
+            StartRunCommand(
+                principal=ME,
+                agent="assistant",
+                thread_id=" ",
+                run_id="r",
+                messages=[user("u", "x")],
+                forwarded_props={},
+            ),
+            InvalidInput,
+        ),
+        (
+            StartRunCommand(
+                principal=Principal(
+                    tenant_id=TENANT, tenant_slug="demo", subject="s", role=KeyRole.READONLY
+                ),
+                agent="assistant",
+                thread_id="t",
+                run_id="r",
+                messages=[user("u", "x")],
+                forwarded_props={},
+            ),
+            Forbidden,
+        ),
     ],
 )
 async def test_invalid_starts_are_refused_and_leave_nothing(world, cmd, error) -> None:
@@ -187,8 +230,9 @@ async def test_a_bug_in_the_model_still_ends_the_stream_and_is_raised(world) -> 
     with pytest.raises(ZeroDivisionError):
         await execute(world, BrokenModel(ZeroDivisionError()))
     events, complete = await all_events(world[1])
-    assert complete and events[-1] == RunFailed(code="internal_error",
-                                                message="the run failed unexpectedly")
+    assert complete and events[-1] == RunFailed(
+        code="internal_error", message="the run failed unexpectedly"
+    )
 
 
 class EndlessModel:
@@ -219,13 +263,14 @@ async def test_cancelling_an_executing_run_ends_it_cancelled(world) -> None:
 
 
 async def test_cancel_use_case_refuses_finished_and_foreign_runs(world) -> None:
-    uow, log, launcher, start = world
+    uow, _, launcher, start = world
     await execute(world, OfflineChatModel())
     cancel = CancelRun(uow, launcher)
     with pytest.raises(Conflict):
         await cancel(ME, "r1")
-    stranger = Principal(tenant_id=TenantId("ten_2"), tenant_slug="x", subject="s",
-                         role=KeyRole.ADMIN)
+    stranger = Principal(
+        tenant_id=TenantId("ten_2"), tenant_slug="x", subject="s", role=KeyRole.ADMIN
+    )
     with pytest.raises(NotFound):
         await cancel(stranger, "r1")
     await start(command("r2"))

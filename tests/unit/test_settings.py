@@ -14,8 +14,11 @@ def test_defaults_need_nothing_installed() -> None:
 
 def test_nested_env_variables_are_converted_to_their_types() -> None:
     settings = load_settings(
-        {"SBA_HTTP__PORT": "9001", "SBA_LLM__LOADTEST": "true",
-         "SBA_RATE_LIMIT__DEFAULT_PER_MINUTE": "20"}
+        {
+            "SBA_HTTP__PORT": "9001",
+            "SBA_LLM__LOADTEST": "true",
+            "SBA_RATE_LIMIT__DEFAULT_PER_MINUTE": "20",
+        }
     )
     assert (settings.http.port, settings.llm.loadtest) == (9001, True)
     assert settings.rate_limit.default_per_minute == 20
@@ -39,7 +42,11 @@ def test_toml_file_is_read_and_env_wins(tmp_path) -> None:
     path = tmp_path / "sba.toml"
     path.write_text('data_dir = "/srv/sba"\n[http]\nport = 7000\nhost = "0.0.0.0"\n')
     settings = load_settings({"SBA_CONFIG_FILE": str(path), "SBA_HTTP__PORT": "7001"})
-    assert (settings.data_dir, settings.http.host, settings.http.port) == ("/srv/sba", "0.0.0.0", 7001)
+    assert (settings.data_dir, settings.http.host, settings.http.port) == (
+        "/srv/sba",
+        "0.0.0.0",
+        7001,
+    )
 
 
 def test_unreadable_config_file_is_a_clear_error(tmp_path) -> None:

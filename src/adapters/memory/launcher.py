@@ -24,9 +24,7 @@ class AsyncioRunLauncher:
 
     def launch(self, assignment: RunAssignment) -> None:
         run_id = assignment.run_id
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            self._execute(assignment)
-        )
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._execute(assignment))
         self._tasks[run_id] = task
         task.add_done_callback(lambda t: self._done(run_id, t))
 

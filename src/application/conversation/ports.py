@@ -129,7 +129,9 @@ class RateLimiter(Protocol):
     """Decides whether a request identified by ``key`` may proceed; a refused request is not
     counted."""
 
-    async def hit(self, key: str, *, limit: int, window_s: float, cost: int = 1) -> RateDecision: ...
+    async def hit(
+        self, key: str, *, limit: int, window_s: float, cost: int = 1
+    ) -> RateDecision: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,4 +141,3 @@ class RateDecision:
     remaining: int
     reset_s: float
     retry_after_s: float = 0.0
-

@@ -37,10 +37,18 @@ STATUS_BY_CODE: dict[str, int] = {
     "service_unavailable": 503,
 }
 
-_CODE_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                   413: "payload_too_large", 415: "unsupported_media_type", 401: "unauthenticated",
-                   403: "forbidden", 409: "conflict", 429: "rate_limited",
-                   503: "service_unavailable"}
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    401: "unauthenticated",
+    403: "forbidden",
+    409: "conflict",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
 
 _TITLES = {
     400: "Bad request",
@@ -72,7 +80,11 @@ _encode = msgspec.json.Encoder().encode
 
 
 def problem(
-    code: str, detail: str, *, status: int | None = None, instance: str | None = None,
+    code: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    instance: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
     status = status or STATUS_BY_CODE.get(code, 500)
@@ -107,14 +119,18 @@ def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:
     if isinstance(exc, ValidationException):
         return problem("validation_failed", str(exc.detail), status=422, instance=request.url.path)
     code = _CODE_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
-    return problem(code, str(exc.detail), status=status, instance=request.url.path,
-                   headers=exc.headers)
+    return problem(
+        code, str(exc.detail), status=status, instance=request.url.path, headers=exc.headers
+    )
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem("internal_error", "an unexpected error occurred; it has been logged",
-                   instance=request.url.path)
+    return problem(
+        "internal_error",
+        "an unexpected error occurred; it has been logged",
+        instance=request.url.path,
+    )
 
 
 def decode_error(exc: msgspec.DecodeError) -> Response[bytes]:

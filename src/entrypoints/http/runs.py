@@ -9,7 +9,7 @@ import msgspec
 from dishka import FromDishka
 from dishka.integrations.litestar import inject
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Response, Stream
 
 from application.conversation.use_cases import (
@@ -155,7 +155,7 @@ class RunController(Controller):
     async def start(
         self,
         request: Request[Any, Any, Any],
-        agent: str,
+        agent: FromPath[str],
         principal: FromDishka[Principal],
         start_run: FromDishka[StartRun],
         tail_run: FromDishka[TailRun],
@@ -195,14 +195,14 @@ class RunController(Controller):
     @inject
     async def events(
         self,
-        run_id: str,
+        run_id: FromPath[str],
         principal: FromDishka[Principal],
         tail_run: FromDishka[TailRun],
         get_run: FromDishka[GetRun],
         messages: FromDishka[GetThreadMessages],
         settings: FromDishka[Settings],
-        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
-        after: int | None = None,
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+        after: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> Stream:
         start = after if after is not None else 0
         if last_event_id is not None:
@@ -225,7 +225,11 @@ class RunController(Controller):
                 headers=SSE_HEADERS,
             )
         stream = tail(
-            tail_run, principal, run_id, after=start, heartbeat_s=settings.http.heartbeat_s,
+            tail_run,
+            principal,
+            run_id,
+            after=start,
+            heartbeat_s=settings.http.heartbeat_s,
             v1=False,
         )
         return Stream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
@@ -233,22 +237,27 @@ class RunController(Controller):
     @get("/runs/{run_id:str}", summary="A run's status and usage")
     @inject
     async def get_run(
-        self, run_id: str, principal: FromDishka[Principal], get_run: FromDishka[GetRun]
+        self, run_id: FromPath[str], principal: FromDishka[Principal], get_run: FromDishka[GetRun]
     ) -> RunOut:
         return RunOut.of(await get_run(principal, RunId(run_id)))
 
     @delete("/runs/{run_id:str}", status_code=202, summary="Cancel a run in progress")
     @inject
     async def cancel(
-        self, run_id: str, principal: FromDishka[Principal], cancel_run: FromDishka[CancelRun]
+        self,
+        run_id: FromPath[str],
+        principal: FromDishka[Principal],
+        cancel_run: FromDishka[CancelRun],
     ) -> RunOut:
         return RunOut.of(await cancel_run(principal, run_id))
 
-    @get("/threads/{thread_id:str}/messages", summary="A thread's stored messages", tags=["threads"])
+    @get(
+        "/threads/{thread_id:str}/messages", summary="A thread's stored messages", tags=["threads"]
+    )
     @inject
     async def thread_messages(
         self,
-        thread_id: str,
+        thread_id: FromPath[str],
         principal: FromDishka[Principal],
         messages: FromDishka[GetThreadMessages],
     ) -> MessagesOut:

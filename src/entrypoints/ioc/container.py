@@ -94,10 +94,13 @@ class UseCaseProvider(Provider):
     cancel_run = provide(CancelRun)
     get_run = provide(GetRun)
     get_thread_messages = provide(GetThreadMessages)
-    authenticate = provide(Authenticate)
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
     ensure_demo_tenant = provide(EnsureDemoTenant)
+
+    @provide
+    def authenticate(self, uow: UnitOfWork, clock: Clock, settings: Settings) -> Authenticate:
+        return Authenticate(uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms)
 
 
 def base_providers() -> list[Provider]:

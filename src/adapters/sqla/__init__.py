@@ -1,0 +1,1 @@
+"""SQLAlchemy adapters (Core, async): SQLite embedded, Postgres in production."""

@@ -1,0 +1,70 @@
+"""Alembic, configured in code: the migrations ship inside this package."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from application.errors import ServiceUnavailable
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+_SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite+pysqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+
+
+def sync_url(url: str) -> str:
+    """Migrations run synchronously in a worker thread; the async driver's sync sibling is
+    used when it is installed, else the async URL is driven through ``run_sync``."""
+    parsed = make_url(url)
+    driver = _SYNC_DRIVERS.get(parsed.drivername)
+    if driver == "sqlite+pysqlite":
+        return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    return url
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+class AlembicSchemaMigrator:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    async def upgrade(self, revision: str = "head") -> None:
+        await self._run(command.upgrade, revision)
+
+    async def downgrade(self, revision: str = "base") -> None:
+        await self._run(command.downgrade, revision)
+
+    async def current(self) -> str | None:
+        def read() -> str | None:
+            if make_url(self._url).drivername != "sqlite+aiosqlite":
+                raise NotImplementedError("current() reads SQLite only until the Postgres change")
+            engine = create_engine(sync_url(self._url))
+            try:
+                with engine.connect() as conn:
+                    return MigrationContext.configure(conn).get_current_revision()
+            finally:
+                engine.dispose()
+
+        try:
+            return await asyncio.to_thread(read)
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailable(f"cannot read the schema revision: {exc}") from exc
+
+    async def _run(self, fn: object, revision: str) -> None:
+        cfg = alembic_config(self._url)
+        try:
+            await asyncio.to_thread(fn, cfg, revision)  # type: ignore[arg-type]
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailable(f"migration failed: {exc}") from exc

@@ -1,0 +1,220 @@
+"""Repositories over one SQLAlchemy connection. Every statement on tenant-owned rows filters by
+the tenant the caller names (on Postgres, row-level security checks it a second time)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.sqla.tables import api_keys, messages, runs, tenants, threads
+from domain.conversation.model import Message, Role, Run, RunStatus, Thread, Usage
+from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
+from domain.tenancy.model import ApiKey, Tenant, TenantStatus
+from domain.tenancy.model import Role as KeyRole
+
+
+class SqlaThreadRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, tenant_id: TenantId, thread_id: ThreadId) -> Thread | None:
+        row = (
+            await self._conn.execute(
+                select(threads.c.created_at_ms).where(
+                    threads.c.tenant_id == tenant_id, threads.c.id == thread_id
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return Thread(id=thread_id, tenant_id=tenant_id, created_at_ms=row.created_at_ms)
+
+    async def add(self, thread: Thread) -> None:
+        await self._conn.execute(
+            insert(threads).values(
+                tenant_id=thread.tenant_id, id=thread.id, created_at_ms=thread.created_at_ms
+            )
+        )
+
+    async def add_messages(
+        self, tenant_id: TenantId, thread_id: ThreadId, items: Sequence[Message]
+    ) -> int:
+        if not items:
+            return 0
+        where = (messages.c.tenant_id == tenant_id, messages.c.thread_id == thread_id)
+        existing = {
+            row.id
+            for row in await self._conn.execute(
+                select(messages.c.id).where(*where, messages.c.id.in_({m.id for m in items}))
+            )
+        }
+        fresh: list[dict[str, Any]] = []
+        seen = set(existing)
+        for m in items:
+            if m.id not in seen:
+                seen.add(m.id)
+                fresh.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "thread_id": thread_id,
+                        "id": m.id,
+                        "role": m.role.value,
+                        "content": m.content,
+                        "created_at_ms": m.created_at_ms,
+                    }
+                )
+        if not fresh:
+            return 0
+        top = (
+            await self._conn.execute(select(func.max(messages.c.position)).where(*where))
+        ).scalar()
+        start = 0 if top is None else top + 1
+        for offset, row in enumerate(fresh):
+            row["position"] = start + offset
+        await self._conn.execute(insert(messages), fresh)
+        return len(fresh)
+
+    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+        rows = await self._conn.execute(
+            select(messages.c.id, messages.c.role, messages.c.content, messages.c.created_at_ms)
+            .where(messages.c.tenant_id == tenant_id, messages.c.thread_id == thread_id)
+            .order_by(messages.c.position)
+        )
+        return [
+            Message(
+                id=MessageId(r.id),
+                role=Role(r.role),
+                content=r.content,
+                created_at_ms=r.created_at_ms,
+            )
+            for r in rows
+        ]
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    return {
+        "status": run.status.value,
+        "input_tokens": run.usage.input_tokens,
+        "output_tokens": run.usage.output_tokens,
+        "error_code": run.error_code,
+        "error_message": run.error_message,
+        "finished_at_ms": run.finished_at_ms,
+    }
+
+
+class SqlaRunRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, tenant_id: TenantId, run_id: RunId) -> Run | None:
+        r = (
+            await self._conn.execute(
+                select(runs).where(runs.c.tenant_id == tenant_id, runs.c.id == run_id)
+            )
+        ).first()
+        if r is None:
+            return None
+        return Run(
+            id=RunId(r.id),
+            tenant_id=TenantId(r.tenant_id),
+            thread_id=ThreadId(r.thread_id),
+            agent=r.agent,
+            created_at_ms=r.created_at_ms,
+            status=RunStatus(r.status),
+            usage=Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens),
+            error_code=r.error_code,
+            error_message=r.error_message,
+            finished_at_ms=r.finished_at_ms,
+        )
+
+    async def add(self, run: Run) -> None:
+        await self._conn.execute(
+            insert(runs).values(
+                tenant_id=run.tenant_id,
+                id=run.id,
+                thread_id=run.thread_id,
+                agent=run.agent,
+                created_at_ms=run.created_at_ms,
+                **_run_values(run),
+            )
+        )
+
+    async def save(self, run: Run) -> None:
+        await self._conn.execute(
+            update(runs)
+            .where(runs.c.tenant_id == run.tenant_id, runs.c.id == run.id)
+            .values(**_run_values(run))
+        )
+
+
+def _tenant(r: Any) -> Tenant:
+    return Tenant(
+        id=TenantId(r.id),
+        slug=r.slug,
+        name=r.name,
+        created_at_ms=r.created_at_ms,
+        status=TenantStatus(r.status),
+    )
+
+
+class SqlaTenantRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, tenant_id: TenantId) -> Tenant | None:
+        r = (await self._conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        return None if r is None else _tenant(r)
+
+    async def get_by_slug(self, slug: str) -> Tenant | None:
+        r = (await self._conn.execute(select(tenants).where(tenants.c.slug == slug))).first()
+        return None if r is None else _tenant(r)
+
+    async def add(self, tenant: Tenant) -> None:
+        await self._conn.execute(
+            insert(tenants).values(
+                id=tenant.id,
+                slug=tenant.slug,
+                name=tenant.name,
+                status=tenant.status.value,
+                created_at_ms=tenant.created_at_ms,
+            )
+        )
+
+    async def list(self) -> list[Tenant]:
+        rows = await self._conn.execute(select(tenants).order_by(tenants.c.slug))
+        return [_tenant(r) for r in rows]
+
+
+class SqlaApiKeyRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        r = (await self._conn.execute(select(api_keys).where(api_keys.c.prefix == prefix))).first()
+        if r is None:
+            return None
+        return ApiKey(
+            id=ApiKeyId(r.id),
+            tenant_id=TenantId(r.tenant_id),
+            prefix=r.prefix,
+            secret_digest=r.secret_digest,
+            role=KeyRole(r.role),
+            created_at_ms=r.created_at_ms,
+            revoked=r.revoked,
+        )
+
+    async def add(self, key: ApiKey) -> None:
+        await self._conn.execute(
+            insert(api_keys).values(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                prefix=key.prefix,
+                secret_digest=key.secret_digest,
+                role=key.role.value,
+                revoked=key.revoked,
+                created_at_ms=key.created_at_ms,
+            )
+        )

@@ -1,0 +1,101 @@
+"""The schema as SQLAlchemy Core tables. Every tenant-owned table leads with ``tenant_id`` so
+indexes, row-level-security policies and partitioning all key on it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(128)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("slug", String(63), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_digest", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index(None, "tenant_id"),
+)
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("id", ID, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("thread_id", ID, nullable=False),
+    Column("id", ID, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "thread_id", "id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "thread_id"], ["threads.tenant_id", "threads.id"], ondelete="CASCADE"
+    ),
+    Index(None, "tenant_id", "thread_id", "position", unique=True),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("id", ID, nullable=False),
+    Column("thread_id", ID, nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("finished_at_ms", BigInteger),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "thread_id"], ["threads.tenant_id", "threads.id"], ondelete="CASCADE"
+    ),
+    Index(None, "tenant_id", "thread_id"),
+)
