@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.sqla.uow import ensure_sqlite_directory
 from application.errors import ServiceUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -63,6 +64,7 @@ class AlembicSchemaMigrator:
             raise ServiceUnavailable(f"cannot read the schema revision: {exc}") from exc
 
     async def _run(self, fn: object, revision: str) -> None:
+        ensure_sqlite_directory(self._url)
         cfg = alembic_config(self._url)
         try:
             await asyncio.to_thread(fn, cfg, revision)  # type: ignore[arg-type]

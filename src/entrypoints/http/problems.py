@@ -89,7 +89,7 @@ def problem(
 ) -> Response[bytes]:
     status = status or STATUS_BY_CODE.get(code, 500)
     body = Problem(
-        type=f"https://sba.dev/problems/{code.replace('_', '-')}",
+        type=f"urn:sba:problem:{code.replace('_', '-')}",
         title=_TITLES.get(status, "Error"),
         status=status,
         detail=detail,
@@ -133,10 +133,12 @@ def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
     )
 
 
-def decode_error(exc: msgspec.DecodeError) -> Response[bytes]:
+def decode_error(exc: msgspec.DecodeError, instance: str | None = None) -> Response[bytes]:
     if isinstance(exc, msgspec.ValidationError):
-        return problem("validation_failed", f"the request body is not valid: {exc}")
-    return problem("invalid_json", f"the request body is not valid JSON: {exc}")
+        return problem(
+            "validation_failed", f"the request body is not valid: {exc}", instance=instance
+        )
+    return problem("invalid_json", f"the request body is not valid JSON: {exc}", instance=instance)
 
 
 EXCEPTION_HANDLERS = {

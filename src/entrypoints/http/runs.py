@@ -164,7 +164,7 @@ class RunController(Controller):
         try:
             body: RunAgentInput = run_input_decoder.decode(await request.body())
         except msgspec.DecodeError as exc:
-            return decode_error(exc)
+            return decode_error(exc, request.url.path)
         forwarded = body.forwarded_props if isinstance(body.forwarded_props, dict) else {}
         run = await start_run(
             StartRunCommand(

@@ -59,7 +59,7 @@ class RunErrorOut(_Event, tag="RUN_ERROR", kw_only=True):
 
 class TextMessageStartOut(_Event, tag="TEXT_MESSAGE_START", kw_only=True):
     message_id: str
-    role: str = "assistant"
+    role: str
 
 
 class TextMessageContentOut(_Event, tag="TEXT_MESSAGE_CONTENT", kw_only=True):
@@ -89,7 +89,7 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
     if isinstance(event, TextDelta):
         return TextMessageContentOut(message_id=event.message_id, delta=event.delta)
     if isinstance(event, TextMessageStarted):
-        return TextMessageStartOut(message_id=event.message_id)
+        return TextMessageStartOut(message_id=event.message_id, role="assistant")
     if isinstance(event, TextMessageEnded):
         return TextMessageEndOut(message_id=event.message_id)
     if isinstance(event, RunStarted):
