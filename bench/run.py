@@ -1,0 +1,488 @@
+"""SBA benchmarks: full AG-UI runs over loopback against a real server process.
+
+The server runs on core 0, this load generator on core 1. Each run goes the whole way: API-key
+auth, the tenant rate limiter, persistence of thread, message and run, the event log, SSE, and
+the answer persisted at the end. The load-test model streams N tokens (`forwardedProps.bench`).
+
+    python bench/run.py [--scenario throughput|ttfe|held|all] [--quick] [--env KEY=VALUE ...]
+
+Results: a Markdown table printed and written to bench/results/latest.md, and a JSON line
+appended to bench/results/history.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+TERMINAL = (b'"type":"RUN_FINISHED"', b'"type":"RUN_ERROR"')
+CHUNKED_END = b"\r\n0\r\n\r\n"
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is installed with the server
+    uvloop = None
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, hard), hard))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    key: str
+    env: dict[str, str]
+
+
+def start_server(extra_env: dict[str, str]) -> Server:
+    data = tempfile.mkdtemp(prefix="sba-bench-")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "SBA_DATA_DIR": data,
+        "SBA_LLM__LOADTEST": "true",
+        "SBA_RATE_LIMIT__DEFAULT_PER_MINUTE": "100000000",
+        "SBA_LOG__LEVEL": "WARNING",
+        **extra_env,
+    }
+    port = free_port()
+
+    def pin_server() -> None:
+        raise_nofile()
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {0})
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "entrypoints.cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=pin_server,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if b" 200 " in s.recv(1024):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    key = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "entrypoints.cli.main",
+                "apikey",
+                "create",
+                "--tenant",
+                "demo",
+                "--role",
+                "admin",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return Server(process, port, key, env)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@dataclass
+class RunResult:
+    ttfe: float
+    total: float
+    ok: bool
+
+
+@dataclass
+class Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection doing one run at a time."""
+
+    transport: asyncio.Transport | None = None
+    buf: bytearray = field(default_factory=bytearray)
+    waiter: asyncio.Future[RunResult] | None = None
+    sent_at: float = 0.0
+    first_at: float = 0.0
+    head_done: bool = False
+    status_ok: bool = False
+    closed: asyncio.Future[None] | None = None
+    stop_at_first: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection lost"))
+        if self.closed and not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.head_done:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.status_ok = buf.startswith(b"HTTP/1.1 200")
+            self.head_done = True
+            if not self.status_ok:
+                self._finish(False)
+                return
+        if not self.first_at and b"data: " in buf:
+            self.first_at = time.perf_counter()
+            if self.stop_at_first:
+                self._finish(True)
+                return
+        if buf.endswith(CHUNKED_END):
+            self._finish(any(t in buf for t in TERMINAL[:1]))
+
+    def _finish(self, ok: bool) -> None:
+        now = time.perf_counter()
+        result = RunResult(
+            ttfe=(self.first_at or now) - self.sent_at, total=now - self.sent_at, ok=ok
+        )
+        if not self.status_ok:
+            # Error answers carry a body with a length: drop the connection instead of parsing.
+            assert self.transport is not None
+            self.transport.close()
+        if self.waiter and not self.waiter.done():
+            self.waiter.set_result(result)
+
+    def request(self, request: bytes, *, stop_at_first: bool = False) -> asyncio.Future[RunResult]:
+        self.buf = bytearray()
+        self.head_done = False
+        self.first_at = 0.0
+        self.stop_at_first = stop_at_first
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.sent_at = time.perf_counter()
+        assert self.transport is not None
+        self.transport.write(request)
+        return self.waiter
+
+
+def run_request(port: int, key: str, run_id: str, tokens: int, delay_ms: float) -> bytes:
+    body = json.dumps(
+        {
+            "threadId": f"th-{run_id}",
+            "runId": run_id,
+            "messages": [{"id": f"u-{run_id}", "role": "user", "content": "hi"}],
+            "state": {},
+            "tools": [],
+            "context": [],
+            "forwardedProps": {"bench": {"tokens": tokens, "delay_ms": delay_ms}},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return (
+        b"POST /v1/agents/assistant/runs HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+        b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n" % (port, key.encode(), len(body))
+    ) + body
+
+
+async def connect(port: int) -> Conn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+    return conn
+
+
+_run_counter = 0
+
+
+def next_run_id(prefix: str) -> str:
+    global _run_counter
+    _run_counter += 1
+    return f"{prefix}-{os.getpid()}-{_run_counter}"
+
+
+async def throughput(
+    server: Server, clients: int, duration: float, warmup: float, tokens: int
+) -> dict[str, float]:
+    results: list[RunResult] = []
+    errors = 0
+    measuring = False
+    stop_at = time.perf_counter() + warmup + duration
+
+    async def client(i: int) -> None:
+        nonlocal errors
+        conn = await connect(server.port)
+        while time.perf_counter() < stop_at:
+            request = run_request(server.port, server.key, next_run_id(f"c{i}"), tokens, 0)
+            try:
+                result = await conn.request(request)
+            except ConnectionError:
+                errors += measuring
+                conn = await connect(server.port)
+                continue
+            if measuring:
+                if result.ok:
+                    results.append(result)
+                else:
+                    errors += 1
+            if not result.ok and not conn.status_ok:
+                conn = await connect(server.port)
+        assert conn.transport is not None
+        conn.transport.close()
+
+    async def clock() -> None:
+        nonlocal measuring
+        await asyncio.sleep(warmup)
+        measuring = True
+
+    started = time.perf_counter()
+    await asyncio.gather(clock(), *(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started - warmup
+    ttfe = [r.ttfe * 1000 for r in results]
+    total = [r.total * 1000 for r in results]
+    return {
+        "clients": clients,
+        "runs_per_s": len(results) / elapsed,
+        "errors": errors,
+        "ttfe_p50_ms": pct(ttfe, 50),
+        "ttfe_p99_ms": pct(ttfe, 99),
+        "run_p50_ms": pct(total, 50),
+        "run_p99_ms": pct(total, 99),
+    }
+
+
+async def sequential_ttfe(server: Server, runs: int, tokens: int) -> dict[str, float]:
+    conn = await connect(server.port)
+    for i in range(50):  # warm-up
+        await conn.request(run_request(server.port, server.key, next_run_id("w"), tokens, 0))
+    ttfe = []
+    errors = 0
+    for _ in range(runs):
+        result = await conn.request(
+            run_request(server.port, server.key, next_run_id("s"), tokens, 0)
+        )
+        if result.ok:
+            ttfe.append(result.ttfe * 1000)
+        else:
+            errors += 1
+    return {
+        "runs": runs,
+        "errors": errors,
+        "ttfe_p50_ms": pct(ttfe, 50),
+        "ttfe_p99_ms": pct(ttfe, 99),
+        "ttfe_max_ms": max(ttfe) if ttfe else float("nan"),
+        "ttfe_mean_ms": statistics.fmean(ttfe) if ttfe else float("nan"),
+    }
+
+
+async def held_streams(server: Server, count: int, wave: int = 500) -> dict[str, float]:
+    # Warm the process up so the baseline includes everything a first run allocates.
+    warm = await connect(server.port)
+    for _ in range(20):
+        await warm.request(run_request(server.port, server.key, next_run_id("hw"), 2, 0))
+    assert warm.transport is not None
+    warm.transport.close()
+    await asyncio.sleep(0.5)
+    before = rss_kib(server.process.pid)
+    held: list[Conn] = []
+    failures = 0
+    for start in range(0, count, wave):
+        batch = min(wave, count - start)
+        conns = await asyncio.gather(
+            *(connect(server.port) for _ in range(batch)), return_exceptions=True
+        )
+        waits = []
+        for conn in conns:
+            if isinstance(conn, BaseException):
+                failures += 1
+                continue
+            held.append(conn)
+            # A long pause after the first token keeps the stream (and its run) open.
+            request = run_request(server.port, server.key, next_run_id("h"), 2, 600_000)
+            waits.append(conn.request(request, stop_at_first=True))
+        done = await asyncio.gather(*waits, return_exceptions=True)
+        failures += sum(1 for d in done if isinstance(d, BaseException) or not d.ok)
+    await asyncio.sleep(1.0)
+    after = rss_kib(server.process.pid)
+    holding = len(held) - failures
+    for conn in held:
+        assert conn.transport is not None
+        conn.transport.close()
+    return {
+        "requested": count,
+        "held": holding,
+        "failures": failures,
+        "rss_before_mib": before / 1024,
+        "rss_after_mib": after / 1024,
+        "kib_per_stream": (after - before) / holding if holding else float("nan"),
+    }
+
+
+def table(title: str, rows: list[dict[str, float]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = []
+        for k in keys:
+            v = row[k]
+            cells.append(
+                f"{v:.3f}"
+                if isinstance(v, float) and v < 10
+                else f"{v:,.0f}"
+                if isinstance(v, float)
+                else str(v)
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    raise_nofile()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    scenarios = ["throughput", "ttfe", "held"] if args.scenario == "all" else [args.scenario]
+    quick = args.quick
+    sections: list[str] = []
+    record: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "env": extra,
+    }
+    server = start_server(extra)
+    try:
+        if "throughput" in scenarios:
+            rows = []
+            for clients in args.clients:
+                rows.append(
+                    await throughput(
+                        server,
+                        clients,
+                        3 if quick else args.duration,
+                        1 if quick else 2,
+                        args.tokens,
+                    )
+                )
+            sections.append(table(f"Full runs, {args.tokens} tokens each", rows))
+            record["throughput"] = rows
+        if "ttfe" in scenarios:
+            row = await sequential_ttfe(server, 300 if quick else 2000, args.tokens)
+            sections.append(table("Time to first event, one client, sequential runs", [row]))
+            record["ttfe"] = row
+        if "held" in scenarios:
+            row = await held_streams(server, 200 if quick else args.held)
+            sections.append(
+                table("Held streams (one run each, paused after its first token)", [row])
+            )
+            record["held"] = row
+    finally:
+        stop_server(server)
+    backend = ", ".join(f"{k}={v}" for k, v in extra.items()) or "embedded defaults (SQLite)"
+    header = (
+        f"# SBA benchmark\n\n- date: {record['date']}\n- commit: {record['commit']}\n"
+        f"- python: {record['python']}\n- backend: {backend}\n"
+        f"- server pinned to core 0, load generator to core 1; loopback; keep-alive HTTP/1.1\n\n"
+    )
+    report = header + "\n".join(sections)
+    print(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("latest-quick.md" if quick else "latest.md")).write_text(report)
+    with (RESULTS / "history.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="all", choices=["all", "throughput", "ttfe", "held"])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--tokens", type=int, default=50)
+    parser.add_argument("--held", type=int, default=10_000)
+    parser.add_argument("--env", action="append", default=[], help="extra server KEY=VALUE")
+    args = parser.parse_args()
+    if uvloop is not None:
+        uvloop.run(main_async(args))
+    else:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
