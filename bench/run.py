@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
@@ -314,7 +314,7 @@ async def throughput(
 
 async def sequential_ttfe(server: Server, runs: int, tokens: int) -> dict[str, float]:
     conn = await connect(server.port)
-    for i in range(50):  # warm-up
+    for _ in range(50):  # warm-up
         await conn.request(run_request(server.port, server.key, next_run_id("w"), tokens, 0))
     ttfe = []
     errors = 0
