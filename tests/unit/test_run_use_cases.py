@@ -10,6 +10,7 @@ import pytest
 
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.persistence import MemoryUnitOfWork
 from application.conversation.ports import (
     ChatChunk,
@@ -81,7 +82,7 @@ def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -
 @pytest.fixture
 def world():
     uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
-    return uow, log, launcher, StartRun(uow, log, launcher, FixedClock())
+    return uow, log, launcher, StartRun(TransactionalRunJournal(uow), log, launcher, FixedClock())
 
 
 async def all_events(log: MemoryRunEventLog, run_id: str = "r1"):
@@ -186,7 +187,7 @@ async def test_invalid_starts_are_refused_and_leave_nothing(world, cmd, error) -
 async def execute(world, model, run_id: str = "r1"):
     uow, log, launcher, start = world
     await start(command(run_id))
-    await ExecuteRun(uow, log, model, FixedClock())(launcher.launched[-1])
+    await ExecuteRun(TransactionalRunJournal(uow), log, model, FixedClock())(launcher.launched[-1])
     return await all_events(log, run_id)
 
 
@@ -250,7 +251,9 @@ async def test_cancelling_an_executing_run_ends_it_cancelled(world) -> None:
     uow, log, launcher, start = world
     await start(command())
     model = EndlessModel()
-    task = asyncio.create_task(ExecuteRun(uow, log, model, FixedClock())(launcher.launched[0]))
+    task = asyncio.create_task(
+        ExecuteRun(TransactionalRunJournal(uow), log, model, FixedClock())(launcher.launched[0])
+    )
     await model.streaming.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

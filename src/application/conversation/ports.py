@@ -38,6 +38,23 @@ class RunRepository(Protocol):
     async def save(self, run: Run) -> None: ...
 
 
+class RunJournal(Protocol):
+    """The durable record of a run's start and end: the hot path's only writes.
+
+    Each call returns once its record is committed. Adapters may commit concurrent records
+    together (group commit); a record that cannot be applied fails alone, never its batch."""
+
+    async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
+        """Creates the run's thread if it does not exist, stores the messages the thread does
+        not hold yet (in order) and the run. Raises ``Conflict`` when the run id is taken."""
+        ...
+
+    async def record_end(self, run: Run, reply: Message | None) -> None:
+        """Stores a run's final state and the assistant's reply, if any. A run that already
+        ended keeps its first ending."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class TextChunk:
     delta: str
@@ -106,6 +123,7 @@ class RunAssignment:
     thread_id: ThreadId
     run_id: RunId
     agent: str
+    created_at_ms: int
     messages: tuple[Message, ...]
     forwarded_props: Mapping[str, Any]
 

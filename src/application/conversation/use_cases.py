@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from application.conversation.ports import (
     EventBatch,
     RunAssignment,
     RunEventLog,
+    RunJournal,
     RunLauncher,
     TextChunk,
     UsageChunk,
@@ -47,13 +49,13 @@ class StartRunCommand:
 
 
 class StartRun:
-    """Persists the thread and the client's new messages, records the run, logs RUN_STARTED and
+    """Records the run (with its thread and the client's new messages), logs RUN_STARTED and
     hands the run to the launcher. Returns once the start is durable; the run goes on alone."""
 
     def __init__(
-        self, uow: UnitOfWork, events: RunEventLog, launcher: RunLauncher, clock: Clock
+        self, journal: RunJournal, events: RunEventLog, launcher: RunLauncher, clock: Clock
     ) -> None:
-        self._uow = uow
+        self._journal = journal
         self._events = events
         self._launcher = launcher
         self._clock = clock
@@ -66,35 +68,27 @@ class StartRun:
             raise NotFound(f"no agent named {cmd.agent!r}")
         if not any(m.role is Role.USER for m in cmd.messages):
             raise InvalidInput("a run needs at least one user message")
-        now = self._clock.now_ms()
         try:
-            thread_id = ThreadId(cmd.thread_id)
             run = Run(
                 id=RunId(cmd.run_id),
                 tenant_id=principal.tenant_id,
-                thread_id=thread_id,
+                thread_id=ThreadId(cmd.thread_id),
                 agent=cmd.agent,
-                created_at_ms=now,
+                created_at_ms=self._clock.now_ms(),
             )
-            new_thread = Thread(id=thread_id, tenant_id=principal.tenant_id, created_at_ms=now)
+            Thread(id=run.thread_id, tenant_id=run.tenant_id, created_at_ms=run.created_at_ms)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
-        async with self._uow.transaction(principal.tenant_id) as tx:
-            if await tx.threads.get(principal.tenant_id, thread_id) is None:
-                await tx.threads.add(new_thread)
-            if await tx.runs.get(principal.tenant_id, run.id) is not None:
-                raise Conflict(f"run {run.id} already exists")
-            await tx.threads.add_messages(principal.tenant_id, thread_id, cmd.messages)
-            await tx.runs.add(run)
-            await tx.commit()
+        await self._journal.record_start(run, cmd.messages)
         await self._events.open(principal.tenant_id, run.id)
-        await self._events.append(run.id, (RunStarted(thread_id=thread_id, run_id=run.id),))
+        await self._events.append(run.id, (RunStarted(thread_id=run.thread_id, run_id=run.id),))
         self._launcher.launch(
             RunAssignment(
                 tenant_id=principal.tenant_id,
-                thread_id=thread_id,
+                thread_id=run.thread_id,
                 run_id=run.id,
                 agent=cmd.agent,
+                created_at_ms=run.created_at_ms,
                 messages=tuple(cmd.messages),
                 forwarded_props=cmd.forwarded_props,
             )
@@ -103,19 +97,27 @@ class StartRun:
 
 
 class ExecuteRun:
-    """Carries a run out: streams the model into the event log, then persists the outcome in
-    its own short transaction before logging the terminal event, so that a client that saw
-    RUN_FINISHED can read the answer back."""
+    """Carries a run out: streams the model into the event log, then records the outcome
+    durably before logging the terminal event, so that a client that saw RUN_FINISHED can read
+    the answer back."""
 
     def __init__(
-        self, uow: UnitOfWork, events: RunEventLog, model: ChatModel, clock: Clock
+        self, journal: RunJournal, events: RunEventLog, model: ChatModel, clock: Clock
     ) -> None:
-        self._uow = uow
+        self._journal = journal
         self._events = events
         self._model = model
         self._clock = clock
 
     async def __call__(self, job: RunAssignment) -> None:
+        run = Run(
+            id=job.run_id,
+            tenant_id=job.tenant_id,
+            thread_id=job.thread_id,
+            agent=job.agent,
+            created_at_ms=job.created_at_ms,
+        )
+        run.start()
         message_id = MessageId(new_id("msg"))
         parts: list[str] = []
         usage = Usage()
@@ -143,64 +145,47 @@ class ExecuteRun:
                     usage = usage + chunk.usage
             if started:
                 await log.append(run_id, (TextMessageEnded(message_id=message_id),))
+            now = self._clock.now_ms()
             answer = "".join(parts)
-            await self._finish(job, message_id, answer, usage)
+            reply = (
+                Message(id=message_id, role=Role.ASSISTANT, content=answer, created_at_ms=now)
+                if answer
+                else None
+            )
+            # Succeed a copy: if recording the success fails, the run itself is still running
+            # and can fail properly.
+            succeeded = copy.copy(run)
+            succeeded.succeed(usage=usage, at_ms=now)
+            await self._journal.record_end(succeeded, reply)
             outcome = RunFinished(thread_id=job.thread_id, run_id=job.run_id, usage=usage)
         except asyncio.CancelledError:
-            await self._fail(job, "cancelled", "the run was cancelled", usage, cancelled=True)
-            await self._events.append(
-                job.run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
+            run.cancel(at_ms=self._clock.now_ms(), usage=usage)
+            await self._record_failure(run)
+            await log.append(
+                run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
             )
             raise
         except ApplicationError as exc:
-            await self._fail(job, exc.code, exc.message, usage)
+            run.fail(code=exc.code, message=exc.message, usage=usage, at_ms=self._clock.now_ms())
+            await self._record_failure(run)
             outcome = RunFailed(code=exc.code, message=exc.message)
-        except Exception as exc:  # a bug: the run must still end cleanly for its client
-            await self._fail(job, "internal_error", "the run failed unexpectedly", usage)
-            outcome = RunFailed(code="internal_error", message="the run failed unexpectedly")
-            await self._events.append(job.run_id, (outcome,))
-            raise exc
-        await self._events.append(job.run_id, (outcome,))
+        except Exception:  # a bug: the run must still end cleanly for its client
+            run.fail(
+                code="internal_error",
+                message="the run failed unexpectedly",
+                usage=usage,
+                at_ms=self._clock.now_ms(),
+            )
+            await self._record_failure(run)
+            await log.append(
+                run_id, (RunFailed(code="internal_error", message="the run failed unexpectedly"),)
+            )
+            raise
+        await log.append(run_id, (outcome,))
 
-    async def _finish(
-        self, job: RunAssignment, message_id: MessageId, answer: str, usage: Usage
-    ) -> None:
-        now = self._clock.now_ms()
-        async with self._uow.transaction(job.tenant_id) as tx:
-            run = await tx.runs.get(job.tenant_id, job.run_id)
-            if run is None:
-                raise NotFound(f"run {job.run_id} vanished")
-            run.start()
-            run.succeed(usage=usage, at_ms=now)
-            if answer:
-                reply = Message(
-                    id=message_id, role=Role.ASSISTANT, content=answer, created_at_ms=now
-                )
-                await tx.threads.add_messages(job.tenant_id, job.thread_id, (reply,))
-            await tx.runs.save(run)
-            await tx.commit()
-
-    async def _fail(
-        self,
-        job: RunAssignment,
-        code: str,
-        message: str,
-        usage: Usage,
-        *,
-        cancelled: bool = False,
-    ) -> None:
-        now = self._clock.now_ms()
+    async def _record_failure(self, run: Run) -> None:
         try:
-            async with self._uow.transaction(job.tenant_id) as tx:
-                run = await tx.runs.get(job.tenant_id, job.run_id)
-                if run is None or run.status.is_terminal:
-                    return
-                if cancelled:
-                    run.cancel(at_ms=now, usage=usage)
-                else:
-                    run.fail(code=code, message=message, usage=usage, at_ms=now)
-                await tx.runs.save(run)
-                await tx.commit()
+            await self._journal.record_end(run, None)
         except ApplicationError:
             # The database is down too: the client still gets its RUN_ERROR from the log.
             return

@@ -6,19 +6,28 @@ which are appended last and so override what came before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from dishka import AsyncContainer, Provider, Scope, from_context, make_async_container, provide
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.memory.clock import SystemClock
 from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.sqla.migrator import AlembicSchemaMigrator
+from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
-from application.conversation.ports import ChatModel, RateLimiter, RunEventLog, RunLauncher
+from application.conversation.ports import (
+    ChatModel,
+    RateLimiter,
+    RunEventLog,
+    RunJournal,
+    RunLauncher,
+)
 from application.conversation.use_cases import (
     CancelRun,
     ExecuteRun,
@@ -50,6 +59,16 @@ class InfrastructureProvider(Provider):
     @provide
     def unit_of_work(self, engine: AsyncEngine) -> UnitOfWork:
         return SqlaUnitOfWork(engine)
+
+    @provide
+    def run_journal(self, settings: Settings, uow: UnitOfWork) -> Iterator[RunJournal]:
+        url = make_url(settings.effective_database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            journal = SqliteRunJournal(url.database)
+            yield journal
+            journal.close()
+        else:
+            yield TransactionalRunJournal(uow)
 
     @provide
     def migrator(self, settings: Settings) -> SchemaMigrator:
