@@ -8,6 +8,7 @@ one. A record that cannot be applied is rolled back to its own savepoint and fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -236,7 +237,6 @@ class SqliteRunJournal:
         for record in batch:
             by_loop.setdefault(record.loop, []).append(record)
         for loop, records in by_loop.items():
-            try:
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, records)
-            except RuntimeError:
-                pass  # that loop has closed; nobody is waiting any more

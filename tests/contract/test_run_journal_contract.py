@@ -1,0 +1,205 @@
+"""RunJournal contract: every adapter records starts and ends the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.memory.journal import TransactionalRunJournal
+from adapters.memory.persistence import MemoryUnitOfWork
+from adapters.sqla.migrator import AlembicSchemaMigrator
+from adapters.sqla.sqlite_journal import SqliteRunJournal
+from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from application.conversation.ports import RunJournal
+from application.errors import Conflict, NotFound
+from application.ports import UnitOfWork
+from domain.conversation.model import Message, Role, Run, RunStatus, Usage
+from domain.ids import MessageId, RunId, TenantId, ThreadId
+from domain.tenancy.model import Tenant
+
+A, B = TenantId("ten_a"), TenantId("ten_b")
+
+
+@dataclass
+class Subject:
+    journal: RunJournal
+    uow: UnitOfWork
+
+
+async def seed_tenants(uow: UnitOfWork) -> None:
+    async with uow.transaction(None) as tx:
+        for tid, slug in ((A, "a"), (B, "b")):
+            await tx.tenants.add(Tenant(id=tid, slug=slug, name=slug, created_at_ms=0))
+        await tx.commit()
+
+
+async def make_subject(kind: str, tmp_path) -> AsyncIterator[Subject]:
+    if kind == "memory":
+        uow = MemoryUnitOfWork()
+        await seed_tenants(uow)
+        yield Subject(TransactionalRunJournal(uow), uow)
+        return
+    path = tmp_path / f"{kind}.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await AlembicSchemaMigrator(url).upgrade()
+    engine = create_engine_for(url)
+    uow = SqlaUnitOfWork(engine)
+    await seed_tenants(uow)
+    journal: Any = (
+        SqliteRunJournal(str(path)) if kind == "sqlite-writer" else TransactionalRunJournal(uow)
+    )
+    try:
+        yield Subject(journal, uow)
+    finally:
+        if isinstance(journal, SqliteRunJournal):
+            journal.close()
+        await engine.dispose()
+
+
+KINDS = ["memory", "sqlite-transactional", "sqlite-writer"]
+
+
+@pytest.fixture(params=KINDS)
+async def subject(request, tmp_path) -> AsyncIterator[Subject]:
+    async for s in make_subject(request.param, tmp_path):
+        yield s
+
+
+def new_run(run_id: str = "r1", tenant: TenantId = A, thread: str = "t1") -> Run:
+    return Run(
+        id=RunId(run_id),
+        tenant_id=tenant,
+        thread_id=ThreadId(thread),
+        agent="assistant",
+        created_at_ms=5,
+    )
+
+
+def msg(id: str, text: str = "x", role: Role = Role.USER) -> Message:
+    return Message(id=MessageId(id), role=role, content=text, created_at_ms=1)
+
+
+async def stored(uow: UnitOfWork, tenant: TenantId = A, run_id: str = "r1", thread: str = "t1"):
+    async with uow.transaction(tenant) as tx:
+        return (
+            await tx.runs.get(tenant, RunId(run_id)),
+            await tx.threads.get(tenant, ThreadId(thread)),
+            [m.id for m in await tx.threads.list_messages(tenant, ThreadId(thread))],
+        )
+
+
+async def test_a_recorded_start_creates_thread_messages_and_run(subject: Subject) -> None:
+    await subject.journal.record_start(new_run(), [msg("u1"), msg("u2")])
+    run, thread, messages = await stored(subject.uow)
+    assert run is not None and run.status is RunStatus.PENDING
+    assert thread is not None
+    assert messages == ["u1", "u2"]
+
+
+async def test_a_second_run_on_the_thread_adds_only_new_messages(subject: Subject) -> None:
+    await subject.journal.record_start(new_run("r1"), [msg("u1")])
+    await subject.journal.record_start(new_run("r2"), [msg("u1"), msg("u2")])
+    assert (await stored(subject.uow))[2] == ["u1", "u2"]
+
+
+async def test_a_taken_run_id_is_a_conflict_and_changes_nothing(subject: Subject) -> None:
+    await subject.journal.record_start(new_run("r1"), [msg("u1")])
+    with pytest.raises(Conflict):
+        await subject.journal.record_start(new_run("r1"), [msg("u1"), msg("u9")])
+    assert (await stored(subject.uow))[2] == ["u1"]
+
+
+async def test_the_same_ids_in_another_tenant_are_separate(subject: Subject) -> None:
+    await subject.journal.record_start(new_run("r1", A), [msg("u1", "secret")])
+    await subject.journal.record_start(new_run("r1", B), [msg("u1", "other")])
+    async with subject.uow.transaction(B) as tx:
+        contents = [m.content for m in await tx.threads.list_messages(B, ThreadId("t1"))]
+    assert contents == ["other"]
+
+
+async def test_a_recorded_end_stores_outcome_and_reply(subject: Subject) -> None:
+    run = new_run()
+    await subject.journal.record_start(run, [msg("u1")])
+    run.start()
+    run.succeed(usage=Usage(input_tokens=2, output_tokens=7), at_ms=9)
+    await subject.journal.record_end(run, msg("a1", "answer", Role.ASSISTANT))
+    got, _, messages = await stored(subject.uow)
+    assert got is not None
+    assert (got.status, got.usage, got.finished_at_ms) == (
+        RunStatus.SUCCEEDED,
+        Usage(input_tokens=2, output_tokens=7),
+        9,
+    )
+    assert messages == ["u1", "a1"]
+
+
+async def test_the_first_ending_stands(subject: Subject) -> None:
+    run = new_run()
+    await subject.journal.record_start(run, [msg("u1")])
+    run.start()
+    cancelled = Run(
+        id=run.id,
+        tenant_id=A,
+        thread_id=run.thread_id,
+        agent="assistant",
+        created_at_ms=5,
+        status=RunStatus.RUNNING,
+    )
+    cancelled.cancel(at_ms=8)
+    await subject.journal.record_end(cancelled, None)
+    run.succeed(usage=Usage(), at_ms=9)
+    await subject.journal.record_end(run, msg("a1", "late", Role.ASSISTANT))
+    got, _, messages = await stored(subject.uow)
+    assert got is not None and got.status is RunStatus.CANCELLED
+    assert messages == ["u1"]
+
+
+async def test_ending_an_unknown_run_is_not_found(subject: Subject) -> None:
+    run = new_run("ghost")
+    run.start()
+    run.fail(code="x", message="y", at_ms=1)
+    with pytest.raises(NotFound):
+        await subject.journal.record_end(run, None)
+
+
+async def test_concurrent_records_commit_together_and_fail_alone(subject: Subject) -> None:
+    starts = [
+        subject.journal.record_start(new_run(f"r{i}", thread=f"t{i}"), [msg(f"u{i}")])
+        for i in range(50)
+    ]
+    duplicate = subject.journal.record_start(new_run("r7", thread="t7"), [msg("zz")])
+    results = await asyncio.gather(*starts, duplicate, return_exceptions=True)
+    assert all(r is None for r in results[:50])
+    assert isinstance(results[50], Conflict)
+    for i in range(50):
+        run, _, messages = await stored(subject.uow, run_id=f"r{i}", thread=f"t{i}")
+        assert run is not None and messages == [f"u{i}"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from("abcdef"), min_size=1, max_size=5), min_size=1, max_size=6)
+)
+def test_any_sequence_of_resent_histories_keeps_first_occurrences_in_order(
+    tmp_path_factory, histories
+) -> None:
+    expected: list[str] = []
+    for history in histories:
+        for m in history:
+            if m not in expected:
+                expected.append(m)
+
+    async def scenario(kind: str) -> None:
+        async for s in make_subject(kind, tmp_path_factory.mktemp(kind)):
+            for i, history in enumerate(histories):
+                await s.journal.record_start(new_run(f"r{i}"), [msg(m) for m in history])
+            assert (await stored(s.uow))[2] == expected
+
+    for kind in KINDS:
+        asyncio.run(scenario(kind))
