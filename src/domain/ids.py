@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from typing import NewType
 
@@ -16,9 +17,15 @@ ApiKeyId = NewType("ApiKeyId", str)
 MAX_ID_LENGTH = 128
 
 
+# A random per-process stem and a counter: unique across processes and restarts without a
+# system call per id (these ids name records; they are not secrets).
+_STEM = secrets.token_hex(6)
+_COUNTER = itertools.count(1)
+
+
 def new_id(prefix: str) -> str:
-    """A random, URL-safe identifier with a readable prefix (``msg_…``)."""
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
+    """A unique identifier with a readable prefix (``msg_…``)."""
+    return f"{prefix}_{_STEM}{next(_COUNTER):x}"
 
 
 def is_valid_client_id(value: str) -> bool:

@@ -54,6 +54,15 @@ class RunSettings(_Section, frozen=True):
     shutdown_grace_s: float = 10.0
 
 
+class RuntimeSettings(_Section, frozen=True):
+    # Python's cyclic GC: objects alive at start-up are frozen out of its scans, and young
+    # collections run every this many allocations (CPython's default of 700 makes the full
+    # collections that stall streams far more frequent).
+    gc_gen0_threshold: int = 50_000
+    gc_gen1_threshold: int = 20
+    gc_gen2_threshold: int = 100
+
+
 class LogSettings(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
@@ -71,6 +80,7 @@ class Settings(_Section, frozen=True):
     llm: LlmSettings = LlmSettings()
     runs: RunSettings = RunSettings()
     log: LogSettings = LogSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
     @property
     def effective_database_url(self) -> str:

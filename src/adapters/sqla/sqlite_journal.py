@@ -131,11 +131,19 @@ def _settle(batch: list[_Record]) -> None:
 
 
 class SqliteRunJournal:
-    def __init__(self, path: str) -> None:
+    """Commits never checkpoint the WAL themselves (that would stall every record in the batch
+    for milliseconds): a second thread checkpoints it passively every ``checkpoint_s``."""
+
+    def __init__(self, path: str, *, checkpoint_s: float = 1.0) -> None:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._queue: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sba-journal", daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="sba-journal-checkpoint", daemon=True
+        )
+        self._checkpoint_s = checkpoint_s
+        self._stopping = threading.Event()
         self._started = False
         self._lock = threading.Lock()
 
@@ -157,12 +165,15 @@ class SqliteRunJournal:
             with self._lock:
                 if not self._started:
                     self._thread.start()
+                    self._checkpointer.start()
                     self._started = True
 
     def close(self) -> None:
         if self._started:
             self._queue.put(None)
+            self._stopping.set()
             self._thread.join(timeout=10)
+            self._checkpointer.join(timeout=10)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
@@ -171,9 +182,26 @@ class SqliteRunJournal:
             "synchronous=NORMAL",
             "busy_timeout=5000",
             "foreign_keys=ON",
+            "wal_autocheckpoint=0",
         ):
             conn.execute(f"PRAGMA {pragma}")
         return conn
+
+    def _checkpoint_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while not self._stopping.wait(self._checkpoint_s):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self._path, isolation_level=None)
+                    conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint failed", exc_info=exc)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
 
     def _serve(self) -> None:
         conn: sqlite3.Connection | None = None

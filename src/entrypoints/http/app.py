@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from dishka import AsyncContainer, Provider
@@ -28,6 +29,15 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         settings, LitestarProvider(), PrincipalProvider(), *extra_providers
     )
 
+    async def on_startup() -> None:
+        # Build what the first request would, then freeze everything alive so far out of the
+        # cyclic GC's scans: they only ever grow with live requests and runs after this.
+        await container.get(RunLauncher)
+        rt = settings.runtime
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(rt.gc_gen0_threshold, rt.gc_gen1_threshold, rt.gc_gen2_threshold)
+
     async def on_shutdown() -> None:
         launcher = await container.get(RunLauncher)
         await launcher.drain(settings.runs.shutdown_grace_s)
@@ -36,6 +46,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
     app = Litestar(
         route_handlers=[RunController, healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(
