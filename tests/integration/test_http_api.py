@@ -318,3 +318,49 @@ async def test_health_readiness_and_openapi_are_served(api: Api) -> None:
 
 async def test_an_unknown_route_is_a_404_problem(api: Api) -> None:
     assert_problem(await api.client.get("/v1/nothing-here"), 404, "not_found")
+
+
+async def test_two_tenants_may_use_the_same_run_id_and_each_sees_only_its_own(api: Api) -> None:
+    mine = parse_sse((await api.run(run_body(text="alpha question"))).text)
+    other = await api.key_for("acme")
+    theirs_response = await api.run(run_body(text="beta question"), key=other)
+    assert theirs_response.status_code == 200
+    theirs = parse_sse(theirs_response.text)
+    text = lambda frames: "".join(  # noqa: E731
+        d["delta"] for _, d in frames if d["type"] == "TEXT_MESSAGE_CONTENT"
+    )
+    assert "beta question" in text(theirs) and "alpha" not in text(theirs)
+    replay_mine = parse_sse((await api.client.get("/v1/runs/r1/events", headers=api.auth())).text)
+    replay_theirs = parse_sse(
+        (await api.client.get("/v1/runs/r1/events", headers=api.auth(other))).text
+    )
+    assert replay_mine == mine
+    assert replay_theirs == theirs
+
+
+class TimeoutModel:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        raise ModelError("the provider timed out", code="model_timeout")
+        yield TextChunk("")  # pragma: no cover - makes this an async generator
+
+
+class TimeoutModelProvider(Provider):
+    scope = Scope.APP
+
+    @provide
+    def model(self) -> ChatModel:
+        return TimeoutModel()
+
+
+async def test_a_specific_error_code_keeps_its_family_status(tmp_path) -> None:
+    from entrypoints.http.problems import status_for
+
+    assert status_for(ModelError("x", code="model_timeout")) == 502
+    assert status_for(Conflict("x", code="run_id_taken")) == 409
+    async for api in make_api(tmp_path, TimeoutModelProvider()):
+        frames = parse_sse((await api.run(run_body())).text)
+        assert frames[-1][1] == {
+            "type": "RUN_ERROR",
+            "message": "the provider timed out",
+            "code": "model_timeout",
+        }

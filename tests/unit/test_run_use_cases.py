@@ -56,7 +56,7 @@ class RecordingLauncher:
     def launch(self, assignment: RunAssignment) -> None:
         self.launched.append(assignment)
 
-    def cancel(self, run_id: RunId) -> bool:
+    def cancel(self, tenant_id: TenantId, run_id: RunId) -> bool:
         self.cancelled.append(run_id)
         return True
 

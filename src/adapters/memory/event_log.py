@@ -44,17 +44,20 @@ class MemoryRunEventLog:
         retention_s: float = 60.0,
         max_finished_runs: int = 4_096,
     ) -> None:
-        self._runs: dict[RunId, _RunBuffer] = {}
-        self._finished: OrderedDict[RunId, float] = OrderedDict()
+        self._runs: dict[tuple[TenantId, RunId], _RunBuffer] = {}
+        self._finished: OrderedDict[tuple[TenantId, RunId], float] = OrderedDict()
         self._max_events = max_events_per_run
         self._retention_s = retention_s
         self._max_finished = max_finished_runs
 
     async def open(self, tenant_id: TenantId, run_id: RunId) -> None:
-        self._runs.setdefault(run_id, _RunBuffer(tenant_id))
+        key = (tenant_id, run_id)
+        if key not in self._runs:
+            self._runs[key] = _RunBuffer(tenant_id)
 
-    async def append(self, run_id: RunId, events: Sequence[RunEvent]) -> int:
-        buf = self._runs.get(run_id)
+    async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        key = (tenant_id, run_id)
+        buf = self._runs.get(key)
         if buf is None:
             raise KeyError(f"run {run_id} was never opened")
         if buf.complete:
@@ -66,7 +69,7 @@ class MemoryRunEventLog:
             buf.first_seq += overflow
         if events and is_terminal(events[-1]):
             buf.complete = True
-            self._retire(run_id)
+            self._retire(key)
         if buf.waiters:
             waiters, buf.waiters = buf.waiters, []
             for fut in waiters:
@@ -76,8 +79,8 @@ class MemoryRunEventLog:
     async def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
     ) -> EventBatch | None:
-        buf = self._runs.get(run_id)
-        if buf is None or buf.tenant_id != tenant_id:
+        buf = self._runs.get((tenant_id, run_id))
+        if buf is None:
             return None
         if after >= buf.last_seq and not buf.complete and wait_s > 0:
             loop = asyncio.get_running_loop()
@@ -94,9 +97,9 @@ class MemoryRunEventLog:
         events = buf.events[start - buf.first_seq :]
         return EventBatch(first_seq=start, events=events, complete=buf.complete)
 
-    def _retire(self, run_id: RunId) -> None:
+    def _retire(self, key: tuple[TenantId, RunId]) -> None:
         loop = asyncio.get_running_loop()
-        self._finished[run_id] = loop.time() + self._retention_s
+        self._finished[key] = loop.time() + self._retention_s
         # Expire by time and by count, oldest first, without a timer per run.
         now = loop.time()
         while self._finished:

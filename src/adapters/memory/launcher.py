@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from application.conversation.ports import RunAssignment
-from domain.ids import RunId
+from domain.ids import RunId, TenantId
 
 log = logging.getLogger("sba.runs")
 
@@ -20,21 +20,23 @@ class AsyncioRunLauncher:
 
     def __init__(self, execute: Callable[[RunAssignment], Coroutine[Any, Any, None]]) -> None:
         self._execute = execute
-        self._tasks: dict[RunId, asyncio.Task[None]] = {}
+        self._tasks: dict[tuple[TenantId, RunId], asyncio.Task[None]] = {}
 
     def launch(self, assignment: RunAssignment) -> None:
-        run_id = assignment.run_id
+        key = (assignment.tenant_id, assignment.run_id)
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._execute(assignment))
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda t: self._done(run_id, t))
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
 
-    def _done(self, run_id: RunId, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(run_id, None)
+    def _done(self, key: tuple[TenantId, RunId], task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("run %s crashed", run_id, exc_info=exc)
+            log.error("run %s crashed", key[1], exc_info=exc)
 
-    def cancel(self, run_id: RunId) -> bool:
-        task = self._tasks.get(run_id)
+    def cancel(self, tenant_id: TenantId, run_id: RunId) -> bool:
+        """Runs are told apart by tenant and id: a tenant can only ever cancel its own."""
+        task = self._tasks.get((tenant_id, run_id))
         if task is None or task.done():
             return False
         task.cancel()

@@ -103,8 +103,9 @@ class RunEventLog(Protocol):
 
     async def open(self, tenant_id: TenantId, run_id: RunId) -> None: ...
 
-    async def append(self, run_id: RunId, events: Sequence[RunEvent]) -> int:
-        """Appends in order and returns the sequence number of the last event."""
+    async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        """Appends in order and returns the sequence number of the last event. Runs are told
+        apart by tenant and id: two tenants may use the same run id."""
         ...
 
     async def read(
@@ -134,8 +135,8 @@ class RunLauncher(Protocol):
 
     def launch(self, assignment: RunAssignment) -> None: ...
 
-    def cancel(self, run_id: RunId) -> bool:
-        """Asks a run executing here to stop; False if it is not executing here."""
+    def cancel(self, tenant_id: TenantId, run_id: RunId) -> bool:
+        """Asks the tenant's run executing here to stop; False if it is not executing here."""
         ...
 
     async def drain(self, grace_s: float) -> None:

@@ -81,7 +81,9 @@ class StartRun:
             raise InvalidInput(exc.message) from exc
         await self._journal.record_start(run, cmd.messages)
         await self._events.open(principal.tenant_id, run.id)
-        await self._events.append(run.id, (RunStarted(thread_id=run.thread_id, run_id=run.id),))
+        await self._events.append(
+            principal.tenant_id, run.id, (RunStarted(thread_id=run.thread_id, run_id=run.id),)
+        )
         self._launcher.launch(
             RunAssignment(
                 tenant_id=principal.tenant_id,
@@ -125,6 +127,7 @@ class ExecuteRun:
         outcome: RunEvent
         log = self._events
         run_id = job.run_id
+        tenant_id = job.tenant_id
         try:
             request = ChatRequest(
                 tenant_id=job.tenant_id, messages=job.messages, forwarded_props=job.forwarded_props
@@ -138,13 +141,15 @@ class ExecuteRun:
                         continue
                     if not started:
                         started = True
-                        await log.append(run_id, (TextMessageStarted(message_id=message_id),))
+                        await log.append(
+                            tenant_id, run_id, (TextMessageStarted(message_id=message_id),)
+                        )
                     parts.append(chunk.delta)
-                    await log.append(run_id, (TextDelta(message_id, chunk.delta),))
+                    await log.append(tenant_id, run_id, (TextDelta(message_id, chunk.delta),))
                 elif isinstance(chunk, UsageChunk):
                     usage = usage + chunk.usage
             if started:
-                await log.append(run_id, (TextMessageEnded(message_id=message_id),))
+                await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
             now = self._clock.now_ms()
             answer = "".join(parts)
             reply = (
@@ -162,7 +167,7 @@ class ExecuteRun:
             run.cancel(at_ms=self._clock.now_ms(), usage=usage)
             await self._record_failure(run)
             await log.append(
-                run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
+                tenant_id, run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
             )
             raise
         except ApplicationError as exc:
@@ -178,10 +183,12 @@ class ExecuteRun:
             )
             await self._record_failure(run)
             await log.append(
-                run_id, (RunFailed(code="internal_error", message="the run failed unexpectedly"),)
+                tenant_id,
+                run_id,
+                (RunFailed(code="internal_error", message="the run failed unexpectedly"),),
             )
             raise
-        await log.append(run_id, (outcome,))
+        await log.append(tenant_id, run_id, (outcome,))
 
     async def _record_failure(self, run: Run) -> None:
         try:
@@ -222,7 +229,7 @@ class CancelRun:
             raise NotFound(f"no run {run_id}")
         if run.status.is_terminal:
             raise Conflict(f"run {run_id} has already ended ({run.status})")
-        if not self._launcher.cancel(run.id):
+        if not self._launcher.cancel(principal.tenant_id, run.id):
             raise Conflict(f"run {run_id} is not executing on this instance")
         return run
 

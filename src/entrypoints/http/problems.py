@@ -101,17 +101,30 @@ def problem(
     )
 
 
+def status_for(exc: ApplicationError | DomainError) -> int:
+    """The code's own row, else the row of the error's class (a specific ``model_timeout`` is
+    still a model error), else 500."""
+    codes = [exc.code] + [c.__dict__["code"] for c in type(exc).__mro__ if "code" in c.__dict__]
+    for code in codes:
+        status = STATUS_BY_CODE.get(code)
+        if status is not None:
+            return status
+    return 500
+
+
 def on_application_error(request: Request, exc: ApplicationError) -> Response[bytes]:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": 'Bearer realm="sba"'}
-    return problem(exc.code, exc.message, instance=request.url.path, headers=headers)
+    return problem(
+        exc.code, exc.message, status=status_for(exc), instance=request.url.path, headers=headers
+    )
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response[bytes]:
-    return problem(exc.code, exc.message, instance=request.url.path)
+    return problem(exc.code, exc.message, status=status_for(exc), instance=request.url.path)
 
 
 def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:

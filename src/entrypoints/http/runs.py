@@ -10,7 +10,7 @@ from dishka import FromDishka
 from dishka.integrations.litestar import inject
 from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import Response, Stream
+from litestar.response import Response
 
 from application.conversation.use_cases import (
     CancelRun,
@@ -42,9 +42,9 @@ from entrypoints.http.agui.models import (
     text_of,
 )
 from entrypoints.http.problems import decode_error
+from entrypoints.http.sse import EventStream
 from entrypoints.settings import Settings
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _ROLE = {
     "user": Role.USER,
     "assistant": Role.ASSISTANT,
@@ -160,7 +160,7 @@ class RunController(Controller):
         start_run: FromDishka[StartRun],
         tail_run: FromDishka[TailRun],
         settings: FromDishka[Settings],
-    ) -> Stream | Response[bytes]:
+    ) -> EventStream | Response[bytes]:
         try:
             body: RunAgentInput = run_input_decoder.decode(await request.body())
         except msgspec.DecodeError as exc:
@@ -184,7 +184,7 @@ class RunController(Controller):
             heartbeat_s=settings.http.heartbeat_s,
             v1=body.protocol_version is not None,
         )
-        return Stream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(stream)
 
     @get(
         "/runs/{run_id:str}/events",
@@ -203,7 +203,7 @@ class RunController(Controller):
         settings: FromDishka[Settings],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
         after: Annotated[int | None, QueryParameter(ge=0)] = None,
-    ) -> Stream:
+    ) -> EventStream:
         start = after if after is not None else 0
         if last_event_id is not None:
             if not last_event_id.strip().isdigit():
@@ -219,11 +219,7 @@ class RunController(Controller):
             if not run.status.is_terminal:
                 raise
             history = await messages(principal, run.thread_id)
-            return Stream(
-                iter((_replay_from_store(run, history),)),
-                media_type="text/event-stream",
-                headers=SSE_HEADERS,
-            )
+            return EventStream(iter((_replay_from_store(run, history),)))
         stream = tail(
             tail_run,
             principal,
@@ -232,7 +228,7 @@ class RunController(Controller):
             heartbeat_s=settings.http.heartbeat_s,
             v1=False,
         )
-        return Stream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(stream)
 
     @get("/runs/{run_id:str}", summary="A run's status and usage")
     @inject
