@@ -61,23 +61,59 @@ class TextChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The model began a tool call. ``call_id`` is unique within the response."""
+
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the call's JSON arguments text, in order."""
+
+    call_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnded:
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class UsageChunk:
     usage: Usage
 
 
-ChatChunk = TextChunk | UsageChunk
+ChatChunk = TextChunk | ToolCallStarted | ToolCallDelta | ToolCallEnded | UsageChunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    """A tool the model may call: ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChatRequest:
     tenant_id: TenantId
     messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    # A provider-specific model name; None means the adapter's configured default.
+    model: str | None = None
     forwarded_props: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ChatModel(Protocol):
-    """Streams a model's answer. Raises ``ModelError`` (never a provider's own exception) when
-    the provider fails; a cancelled stream stops promptly."""
+    """Streams a model's answer: text, tool calls (started, argument pieces, ended, never
+    interleaved within one call) and usage. Raises ``ModelError`` (never a provider's own
+    exception) when the provider fails, with a code saying how: ``model_timeout``,
+    ``model_rate_limited``, ``model_unavailable`` (5xx, connection), ``model_auth``,
+    ``model_bad_request``, ``model_bad_response``. A cancelled stream stops promptly."""
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
 

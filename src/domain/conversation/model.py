@@ -18,15 +18,37 @@ class Role(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """A model's request to run a tool; ``arguments`` is the JSON text the model produced."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def __post_init__(self) -> None:
+        if not is_valid_client_id(self.id):
+            raise InvariantViolated(f"tool call id {self.id!r} is not a valid identifier")
+        if not self.name:
+            raise InvariantViolated("a tool call needs a tool name")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     id: MessageId
     role: Role
     content: str
     created_at_ms: int = 0
+    # An assistant message may ask for tools; a tool message answers one call.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         if not is_valid_client_id(self.id):
             raise InvariantViolated(f"message id {self.id!r} is not a valid identifier")
+        if self.tool_calls and self.role is not Role.ASSISTANT:
+            raise InvariantViolated("only assistant messages carry tool calls")
+        if (self.role is Role.TOOL) != (self.tool_call_id is not None):
+            raise InvariantViolated("a tool message, and only a tool message, names its call")
 
 
 class Thread:
