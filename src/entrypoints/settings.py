@@ -54,6 +54,12 @@ class RunSettings(_Section, frozen=True):
     shutdown_grace_s: float = 10.0
 
 
+class KnowledgeSettings(_Section, frozen=True):
+    max_document_bytes: int = 512 * 1024
+    chunk_chars: int = 800
+    chunk_overlap: int = 120
+
+
 class RuntimeSettings(_Section, frozen=True):
     # Python's cyclic GC: objects alive at start-up are frozen out of its scans, and young
     # collections run every this many allocations (CPython's default of 700 makes the full
@@ -79,6 +85,7 @@ class Settings(_Section, frozen=True):
     rate_limit: RateLimitSettings = RateLimitSettings()
     llm: LlmSettings = LlmSettings()
     runs: RunSettings = RunSettings()
+    kb: KnowledgeSettings = KnowledgeSettings()
     log: LogSettings = LogSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

@@ -16,10 +16,12 @@ from pydantic import TypeAdapter
 
 from application.conversation.ports import ChatChunk, ChatModel, ChatRequest, TextChunk
 from application.errors import Conflict, ModelError
+from application.knowledge.use_cases import IngestDocument
 from application.ports import SchemaMigrator
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.tenancy.model import Role
 from entrypoints.http.app import create_app
+from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import load_settings
 
 official = TypeAdapter(OfficialEvent)
@@ -92,6 +94,7 @@ async def make_api(tmp_path, *providers: Provider, **env: str) -> AsyncIterator[
         await (await container.get(SchemaMigrator)).upgrade()
         issued = await (await container.get(EnsureDemoTenant))()
         assert issued is not None
+        await seed_demo_knowledge(await container.get(IngestDocument), issued.key.tenant_id)
         yield Api(client=client, key=issued.plaintext, container=container)
 
 

@@ -11,6 +11,7 @@ import pytest
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
+from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
 from application.conversation.ports import (
     ChatChunk,
@@ -36,6 +37,8 @@ from domain.conversation.events import (
 )
 from domain.conversation.model import Message, Role, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
+from domain.knowledge.model import KbDocument
+from domain.knowledge.text import ContentType
 from domain.tenancy.model import Principal
 from domain.tenancy.model import Role as KeyRole
 
@@ -281,8 +284,33 @@ async def test_cancel_use_case_refuses_finished_and_foreign_runs(world) -> None:
     assert launcher.cancelled == ["r2"]
 
 
-def test_the_offline_model_is_deterministic() -> None:
-    model = OfflineChatModel()
+async def test_the_offline_model_is_deterministic_and_says_when_it_found_nothing() -> None:
+    model = OfflineChatModel(knowledge=MemoryKnowledgeStore())
     request = ChatRequest(tenant_id=TENANT, messages=(user("u", "Where is my invoice?"),))
-    assert model.answer(request) == model.answer(request)
-    assert "Where is my invoice?" in model.answer(request)
+    first = await model.answer(request)
+    assert first == await model.answer(request)
+    assert "Where is my invoice?" in first
+    assert "found nothing" in first
+
+
+async def test_the_offline_model_answers_from_the_knowledge_base_with_citations() -> None:
+    store = MemoryKnowledgeStore()
+    d = KbDocument(
+        id="refunds",
+        tenant_id=TENANT,
+        title="Refund policy",
+        content="Customers may return products within 30 days for a full refund.",
+        content_type=ContentType.MARKDOWN,
+        source="kb://refunds",
+    )
+    await store.put(d, d.chunks())
+    model = OfflineChatModel(knowledge=store)
+    answer = await model.answer(
+        ChatRequest(tenant_id=TENANT, messages=(user("u", "How do refunds work?"),))
+    )
+    assert "[1] Customers may return products within 30 days" in answer
+    assert answer.endswith("Sources:\n[1] Refund policy (kb://refunds)")
+    other = await model.answer(
+        ChatRequest(tenant_id=TenantId("ten_2"), messages=(user("u", "refunds?"),))
+    )
+    assert "found nothing" in other

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from application.conversation.ports import ChatChunk, ChatRequest, TextChunk, UsageChunk
+from application.knowledge.ports import KnowledgeSearch
 from domain.conversation.model import Role, Usage
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
+_HEADING = re.compile(r"(?:^|(?<=\s))#{1,6}\s")
 
 
 def _tokens(text: str) -> list[str]:
@@ -23,37 +25,56 @@ def _count_input_tokens(request: ChatRequest) -> int:
 
 
 class OfflineChatModel:
-    """Deterministic: the same conversation always yields the same answer, streamed a word at a
-    time. It explains what it can do and restates the question so a first run is useful with no
+    """Deterministic: the same conversation and knowledge base always yield the same answer,
+    streamed a word at a time. It answers from the tenant's knowledge base with numbered
+    citations, or says plainly that it found nothing, so a first run is useful with no
     provider configured."""
 
-    def __init__(self, *, token_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, *, knowledge: KnowledgeSearch | None = None, token_delay_s: float = 0.0
+    ) -> None:
+        self._knowledge = knowledge
         self._delay = token_delay_s
 
-    def answer(self, request: ChatRequest) -> str:
+    async def answer(self, request: ChatRequest) -> str:
         question = ""
         for message in reversed(request.messages):
             if message.role is Role.USER:
                 question = " ".join(message.content.split())
                 break
-        if len(question) > 200:
-            question = question[:197] + "..."
-        turns = sum(1 for m in request.messages if m.role is Role.USER)
+        shown = question if len(question) <= 200 else question[:197] + "..."
+        hits = (
+            await self._knowledge.search(request.tenant_id, question, limit=3)
+            if self._knowledge is not None and question
+            else []
+        )
+        opening = f"You asked: \u201c{shown}\u201d." if shown else "Hello!"
+        # Cite only passages that match nearly as well as the best one.
+        hits = [h for h in hits if h.score >= hits[0].score * 0.5] if hits else []
+        if hits:
+            found = [f"{opening} Here is what your knowledge base says:"]
+            for n, hit in enumerate(hits, 1):
+                passage = " ".join(_HEADING.sub(" ", hit.snippet).split())
+                found.append(f"\n\n[{n}] {passage}")
+            found.append("\n\nSources:")
+            for n, hit in enumerate(hits, 1):
+                where = f" ({hit.source})" if hit.source else ""
+                found.append(f"\n[{n}] {hit.title}{where}")
+            return "".join(found)
         lines = [
-            f"You asked: \u201c{question}\u201d." if question else "Hello!",
+            opening,
+            "I found nothing about that in your knowledge base." if question else "",
             "I am SBA's offline assistant: I run inside this server with no language model "
             "and no network, so my answers are deterministic.",
-            "I can answer from your workspace's knowledge base, call business tools, and "
-            "stream every step to your app over AG-UI.",
+            "I answer from your workspace's knowledge base, call business tools, and stream "
+            "every step to your app over AG-UI.",
             "Connect an OpenAI-compatible or Anthropic model in the settings for open-ended "
             "answers.",
         ]
-        if turns > 1:
-            lines.append(f"This is turn {turns} of our conversation.")
-        return " ".join(lines)
+        return " ".join(line for line in lines if line)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        tokens = _tokens(self.answer(request))
+        tokens = _tokens(await self.answer(request))
         for token in tokens:
             if self._delay:
                 await asyncio.sleep(self._delay)

@@ -99,3 +99,33 @@ runs = Table(
     ),
     Index(None, "tenant_id", "thread_id"),
 )
+
+kb_documents = Table(
+    "kb_documents",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("id", ID, nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("content_type", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+kb_chunks = Table(
+    "kb_chunks",
+    metadata,
+    Column("tenant_id", ID, nullable=False),
+    Column("document_id", ID, nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "document_id", "ordinal"),
+    ForeignKeyConstraint(
+        ["tenant_id", "document_id"],
+        ["kb_documents.tenant_id", "kb_documents.id"],
+        ondelete="CASCADE",
+    ),
+)

@@ -11,12 +11,14 @@ from typing import TypeVar
 from dishka import AsyncContainer
 
 from application.errors import ApplicationError
+from application.knowledge.use_cases import IngestDocument
 from application.ports import SchemaMigrator
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.errors import DomainError
-from domain.tenancy.model import Role
+from domain.tenancy.model import IssuedKey, Role
 from entrypoints.ioc.container import make_container
 from entrypoints.logs import configure_logging
+from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -36,6 +38,14 @@ def _with_container(settings: Settings, job: Callable[[AsyncContainer], Awaitabl
     return asyncio.run(main())
 
 
+async def _ensure_demo(container: AsyncContainer) -> IssuedKey | None:
+    """Creates the demo tenant with its knowledge base on first use; the key when it did."""
+    issued = await (await container.get(EnsureDemoTenant))()
+    if issued is not None:
+        await seed_demo_knowledge(await container.get(IngestDocument), issued.key.tenant_id)
+    return issued
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -44,7 +54,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     async def prepare(container: AsyncContainer) -> str | None:
         if not settings.seed_demo:
             return None
-        issued = await (await container.get(EnsureDemoTenant))()
+        issued = await _ensure_demo(container)
         return issued.plaintext if issued else None
 
     key = _with_container(settings, prepare)
@@ -98,7 +108,7 @@ def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> str:
         if settings.seed_demo and args.tenant == "demo":
-            await (await container.get(EnsureDemoTenant))()
+            await _ensure_demo(container)
         issued = await (await container.get(CreateApiKey))(args.tenant, Role(args.role))
         return issued.plaintext
 

@@ -15,6 +15,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from application.conversation.ports import RunLauncher
 from entrypoints.http.auth import PrincipalProvider
 from entrypoints.http.health import healthz, readyz
+from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.runs import RunController
 from entrypoints.ioc.container import make_container
@@ -44,7 +45,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[RunController, healthz, readyz],
+        route_handlers=[RunController, KnowledgeController, healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -18,6 +18,7 @@ from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.sqla.knowledge import SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
@@ -36,6 +37,14 @@ from application.conversation.use_cases import (
     StartRun,
     TailRun,
 )
+from application.knowledge.ports import KnowledgeSearch, KnowledgeStore
+from application.knowledge.use_cases import (
+    DeleteDocument,
+    GetDocument,
+    IngestDocument,
+    ListDocuments,
+    SearchKnowledge,
+)
 from application.ports import Clock, SchemaMigrator, UnitOfWork
 from application.tenancy.use_cases import (
     Authenticate,
@@ -43,7 +52,7 @@ from application.tenancy.use_cases import (
     CreateTenant,
     EnsureDemoTenant,
 )
-from entrypoints.settings import Settings
+from entrypoints.settings import Settings, SettingsError
 
 
 class InfrastructureProvider(Provider):
@@ -91,8 +100,23 @@ class InfrastructureProvider(Provider):
         return MemoryRateLimiter(burst_ratio=settings.rate_limit.burst_ratio)
 
     @provide
-    def chat_model(self, settings: Settings) -> ChatModel:
-        offline = OfflineChatModel(token_delay_s=settings.llm.offline_token_delay_ms / 1000)
+    def knowledge_store(self, settings: Settings, engine: AsyncEngine) -> KnowledgeStore:
+        if make_url(settings.effective_database_url).get_backend_name() != "sqlite":
+            raise SettingsError(
+                "SBA_DATABASE_URL: the knowledge base needs SQLite until the Postgres full-text "
+                "adapter lands"
+            )
+        return SqliteKnowledgeStore(engine)
+
+    @provide
+    def knowledge_search(self, store: KnowledgeStore) -> KnowledgeSearch:
+        return store
+
+    @provide
+    def chat_model(self, settings: Settings, knowledge: KnowledgeSearch) -> ChatModel:
+        offline = OfflineChatModel(
+            knowledge=knowledge, token_delay_s=settings.llm.offline_token_delay_ms / 1000
+        )
         return LoadTestChatModel(offline) if settings.llm.loadtest else offline
 
     @provide
@@ -116,6 +140,23 @@ class UseCaseProvider(Provider):
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
     ensure_demo_tenant = provide(EnsureDemoTenant)
+    get_document = provide(GetDocument)
+    list_documents = provide(ListDocuments)
+    delete_document = provide(DeleteDocument)
+    search_knowledge = provide(SearchKnowledge)
+
+    @provide
+    def ingest_document(
+        self, store: KnowledgeStore, clock: Clock, settings: Settings
+    ) -> IngestDocument:
+        kb = settings.kb
+        return IngestDocument(
+            store,
+            clock,
+            max_bytes=kb.max_document_bytes,
+            chunk_chars=kb.chunk_chars,
+            chunk_overlap=kb.chunk_overlap,
+        )
 
     @provide
     def authenticate(self, uow: UnitOfWork, clock: Clock, settings: Settings) -> Authenticate:
