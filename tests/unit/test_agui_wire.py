@@ -19,9 +19,15 @@ from domain.conversation.events import (
     RunStarted,
     TextDelta,
     TextMessageEnded,
+    StepFinished,
+    StepStarted,
     TextMessageStarted,
+    ToolCallArgs,
+    ToolCallEnded,
+    ToolCallResult,
+    ToolCallStarted,
 )
-from domain.conversation.model import Message, Role, Usage
+from domain.conversation.model import Message, Role, ToolCall, Usage
 from domain.ids import MessageId, RunId, ThreadId
 from entrypoints.http.agui.encoder import encode_frame, encode_frames, messages_snapshot
 from entrypoints.http.agui.models import RunAgentInput, run_input_decoder, text_of
@@ -37,6 +43,13 @@ EVENTS = [
         thread_id=ThreadId("th"), run_id=RunId("r"), usage=Usage(input_tokens=3, output_tokens=4)
     ),
     RunFailed(code="model_error", message="provider down"),
+    StepStarted(name="model"),
+    ToolCallStarted(call_id="call_1", name="kb_search", parent_message_id=MessageId("m")),
+    ToolCallArgs("call_1", '{"query": "ref'),
+    ToolCallArgs("call_1", 'unds"}'),
+    ToolCallEnded(call_id="call_1"),
+    ToolCallResult(message_id=MessageId("tm1"), call_id="call_1", content='{"results": []}'),
+    StepFinished(name="model"),
 ]
 
 
@@ -81,10 +94,20 @@ def test_messages_snapshot_validates() -> None:
         [
             Message(id=MessageId("u1"), role=Role.USER, content="hi"),
             Message(id=MessageId("a1"), role=Role.ASSISTANT, content="hello"),
+            Message(
+                id=MessageId("a2"),
+                role=Role.ASSISTANT,
+                content="",
+                tool_calls=(ToolCall(id="c1", name="kb_search", arguments='{"query":"x"}'),),
+            ),
+            Message(id=MessageId("t1"), role=Role.TOOL, content="[]", tool_call_id="c1"),
         ]
     )
     ((_, data),) = frames(encode_frame(snap))
     official.validate_python(data)
+    assert data["messages"][2]["toolCalls"][0]["function"]["name"] == "kb_search"
+    assert "content" not in data["messages"][2]
+    assert data["messages"][3]["toolCallId"] == "c1"
 
 
 @given(st.text(min_size=1))

@@ -31,6 +31,41 @@ class TextMessageEnded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallStarted:
+    call_id: str
+    name: str
+    parent_message_id: MessageId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArgs:
+    call_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallEnded:
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallResult:
+    message_id: MessageId
+    call_id: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted:
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished:
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished:
     thread_id: ThreadId
     run_id: RunId
@@ -43,7 +78,20 @@ class RunFailed:
     message: str
 
 
-RunEvent = RunStarted | TextMessageStarted | TextDelta | TextMessageEnded | RunFinished | RunFailed
+RunEvent = (
+    RunStarted
+    | TextMessageStarted
+    | TextDelta
+    | TextMessageEnded
+    | ToolCallStarted
+    | ToolCallArgs
+    | ToolCallEnded
+    | ToolCallResult
+    | StepStarted
+    | StepFinished
+    | RunFinished
+    | RunFailed
+)
 
 TERMINAL_EVENTS = (RunFinished, RunFailed)
 

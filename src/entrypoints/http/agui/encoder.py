@@ -17,11 +17,17 @@ from domain.conversation.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    StepFinished,
+    StepStarted,
     TextDelta,
     TextMessageEnded,
     TextMessageStarted,
+    ToolCallArgs,
+    ToolCallEnded,
+    ToolCallResult,
+    ToolCallStarted,
 )
-from domain.conversation.model import Message, Role
+from domain.conversation.model import Message
 
 
 class _Event(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, tag_field="type"):
@@ -71,10 +77,53 @@ class TextMessageEndOut(_Event, tag="TEXT_MESSAGE_END", kw_only=True):
     message_id: str
 
 
+class ToolCallStartOut(_Event, tag="TOOL_CALL_START", kw_only=True):
+    tool_call_id: str
+    tool_call_name: str
+    parent_message_id: str | None = None
+
+
+class ToolCallArgsOut(_Event, tag="TOOL_CALL_ARGS", kw_only=True):
+    tool_call_id: str
+    delta: str
+
+
+class ToolCallEndOut(_Event, tag="TOOL_CALL_END", kw_only=True):
+    tool_call_id: str
+
+
+class ToolCallResultOut(_Event, tag="TOOL_CALL_RESULT", kw_only=True):
+    message_id: str
+    tool_call_id: str
+    content: str
+    role: str | None = None
+
+
+class StepStartedOut(_Event, tag="STEP_STARTED", kw_only=True):
+    step_name: str
+
+
+class StepFinishedOut(_Event, tag="STEP_FINISHED", kw_only=True):
+    step_name: str
+
+
+class FunctionOut(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct, kw_only=True):
+    id: str
+    function: FunctionOut
+    type: str = "function"
+
+
 class MessageOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     id: str
     role: str
     content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    tool_call_id: str | None = None
 
 
 class MessagesSnapshotOut(_Event, tag="MESSAGES_SNAPSHOT", kw_only=True):
@@ -92,6 +141,27 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
         return TextMessageStartOut(message_id=event.message_id, role="assistant")
     if isinstance(event, TextMessageEnded):
         return TextMessageEndOut(message_id=event.message_id)
+    if isinstance(event, ToolCallArgs):
+        return ToolCallArgsOut(tool_call_id=event.call_id, delta=event.delta)
+    if isinstance(event, ToolCallStarted):
+        return ToolCallStartOut(
+            tool_call_id=event.call_id,
+            tool_call_name=event.name,
+            parent_message_id=event.parent_message_id,
+        )
+    if isinstance(event, ToolCallEnded):
+        return ToolCallEndOut(tool_call_id=event.call_id)
+    if isinstance(event, ToolCallResult):
+        return ToolCallResultOut(
+            message_id=event.message_id,
+            tool_call_id=event.call_id,
+            content=event.content,
+            role="tool" if v1 else None,
+        )
+    if isinstance(event, StepStarted):
+        return StepStartedOut(step_name=event.name)
+    if isinstance(event, StepFinished):
+        return StepFinishedOut(step_name=event.name)
     if isinstance(event, RunStarted):
         return RunStartedOut(thread_id=event.thread_id, run_id=event.run_id)
     if isinstance(event, RunFinished):
@@ -136,9 +206,18 @@ def encode_frame(event: _Event, seq: int | None = None) -> bytes:
 def messages_snapshot(messages: Sequence[Message]) -> MessagesSnapshotOut:
     return MessagesSnapshotOut(
         messages=[
-            MessageOut(id=m.id, role=str(m.role), content=m.content)
+            MessageOut(
+                id=m.id,
+                role=str(m.role),
+                content=m.content if m.content or not m.tool_calls else None,
+                tool_calls=[
+                    ToolCallOut(id=c.id, function=FunctionOut(name=c.name, arguments=c.arguments))
+                    for c in m.tool_calls
+                ]
+                or None,
+                tool_call_id=m.tool_call_id,
+            )
             for m in messages
-            if m.role in (Role.USER, Role.ASSISTANT, Role.SYSTEM, Role.DEVELOPER)
         ]
     )
 
