@@ -19,7 +19,7 @@ from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from application.conversation.ports import RunJournal
 from application.errors import Conflict, NotFound
 from application.ports import UnitOfWork
-from domain.conversation.model import Message, Role, Run, RunStatus, Usage
+from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import Tenant
 
@@ -128,7 +128,7 @@ async def test_a_recorded_end_stores_outcome_and_reply(subject: Subject) -> None
     await subject.journal.record_start(run, [msg("u1")])
     run.start()
     run.succeed(usage=Usage(input_tokens=2, output_tokens=7), at_ms=9)
-    await subject.journal.record_end(run, msg("a1", "answer", Role.ASSISTANT))
+    await subject.journal.record_end(run, [msg("a1", "answer", Role.ASSISTANT)])
     got, _, messages = await stored(subject.uow)
     assert got is not None
     assert (got.status, got.usage, got.finished_at_ms) == (
@@ -152,9 +152,9 @@ async def test_the_first_ending_stands(subject: Subject) -> None:
         status=RunStatus.RUNNING,
     )
     cancelled.cancel(at_ms=8)
-    await subject.journal.record_end(cancelled, None)
+    await subject.journal.record_end(cancelled, [])
     run.succeed(usage=Usage(), at_ms=9)
-    await subject.journal.record_end(run, msg("a1", "late", Role.ASSISTANT))
+    await subject.journal.record_end(run, [msg("a1", "late", Role.ASSISTANT)])
     got, _, messages = await stored(subject.uow)
     assert got is not None and got.status is RunStatus.CANCELLED
     assert messages == ["u1"]
@@ -165,7 +165,7 @@ async def test_ending_an_unknown_run_is_not_found(subject: Subject) -> None:
     run.start()
     run.fail(code="x", message="y", at_ms=1)
     with pytest.raises(NotFound):
-        await subject.journal.record_end(run, None)
+        await subject.journal.record_end(run, [])
 
 
 async def test_concurrent_records_commit_together_and_fail_alone(subject: Subject) -> None:
@@ -203,3 +203,25 @@ def test_any_sequence_of_resent_histories_keeps_first_occurrences_in_order(
 
     for kind in KINDS:
         asyncio.run(scenario(kind))
+
+
+async def test_tool_calls_and_tool_results_round_trip(subject: Subject) -> None:
+    call = ToolCall(id="call_1", name="kb_search", arguments='{"query": "refunds"}')
+    asked = Message(
+        id=MessageId("a1"), role=Role.ASSISTANT, content="", tool_calls=(call,), created_at_ms=2
+    )
+    answered = Message(
+        id=MessageId("t1"),
+        role=Role.TOOL,
+        content='{"results": []}',
+        tool_call_id="call_1",
+        created_at_ms=3,
+    )
+    run = new_run()
+    await subject.journal.record_start(run, [msg("u1")])
+    run.start()
+    run.succeed(usage=Usage(), at_ms=4)
+    await subject.journal.record_end(run, [asked, answered])
+    async with subject.uow.transaction(A) as tx:
+        listed = await tx.threads.list_messages(A, ThreadId("t1"))
+    assert listed[1:] == [asked, answered]

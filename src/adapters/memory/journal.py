@@ -30,14 +30,13 @@ class TransactionalRunJournal:
             await tx.runs.add(run)
             await tx.commit()
 
-    async def record_end(self, run: Run, reply: Message | None) -> None:
+    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
         async with self._uow.transaction(run.tenant_id) as tx:
             stored = await tx.runs.get(run.tenant_id, run.id)
             if stored is None:
                 raise NotFound(f"run {run.id} was never recorded")
             if stored.status.is_terminal:
                 return
-            if reply is not None:
-                await tx.threads.add_messages(run.tenant_id, run.thread_id, (reply,))
+            await tx.threads.add_messages(run.tenant_id, run.thread_id, replies)
             await tx.runs.save(run)
             await tx.commit()

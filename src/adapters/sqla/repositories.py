@@ -3,6 +3,7 @@ the tenant the caller names (on Postgres, row-level security checks it a second 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,10 +11,24 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqla.tables import api_keys, messages, runs, tenants, threads
-from domain.conversation.model import Message, Role, Run, RunStatus, Thread, Usage
+from domain.conversation.model import Message, Role, Run, RunStatus, Thread, ToolCall, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import ApiKey, Tenant, TenantStatus
 from domain.tenancy.model import Role as KeyRole
+
+
+def encode_tool_calls(calls: Sequence[ToolCall]) -> str | None:
+    if not calls:
+        return None
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls])
+
+
+def decode_tool_calls(raw: str | None) -> tuple[ToolCall, ...]:
+    if not raw:
+        return ()
+    return tuple(
+        ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in json.loads(raw)
+    )
 
 
 class SqlaThreadRepository:
@@ -64,6 +79,8 @@ class SqlaThreadRepository:
                         "role": m.role.value,
                         "content": m.content,
                         "created_at_ms": m.created_at_ms,
+                        "tool_calls": encode_tool_calls(m.tool_calls),
+                        "tool_call_id": m.tool_call_id,
                     }
                 )
         if not fresh:
@@ -79,7 +96,14 @@ class SqlaThreadRepository:
 
     async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
         rows = await self._conn.execute(
-            select(messages.c.id, messages.c.role, messages.c.content, messages.c.created_at_ms)
+            select(
+                messages.c.id,
+                messages.c.role,
+                messages.c.content,
+                messages.c.created_at_ms,
+                messages.c.tool_calls,
+                messages.c.tool_call_id,
+            )
             .where(messages.c.tenant_id == tenant_id, messages.c.thread_id == thread_id)
             .order_by(messages.c.position)
         )
@@ -89,6 +113,8 @@ class SqlaThreadRepository:
                 role=Role(r.role),
                 content=r.content,
                 created_at_ms=r.created_at_ms,
+                tool_calls=decode_tool_calls(r.tool_calls),
+                tool_call_id=r.tool_call_id,
             )
             for r in rows
         ]

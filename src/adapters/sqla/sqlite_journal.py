@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.sqla.repositories import encode_tool_calls
 from application.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from domain.conversation.model import Message, Run
 
@@ -38,9 +39,8 @@ _END_RUN = (
 _RUN_EXISTS = "SELECT 1 FROM runs WHERE tenant_id = ? AND id = ?"
 _MAX_POSITION = "SELECT max(position) FROM messages WHERE tenant_id = ? AND thread_id = ?"
 _INSERT_MESSAGE = (
-    "INSERT OR IGNORE INTO messages"
-    " (tenant_id, thread_id, id, position, role, content, created_at_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO messages (tenant_id, thread_id, id, position, role, content,"
+    " created_at_ms, tool_calls, tool_call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -62,6 +62,8 @@ def _add_messages(cur: sqlite3.Cursor, run: Run, messages: Sequence[Message]) ->
                 m.role.value,
                 m.content,
                 m.created_at_ms,
+                encode_tool_calls(m.tool_calls),
+                m.tool_call_id,
             ),
         )
         position += cur.rowcount
@@ -90,7 +92,7 @@ def _apply_start(cur: sqlite3.Cursor, run: Run, messages: Sequence[Message]) -> 
     )
 
 
-def _apply_end(cur: sqlite3.Cursor, run: Run, reply: Message | None) -> None:
+def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> None:
     cur.execute(
         _END_RUN,
         (
@@ -108,8 +110,7 @@ def _apply_end(cur: sqlite3.Cursor, run: Run, reply: Message | None) -> None:
         if cur.execute(_RUN_EXISTS, (run.tenant_id, run.id)).fetchone() is None:
             raise NotFound(f"run {run.id} was never recorded")
         return  # it ended already: the first ending stands
-    if reply is not None:
-        _add_messages(cur, run, (reply,))
+    _add_messages(cur, run, replies)
 
 
 @dataclass(slots=True)
@@ -150,8 +151,8 @@ class SqliteRunJournal:
     async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
         await self._submit(lambda cur: _apply_start(cur, run, messages))
 
-    async def record_end(self, run: Run, reply: Message | None) -> None:
-        await self._submit(lambda cur: _apply_end(cur, run, reply))
+    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
+        await self._submit(lambda cur: _apply_end(cur, run, replies))
 
     async def _submit(self, apply: Callable[[sqlite3.Cursor], None]) -> None:
         self._ensure_started()

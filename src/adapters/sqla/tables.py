@@ -72,6 +72,9 @@ messages = Table(
     Column("role", String(16), nullable=False),
     Column("content", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    # JSON list of {"id", "name", "arguments"} for an assistant message that called tools.
+    Column("tool_calls", Text),
+    Column("tool_call_id", ID),
     PrimaryKeyConstraint("tenant_id", "thread_id", "id"),
     ForeignKeyConstraint(
         ["tenant_id", "thread_id"], ["threads.tenant_id", "threads.id"], ondelete="CASCADE"
@@ -128,4 +131,18 @@ kb_chunks = Table(
         ["kb_documents.tenant_id", "kb_documents.id"],
         ondelete="CASCADE",
     ),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("id", ID, nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("notes", Text, nullable=False),
+    Column("due", String(32)),
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
 )

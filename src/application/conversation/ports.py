@@ -49,9 +49,10 @@ class RunJournal(Protocol):
         not hold yet (in order) and the run. Raises ``Conflict`` when the run id is taken."""
         ...
 
-    async def record_end(self, run: Run, reply: Message | None) -> None:
-        """Stores a run's final state and the assistant's reply, if any. A run that already
-        ended keeps its first ending."""
+    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
+        """Stores a run's final state and the messages the run added to its thread (assistant
+        replies, tool calls and tool results), in order. A run that already ended keeps its
+        first ending."""
         ...
 
 

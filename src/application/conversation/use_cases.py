@@ -161,7 +161,7 @@ class ExecuteRun:
             # and can fail properly.
             succeeded = copy.copy(run)
             succeeded.succeed(usage=usage, at_ms=now)
-            await self._journal.record_end(succeeded, reply)
+            await self._journal.record_end(succeeded, (reply,) if reply else ())
             outcome = RunFinished(thread_id=job.thread_id, run_id=job.run_id, usage=usage)
         except asyncio.CancelledError:
             run.cancel(at_ms=self._clock.now_ms(), usage=usage)
@@ -192,7 +192,7 @@ class ExecuteRun:
 
     async def _record_failure(self, run: Run) -> None:
         try:
-            await self._journal.record_end(run, None)
+            await self._journal.record_end(run, ())
         except ApplicationError:
             # The database is down too: the client still gets its RUN_ERROR from the log.
             return
