@@ -4,6 +4,7 @@ that does not exist, stops start-up with a message naming the variable."""
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -52,6 +53,15 @@ class RunSettings(_Section, frozen=True):
     max_finished_runs: int = 4_096
     # On shutdown, runs still executing get this long to finish before they are cancelled.
     shutdown_grace_s: float = 10.0
+    # Model turns per run before it fails with step_limit.
+    max_steps: int = 8
+
+
+class ToolSettings(_Section, frozen=True):
+    # Tools every tenant may use ("*": all), and per-tenant lists (by slug) that replace it.
+    allow: tuple[str, ...] = ("*",)
+    tenants: dict[str, tuple[str, ...]] = {}
+    timeout_s: float = 10.0
 
 
 class KnowledgeSettings(_Section, frozen=True):
@@ -86,6 +96,7 @@ class Settings(_Section, frozen=True):
     llm: LlmSettings = LlmSettings()
     runs: RunSettings = RunSettings()
     kb: KnowledgeSettings = KnowledgeSettings()
+    tools: ToolSettings = ToolSettings()
     log: LogSettings = LogSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 
@@ -123,8 +134,18 @@ def _nest(env: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 raise SettingsError(f"{name}: {part} is a value, not a section")
             node = child
-        node[parts[-1]] = value
+        node[parts[-1]] = _value(name, value)
     return tree
+
+
+def _value(name: str, raw: str) -> Any:
+    """Lists and tables come as JSON (``SBA_TOOLS__ALLOW='["kb_search"]'``); scalars as text."""
+    if raw[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{name}: not valid JSON: {exc}") from exc
+    return raw
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
+from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
+from adapters.tools.builtin import BuiltinToolRegistry
 from application.conversation.ports import (
     ChatChunk,
     ChatRequest,
@@ -27,10 +29,13 @@ from application.conversation.use_cases import (
     StartRunCommand,
 )
 from application.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound
+from application.tools.use_cases import InvokeTool, ListTools
 from domain.conversation.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    StepFinished,
+    StepStarted,
     TextDelta,
     TextMessageEnded,
     TextMessageStarted,
@@ -65,6 +70,29 @@ class RecordingLauncher:
 
     async def drain(self, grace_s: float) -> None:
         return None
+
+
+def executor(
+    uow,
+    log,
+    model,
+    *,
+    audit: MemoryToolAudit | None = None,
+    max_steps: int = 8,
+    policy: StaticToolPolicy | None = None,
+) -> ExecuteRun:
+    clock = FixedClock()
+    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
+    policy = policy or StaticToolPolicy(["*"], {})
+    return ExecuteRun(
+        TransactionalRunJournal(uow),
+        log,
+        model,
+        clock,
+        InvokeTool(registry, policy, audit or MemoryToolAudit(), clock, timeout_s=5),
+        ListTools(registry, policy),
+        max_steps=max_steps,
+    )
 
 
 def user(id: str, text: str) -> Message:
@@ -190,7 +218,7 @@ async def test_invalid_starts_are_refused_and_leave_nothing(world, cmd, error) -
 async def execute(world, model, run_id: str = "r1"):
     uow, log, launcher, start = world
     await start(command(run_id))
-    await ExecuteRun(TransactionalRunJournal(uow), log, model, FixedClock())(launcher.launched[-1])
+    await executor(uow, log, model)(launcher.launched[-1])
     return await all_events(log, run_id)
 
 
@@ -198,8 +226,10 @@ async def test_executing_streams_text_then_persists_then_finishes(world) -> None
     events, complete = await execute(world, LoadTestChatModel(OfflineChatModel()))
     assert complete
     assert isinstance(events[0], RunStarted)
-    assert isinstance(events[1], TextMessageStarted)
-    assert isinstance(events[-2], TextMessageEnded)
+    assert isinstance(events[1], StepStarted)
+    assert isinstance(events[2], TextMessageStarted)
+    assert isinstance(events[-3], TextMessageEnded)
+    assert isinstance(events[-2], StepFinished)
     assert isinstance(events[-1], RunFinished)
     text = "".join(e.delta for e in events if isinstance(e, TextDelta))
     uow = world[0]
@@ -254,9 +284,7 @@ async def test_cancelling_an_executing_run_ends_it_cancelled(world) -> None:
     uow, log, launcher, start = world
     await start(command())
     model = EndlessModel()
-    task = asyncio.create_task(
-        ExecuteRun(TransactionalRunJournal(uow), log, model, FixedClock())(launcher.launched[0])
-    )
+    task = asyncio.create_task(executor(uow, log, model)(launcher.launched[0]))
     await model.streaming.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

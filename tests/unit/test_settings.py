@@ -56,3 +56,13 @@ def test_unreadable_config_file_is_a_clear_error(tmp_path) -> None:
 
 def test_unrelated_variables_are_ignored() -> None:
     assert load_settings({"PATH": "/bin", "SBAX": "1"}).http.port == 8000
+
+
+def test_lists_and_tables_come_as_json() -> None:
+    settings = load_settings(
+        {"SBA_TOOLS__ALLOW": '["kb_search", "list_tasks"]', "SBA_TOOLS__TENANTS": '{"acme": ["*"]}'}
+    )
+    assert settings.tools.allow == ("kb_search", "list_tasks")
+    assert settings.tools.tenants == {"acme": ("*",)}
+    with pytest.raises(SettingsError, match="SBA_TOOLS__ALLOW"):
+        load_settings({"SBA_TOOLS__ALLOW": "[oops"})

@@ -4,15 +4,31 @@ load-test model."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from application.conversation.ports import ChatChunk, ChatRequest, TextChunk, UsageChunk
+from application.conversation.ports import (
+    ChatChunk,
+    ChatRequest,
+    TextChunk,
+    ToolCallDelta,
+    ToolCallEnded,
+    ToolCallStarted,
+    UsageChunk,
+)
 from application.knowledge.ports import KnowledgeSearch
-from domain.conversation.model import Role, Usage
+from domain.conversation.model import Message, Role, Usage
+from domain.ids import new_id
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
+_TOOL_COMMAND = re.compile(r"^/tool\s+(?P<name>[A-Za-z0-9_.-]+)\s*(?P<args>.*)$", re.DOTALL)
+_CREATE_TASK = re.compile(
+    r"^(?:please\s+)?(?:create|add|make)\s+(?:a\s+)?task(?:\s+to|:)?\s+(?P<title>.+)$",
+    re.IGNORECASE | re.DOTALL,
+)
+_LIST_TASKS = re.compile(r"\b(?:list|show)\b.*\btasks\b", re.IGNORECASE)
 _HEADING = re.compile(r"(?:^|(?<=\s))#{1,6}\s")
 
 
@@ -36,7 +52,46 @@ class OfflineChatModel:
         self._knowledge = knowledge
         self._delay = token_delay_s
 
+    def tool_call(self, request: ChatRequest) -> tuple[str, str] | None:
+        """The tool to call, if any: ``/tool NAME {json}`` calls any tool (the registry judges
+        it), and a few plain requests call the task tools when they are offered. Only a user
+        message that has not been answered yet asks for a call."""
+        if not request.messages or request.messages[-1].role is not Role.USER:
+            return None
+        text = request.messages[-1].content.strip()
+        match = _TOOL_COMMAND.match(text)
+        if match:
+            return match["name"], (match["args"] or "{}").strip()
+        offered = {t.name for t in request.tools}
+        intent = _CREATE_TASK.match(text)
+        if intent and "create_task" in offered:
+            return "create_task", json.dumps({"title": intent["title"].strip().rstrip(".")})
+        if _LIST_TASKS.search(text) and "list_tasks" in offered:
+            return "list_tasks", "{}"
+        return None
+
+    def tool_report(self, request: ChatRequest) -> str | None:
+        """After tools ran: what they returned, for the person to read."""
+        results: list[Message] = []
+        for message in reversed(request.messages):
+            if message.role is Role.TOOL:
+                results.append(message)
+            else:
+                break
+        if not results:
+            return None
+        names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+        lines = []
+        for result in reversed(results):
+            name = names.get(result.tool_call_id or "", "the tool")
+            content = result.content if len(result.content) <= 600 else result.content[:597] + "..."
+            lines.append(f"{name} returned: {content}")
+        return "\n".join(lines)
+
     async def answer(self, request: ChatRequest) -> str:
+        report = self.tool_report(request)
+        if report is not None:
+            return report
         question = ""
         for message in reversed(request.messages):
             if message.role is Role.USER:
@@ -74,6 +129,17 @@ class OfflineChatModel:
         return " ".join(line for line in lines if line)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        call = self.tool_call(request)
+        if call is not None:
+            name, arguments = call
+            call_id = f"call_{new_id('t')}"
+            yield ToolCallStarted(call_id, name)
+            # Arguments arrive in pieces, as they do from a real provider.
+            for start in range(0, len(arguments), 16):
+                yield ToolCallDelta(call_id, arguments[start : start + 16])
+            yield ToolCallEnded(call_id)
+            yield UsageChunk(Usage(input_tokens=_count_input_tokens(request), output_tokens=1))
+            return
         tokens = _tokens(await self.answer(request))
         for token in tokens:
             if self._delay:

@@ -109,6 +109,23 @@ class ChatRequest:
     forwarded_props: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAssignment:
+    """Everything an executor needs to carry a run out of the request that started it."""
+
+    tenant_id: TenantId
+    thread_id: ThreadId
+    run_id: RunId
+    agent: str
+    created_at_ms: int
+    messages: tuple[Message, ...]
+    forwarded_props: Mapping[str, Any]
+    tenant_slug: str = ""
+    subject: str = ""
+    # Tools the client declared: calls to them end the run and are carried out by the client.
+    client_tools: tuple[ToolSpec, ...] = ()
+
+
 class ChatModel(Protocol):
     """Streams a model's answer: text, tool calls (started, argument pieces, ended, never
     interleaved within one call) and usage. Raises ``ModelError`` (never a provider's own
@@ -151,19 +168,6 @@ class RunEventLog(Protocol):
         """Events with seq > ``after``; when none are there yet, waits up to ``wait_s`` and may
         return an empty batch. ``None`` when the log holds no such run for this tenant."""
         ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunAssignment:
-    """Everything an executor needs to carry a run out of the request that started it."""
-
-    tenant_id: TenantId
-    thread_id: ThreadId
-    run_id: RunId
-    agent: str
-    created_at_ms: int
-    messages: tuple[Message, ...]
-    forwarded_props: Mapping[str, Any]
 
 
 class RunLauncher(Protocol):

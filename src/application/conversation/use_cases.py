@@ -17,20 +17,39 @@ from application.conversation.ports import (
     RunJournal,
     RunLauncher,
     TextChunk,
+    ToolSpec,
     UsageChunk,
 )
-from application.errors import ApplicationError, Conflict, Forbidden, InvalidInput, NotFound
+from application.conversation.ports import ToolCallDelta as ModelToolCallDelta
+from application.conversation.ports import ToolCallEnded as ModelToolCallEnded
+from application.conversation.ports import ToolCallStarted as ModelToolCallStarted
+from application.errors import (
+    ApplicationError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelError,
+    NotFound,
+)
 from application.ports import Clock, UnitOfWork
+from application.tools.ports import ToolContext
+from application.tools.use_cases import InvokeTool, ListTools
 from domain.conversation.events import (
     RunEvent,
     RunFailed,
     RunFinished,
     RunStarted,
+    StepFinished,
+    StepStarted,
     TextDelta,
     TextMessageEnded,
     TextMessageStarted,
+    ToolCallArgs,
+    ToolCallEnded,
+    ToolCallResult,
+    ToolCallStarted,
 )
-from domain.conversation.model import Message, Role, Run, Thread, Usage
+from domain.conversation.model import Message, Role, Run, Thread, ToolCall, Usage
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId, new_id
 from domain.tenancy.model import Principal
@@ -46,6 +65,7 @@ class StartRunCommand:
     run_id: str
     messages: Sequence[Message]
     forwarded_props: Mapping[str, Any]
+    client_tools: Sequence[ToolSpec] = ()
 
 
 class StartRun:
@@ -93,23 +113,54 @@ class StartRun:
                 created_at_ms=run.created_at_ms,
                 messages=tuple(cmd.messages),
                 forwarded_props=cmd.forwarded_props,
+                tenant_slug=principal.tenant_slug,
+                subject=principal.subject,
+                client_tools=tuple(cmd.client_tools),
             )
         )
         return run
 
 
+@dataclass(slots=True)
+class _PendingCall:
+    name: str
+    parts: list[str]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Usage so far, kept outside the step so that a step that fails still counts."""
+
+    usage: Usage
+
+
 class ExecuteRun:
-    """Carries a run out: streams the model into the event log, then records the outcome
-    durably before logging the terminal event, so that a client that saw RUN_FINISHED can read
-    the answer back."""
+    """The agent loop. Each step streams the model into the event log: its text as a message,
+    its tool calls as tool-call events. Backend tool calls run (concurrently) through
+    ``InvokeTool`` and their results go back to the model for the next step; a call to a tool
+    the client declared ends the run, for the client to carry out and answer in its next run.
+    The loop stops at an answer without tool calls, or fails with ``step_limit`` after
+    ``max_steps``. The outcome and every message the run added are recorded durably before the
+    terminal event is logged, so a client that saw RUN_FINISHED can read the answer back."""
 
     def __init__(
-        self, journal: RunJournal, events: RunEventLog, model: ChatModel, clock: Clock
+        self,
+        journal: RunJournal,
+        events: RunEventLog,
+        model: ChatModel,
+        clock: Clock,
+        invoke_tool: InvokeTool,
+        list_tools: ListTools,
+        *,
+        max_steps: int = 8,
     ) -> None:
         self._journal = journal
         self._events = events
         self._model = model
         self._clock = clock
+        self._invoke_tool = invoke_tool
+        self._list_tools = list_tools
+        self._max_steps = max_steps
 
     async def __call__(self, job: RunAssignment) -> None:
         run = Run(
@@ -120,68 +171,97 @@ class ExecuteRun:
             created_at_ms=job.created_at_ms,
         )
         run.start()
-        message_id = MessageId(new_id("msg"))
-        parts: list[str] = []
-        usage = Usage()
-        started = False
-        outcome: RunEvent
+        tally = _Tally(Usage())
+        added: list[Message] = []
         log = self._events
         run_id = job.run_id
         tenant_id = job.tenant_id
         try:
-            request = ChatRequest(
-                tenant_id=job.tenant_id, messages=job.messages, forwarded_props=job.forwarded_props
+            backend = self._list_tools(job.tenant_slug)
+            client_names = {t.name for t in job.client_tools}
+            tools = tuple(
+                [t for t in backend if t.name not in client_names] + list(job.client_tools)
             )
-            # Each chunk is appended as it comes: readers wake once per loop turn and take
-            # everything appended since, so a fast model's tokens leave in few large writes
-            # while a slow model's leave one by one.
-            async for chunk in self._model.stream(request):
-                if isinstance(chunk, TextChunk):
-                    if not chunk.delta:
-                        continue
-                    if not started:
-                        started = True
-                        await log.append(
-                            tenant_id, run_id, (TextMessageStarted(message_id=message_id),)
-                        )
-                    parts.append(chunk.delta)
-                    await log.append(tenant_id, run_id, (TextDelta(message_id, chunk.delta),))
-                elif isinstance(chunk, UsageChunk):
-                    usage = usage + chunk.usage
-            if started:
-                await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
-            now = self._clock.now_ms()
-            answer = "".join(parts)
-            reply = (
-                Message(id=message_id, role=Role.ASSISTANT, content=answer, created_at_ms=now)
-                if answer
-                else None
+            conversation = list(job.messages)
+            ctx = ToolContext(
+                tenant_id=tenant_id,
+                tenant_slug=job.tenant_slug,
+                subject=job.subject,
+                run_id=run_id,
             )
+            for step in range(1, self._max_steps + 1):
+                request = ChatRequest(
+                    tenant_id=tenant_id,
+                    messages=tuple(conversation),
+                    tools=tools,
+                    forwarded_props=job.forwarded_props,
+                )
+                assistant = await self._model_step(job, request, step, tally)
+                if assistant is None:
+                    break
+                conversation.append(assistant)
+                added.append(assistant)
+                calls = assistant.tool_calls
+                if not calls:
+                    break
+                mine = [c for c in calls if c.name not in client_names]
+                results = await asyncio.gather(
+                    *(self._invoke_tool(ctx, c.name, c.arguments) for c in mine)
+                )
+                for call, result in zip(mine, results, strict=True):
+                    reply = Message(
+                        id=MessageId(new_id("tool")),
+                        role=Role.TOOL,
+                        content=result.content,
+                        tool_call_id=call.id,
+                        created_at_ms=self._clock.now_ms(),
+                    )
+                    conversation.append(reply)
+                    added.append(reply)
+                    await log.append(
+                        tenant_id,
+                        run_id,
+                        (
+                            ToolCallResult(
+                                message_id=reply.id, call_id=call.id, content=result.content
+                            ),
+                        ),
+                    )
+                if len(mine) < len(calls):
+                    break  # the client carries out its own tools and comes back with results
+            else:
+                raise ApplicationError(
+                    f"the agent did not finish within {self._max_steps} steps", code="step_limit"
+                )
             # Succeed a copy: if recording the success fails, the run itself is still running
             # and can fail properly.
             succeeded = copy.copy(run)
-            succeeded.succeed(usage=usage, at_ms=now)
-            await self._journal.record_end(succeeded, (reply,) if reply else ())
-            outcome = RunFinished(thread_id=job.thread_id, run_id=job.run_id, usage=usage)
+            succeeded.succeed(usage=tally.usage, at_ms=self._clock.now_ms())
+            await self._journal.record_end(succeeded, added)
+            outcome: RunEvent = RunFinished(
+                thread_id=job.thread_id, run_id=job.run_id, usage=tally.usage
+            )
         except asyncio.CancelledError:
-            run.cancel(at_ms=self._clock.now_ms(), usage=usage)
-            await self._record_failure(run)
+            run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
+            await self._record_failure(run, added)
             await log.append(
                 tenant_id, run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
             )
             raise
         except ApplicationError as exc:
-            run.fail(code=exc.code, message=exc.message, usage=usage, at_ms=self._clock.now_ms())
-            await self._record_failure(run)
+            run.fail(
+                code=exc.code, message=exc.message, usage=tally.usage, at_ms=self._clock.now_ms()
+            )
+            await self._record_failure(run, added)
             outcome = RunFailed(code=exc.code, message=exc.message)
         except Exception:  # a bug: the run must still end cleanly for its client
             run.fail(
                 code="internal_error",
                 message="the run failed unexpectedly",
-                usage=usage,
+                usage=tally.usage,
                 at_ms=self._clock.now_ms(),
             )
-            await self._record_failure(run)
+            await self._record_failure(run, added)
             await log.append(
                 tenant_id,
                 run_id,
@@ -190,9 +270,90 @@ class ExecuteRun:
             raise
         await log.append(tenant_id, run_id, (outcome,))
 
-    async def _record_failure(self, run: Run) -> None:
+    async def _model_step(
+        self, job: RunAssignment, request: ChatRequest, step: int, tally: _Tally
+    ) -> Message | None:
+        """Streams one model turn into the log; returns the assistant message it produced."""
+        log, tenant_id, run_id = self._events, job.tenant_id, job.run_id
+        message_id = MessageId(new_id("msg"))
+        text: list[str] = []
+        open_text = False
+        calls: dict[str, _PendingCall] = {}
+        step_name = f"step {step}"
+        await log.append(tenant_id, run_id, (StepStarted(name=step_name),))
+        # Each chunk is appended as it comes: readers wake once per loop turn and take
+        # everything appended since, so a fast model's tokens leave in few large writes
+        # while a slow model's leave one by one.
+        async for chunk in self._model.stream(request):
+            if isinstance(chunk, TextChunk):
+                if not chunk.delta:
+                    continue
+                if not open_text:
+                    open_text = True
+                    await log.append(
+                        tenant_id, run_id, (TextMessageStarted(message_id=message_id),)
+                    )
+                text.append(chunk.delta)
+                await log.append(tenant_id, run_id, (TextDelta(message_id, chunk.delta),))
+            elif isinstance(chunk, ModelToolCallStarted):
+                if open_text:
+                    # A text message is closed before a tool call starts: clients expect the
+                    # two not to interleave.
+                    open_text = False
+                    await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
+                if chunk.call_id in calls:
+                    raise ModelError(
+                        f"the model started tool call {chunk.call_id} twice",
+                        code="model_bad_response",
+                    )
+                calls[chunk.call_id] = _PendingCall(chunk.name, [])
+                await log.append(
+                    tenant_id,
+                    run_id,
+                    (
+                        ToolCallStarted(
+                            call_id=chunk.call_id, name=chunk.name, parent_message_id=message_id
+                        ),
+                    ),
+                )
+            elif isinstance(chunk, ModelToolCallDelta):
+                pending = calls.get(chunk.call_id)
+                if pending is None:
+                    raise ModelError(
+                        f"arguments for unknown tool call {chunk.call_id}",
+                        code="model_bad_response",
+                    )
+                pending.parts.append(chunk.delta)
+                await log.append(tenant_id, run_id, (ToolCallArgs(chunk.call_id, chunk.delta),))
+            elif isinstance(chunk, ModelToolCallEnded):
+                if chunk.call_id in calls:
+                    await log.append(tenant_id, run_id, (ToolCallEnded(call_id=chunk.call_id),))
+            elif isinstance(chunk, UsageChunk):
+                tally.usage = tally.usage + chunk.usage
+        if open_text:
+            await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
+        await log.append(tenant_id, run_id, (StepFinished(name=step_name),))
+        if not text and not calls:
+            return None
         try:
-            await self._journal.record_end(run, ())
+            tool_calls = tuple(
+                ToolCall(id=call_id, name=p.name, arguments="".join(p.parts))
+                for call_id, p in calls.items()
+            )
+            message = Message(
+                id=message_id,
+                role=Role.ASSISTANT,
+                content="".join(text),
+                tool_calls=tool_calls,
+                created_at_ms=self._clock.now_ms(),
+            )
+        except DomainError as exc:
+            raise ModelError(exc.message, code="model_bad_response") from exc
+        return message
+
+    async def _record_failure(self, run: Run, added: list[Message]) -> None:
+        try:
+            await self._journal.record_end(run, added)
         except ApplicationError:
             # The database is down too: the client still gets its RUN_ERROR from the log.
             return

@@ -18,6 +18,7 @@ from entrypoints.http.health import healthz, readyz
 from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.runs import RunController
+from entrypoints.http.tools import list_tools
 from entrypoints.ioc.container import make_container
 from entrypoints.settings import Settings
 
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[RunController, KnowledgeController, healthz, readyz],
+        route_handlers=[RunController, KnowledgeController, list_tools, healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -12,6 +12,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Response
 
+from application.conversation.ports import ToolSpec
 from application.conversation.use_cases import (
     CancelRun,
     GetRun,
@@ -22,7 +23,7 @@ from application.conversation.use_cases import (
 )
 from application.errors import InvalidInput, NotFound
 from domain.conversation.events import RunFailed, RunFinished, RunStarted
-from domain.conversation.model import Message, Role, Run, RunStatus
+from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId
 from domain.tenancy.model import Principal
@@ -35,9 +36,12 @@ from entrypoints.http.agui.encoder import (
 )
 from entrypoints.http.agui.models import (
     ActivityMessageIn,
+    AssistantMessageIn,
     MessageIn,
     ReasoningMessageIn,
     RunAgentInput,
+    ToolIn,
+    ToolMessageIn,
     run_input_decoder,
     text_of,
 )
@@ -61,10 +65,36 @@ def to_domain_messages(messages: list[MessageIn]) -> list[Message]:
             if isinstance(m, ActivityMessageIn | ReasoningMessageIn):
                 continue  # UI-side records, not part of the conversation the model sees
             role = _ROLE[type(m).__struct_config__.tag]  # type: ignore[index]
-            out.append(Message(id=MessageId(m.id), role=role, content=text_of(m.content)))
+            calls: tuple[ToolCall, ...] = ()
+            if isinstance(m, AssistantMessageIn) and m.tool_calls:
+                calls = tuple(
+                    ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+                    for c in m.tool_calls
+                )
+            out.append(
+                Message(
+                    id=MessageId(m.id),
+                    role=role,
+                    content=text_of(m.content),
+                    tool_calls=calls,
+                    tool_call_id=m.tool_call_id if isinstance(m, ToolMessageIn) else None,
+                )
+            )
     except DomainError as exc:
         raise InvalidInput(exc.message) from exc
     return out
+
+
+def to_tool_specs(tools: list[ToolIn]) -> list[ToolSpec]:
+    params = {"type": "object", "properties": {}}
+    return [
+        ToolSpec(
+            name=t.name,
+            description=t.description,
+            parameters=t.parameters if isinstance(t.parameters, dict) else params,
+        )
+        for t in tools
+    ]
 
 
 async def tail(
@@ -174,6 +204,7 @@ class RunController(Controller):
                 run_id=body.run_id,
                 messages=to_domain_messages(body.messages),
                 forwarded_props=forwarded,
+                client_tools=to_tool_specs(body.tools),
             )
         )
         stream = tail(

@@ -18,10 +18,13 @@ from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from adapters.sqla.knowledge import SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.sqlite_journal import SqliteRunJournal
+from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from adapters.tools.builtin import BuiltinToolRegistry
 from application.conversation.ports import (
     ChatModel,
     RateLimiter,
@@ -52,6 +55,8 @@ from application.tenancy.use_cases import (
     CreateTenant,
     EnsureDemoTenant,
 )
+from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
+from application.tools.use_cases import InvokeTool, ListTools
 from entrypoints.settings import Settings, SettingsError
 
 
@@ -113,6 +118,24 @@ class InfrastructureProvider(Provider):
         return store
 
     @provide
+    def tasks(self, engine: AsyncEngine) -> TaskRepository:
+        return SqlaTaskRepository(engine)
+
+    @provide
+    def tool_registry(
+        self, knowledge: KnowledgeStore, tasks: TaskRepository, clock: Clock
+    ) -> ToolRegistry:
+        return BuiltinToolRegistry(knowledge, tasks, clock)
+
+    @provide
+    def tool_policy(self, settings: Settings) -> ToolPolicy:
+        return StaticToolPolicy(settings.tools.allow, settings.tools.tenants)
+
+    @provide
+    def tool_audit(self) -> ToolAudit:
+        return MemoryToolAudit()
+
+    @provide
     def chat_model(self, settings: Settings, knowledge: KnowledgeSearch) -> ChatModel:
         offline = OfflineChatModel(
             knowledge=knowledge, token_delay_s=settings.llm.offline_token_delay_ms / 1000
@@ -132,7 +155,40 @@ class UseCaseProvider(Provider):
     scope = Scope.APP
 
     start_run = provide(StartRun)
-    execute_run = provide(ExecuteRun)
+    list_tools = provide(ListTools)
+
+    @provide
+    def execute_run(
+        self,
+        journal: RunJournal,
+        events: RunEventLog,
+        model: ChatModel,
+        clock: Clock,
+        invoke_tool: InvokeTool,
+        list_tools: ListTools,
+        settings: Settings,
+    ) -> ExecuteRun:
+        return ExecuteRun(
+            journal,
+            events,
+            model,
+            clock,
+            invoke_tool,
+            list_tools,
+            max_steps=settings.runs.max_steps,
+        )
+
+    @provide
+    def invoke_tool(
+        self,
+        registry: ToolRegistry,
+        policy: ToolPolicy,
+        audit: ToolAudit,
+        clock: Clock,
+        settings: Settings,
+    ) -> InvokeTool:
+        return InvokeTool(registry, policy, audit, clock, timeout_s=settings.tools.timeout_s)
+
     tail_run = provide(TailRun)
     cancel_run = provide(CancelRun)
     get_run = provide(GetRun)

@@ -1,0 +1,1 @@
+"""Tool implementations: the built-in business tools."""

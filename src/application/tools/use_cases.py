@@ -1,0 +1,75 @@
+"""Invoking tools under the tenant's policy, with a timeout and an audit record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from application.conversation.ports import ToolSpec
+from application.ports import Clock
+from application.tools.ports import ToolAudit, ToolContext, ToolPolicy, ToolRegistry, ToolResult
+from domain.tools.model import ToolInvocation, ToolOutcome, arguments_digest
+
+
+def error_result(outcome: ToolOutcome, message: str) -> ToolResult:
+    return ToolResult(
+        content=json.dumps({"error": outcome.value, "message": message}), outcome=outcome
+    )
+
+
+class ListTools:
+    def __init__(self, registry: ToolRegistry, policy: ToolPolicy) -> None:
+        self._registry = registry
+        self._policy = policy
+
+    def __call__(self, tenant_slug: str) -> list[ToolSpec]:
+        allowed = self._policy.allowed(tenant_slug)
+        return [s for s in self._registry.specs() if allowed is None or s.name in allowed]
+
+
+class InvokeTool:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        policy: ToolPolicy,
+        audit: ToolAudit,
+        clock: Clock,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._registry = registry
+        self._policy = policy
+        self._audit = audit
+        self._clock = clock
+        self._timeout_s = timeout_s
+
+    async def __call__(self, ctx: ToolContext, name: str, arguments: str) -> ToolResult:
+        started = time.perf_counter()
+        allowed = self._policy.allowed(ctx.tenant_slug)
+        if allowed is not None and name not in allowed:
+            result = error_result(
+                ToolOutcome.REFUSED, f"the tool {name!r} is not enabled for this workspace"
+            )
+        else:
+            try:
+                result = await asyncio.wait_for(
+                    self._registry.run(name, arguments, ctx), self._timeout_s
+                )
+            except TimeoutError:
+                result = error_result(
+                    ToolOutcome.TIMED_OUT, f"the tool {name!r} took longer than {self._timeout_s} s"
+                )
+        await self._audit.record(
+            ToolInvocation(
+                tenant_id=ctx.tenant_id,
+                subject=ctx.subject,
+                run_id=ctx.run_id,
+                tool=name,
+                arguments_digest=arguments_digest(arguments),
+                outcome=result.outcome,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                at_ms=self._clock.now_ms(),
+            )
+        )
+        return result
