@@ -190,3 +190,55 @@ def test_frames_use_lf_only_carry_ids_and_idle_streams_get_heartbeats(
     ids = [int(b.split(b"\n")[0][4:]) for b in blocks if b.startswith(b"id: ")]
     assert ids == list(range(1, len(ids) + 1))
     assert all(b.startswith((b"id: ", b": ")) for b in blocks)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_client_accepts_a_run_with_a_backend_tool_call(
+    node, live_server: LiveServer, client: str
+) -> None:
+    thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    result = drive(
+        node,
+        live_server,
+        client,
+        "plain",
+        f"{live_server.base_url}/v1/agents/assistant/runs",
+        thread=thread,
+        run=run,
+        message='/tool kb_search {"query": "shipping"}',
+    )
+    assert_whole_run(result, thread, run)
+    kinds = result["events"]
+    assert kinds.index("TOOL_CALL_START") < kinds.index("TOOL_CALL_END")
+    assert kinds.index("TOOL_CALL_END") < kinds.index("TOOL_CALL_RESULT")
+    assert "kb_search returned" in result["text"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_client_completes_a_frontend_tool_round_trip(
+    node, live_server: LiveServer, client: str
+) -> None:
+    thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    tools = json.dumps(
+        [
+            {
+                "name": "confirm_order",
+                "description": "Ask to confirm",
+                "parameters": {"type": "object", "properties": {}},
+            }
+        ]
+    )
+    result = drive(
+        node,
+        live_server,
+        client,
+        "frontend",
+        f"{live_server.base_url}/v1/agents/assistant/runs",
+        thread=thread,
+        run=run,
+        message='/tool confirm_order {"order": "A-17"}',
+        tools=tools,
+        result="confirmed by Ana",
+    )
+    assert result["events"][0] == "RUN_STARTED" and result["events"][-1] == "RUN_FINISHED"
+    assert "confirm_order returned: confirmed by Ana" in result["text"]

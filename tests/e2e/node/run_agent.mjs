@@ -41,25 +41,42 @@ const agent = new Agent({
   ],
 });
 
-const events = [];
+let events = [];
 let text = "";
 let started = null;
 let finished = null;
+const tools = args.tools ? JSON.parse(args.tools) : [];
+const subscriber = {
+  onEvent({ event }) {
+    events.push(event.type);
+    if (event.type === "TEXT_MESSAGE_CONTENT") text += event.delta;
+    if (event.type === "RUN_STARTED") started = event;
+    if (event.type === "RUN_FINISHED") finished = event;
+  },
+};
 try {
   await agent.runAgent(
     {
       runId: args.run ?? `run-${Date.now()}`,
+      tools,
       forwardedProps: args["forwarded-props"] ? JSON.parse(args["forwarded-props"]) : {},
     },
-    {
-      onEvent({ event }) {
-        events.push(event.type);
-        if (event.type === "TEXT_MESSAGE_CONTENT") text += event.delta;
-        if (event.type === "RUN_STARTED") started = event;
-        if (event.type === "RUN_FINISHED") finished = event;
-      },
-    },
+    subscriber,
   );
+  if (args.mode === "frontend") {
+    // The client carries out its own tool and answers in a second run, as CopilotKit does.
+    const call = agent.messages.flatMap((m) => m.toolCalls ?? []).at(-1);
+    if (!call) throw new Error("the first run asked for no tool call");
+    agent.addMessage({
+      id: `tool-${Date.now()}`,
+      role: "tool",
+      toolCallId: call.id,
+      content: args.result ?? "done",
+    });
+    events = [];
+    text = "";
+    await agent.runAgent({ runId: `${args.run}-2`, tools }, subscriber);
+  }
   console.log(
     JSON.stringify({
       ok: true,
