@@ -227,16 +227,19 @@ class Conn(asyncio.Protocol):
         return self.waiter
 
 
-def run_request(port: int, key: str, run_id: str, tokens: int, delay_ms: float) -> bytes:
+def run_request(
+    port: int, key: str, run_id: str, tokens: int, delay_ms: float, *, text: str | None = None
+) -> bytes:
+    # A run with its own text goes to the offline model (and its tools); otherwise the script.
     body = json.dumps(
         {
             "threadId": f"th-{run_id}",
             "runId": run_id,
-            "messages": [{"id": f"u-{run_id}", "role": "user", "content": "hi"}],
+            "messages": [{"id": f"u-{run_id}", "role": "user", "content": text or "hi"}],
             "state": {},
             "tools": [],
             "context": [],
-            "forwardedProps": {"bench": {"tokens": tokens, "delay_ms": delay_ms}},
+            "forwardedProps": {} if text else {"bench": {"tokens": tokens, "delay_ms": delay_ms}},
         },
         separators=(",", ":"),
     ).encode()
@@ -336,6 +339,66 @@ async def sequential_ttfe(server: Server, runs: int, tokens: int) -> dict[str, f
     }
 
 
+async def tool_runs(server: Server, runs: int) -> dict[str, float]:
+    """Sequential runs that each make one backend tool call (kb_search over the seeded
+    knowledge base) and answer with its result: model turn, tool, model turn."""
+    conn = await connect(server.port)
+    text = '/tool kb_search {"query": "refund policy"}'
+    for _ in range(30):
+        await conn.request(run_request(server.port, server.key, next_run_id("tw"), 0, 0, text=text))
+    total, errors = [], 0
+    for _ in range(runs):
+        result = await conn.request(
+            run_request(server.port, server.key, next_run_id("t"), 0, 0, text=text)
+        )
+        if result.ok:
+            total.append(result.total * 1000)
+        else:
+            errors += 1
+    return {
+        "runs": runs,
+        "errors": errors,
+        "run_p50_ms": pct(total, 50),
+        "run_p95_ms": pct(total, 95),
+        "run_p99_ms": pct(total, 99),
+    }
+
+
+async def tool_overhead(samples: int = 20_000) -> dict[str, float]:
+    """In-process cost of InvokeTool around a tool that does nothing: policy check, argument
+    validation against the schema, timeout guard and audit record."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from adapters.memory.knowledge import MemoryKnowledgeStore
+    from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
+    from adapters.tools.builtin import BuiltinToolRegistry
+    from application.tools.ports import ToolContext
+    from application.tools.use_cases import InvokeTool
+
+    class Clock:
+        def now_ms(self) -> int:
+            return 0
+
+    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), Clock())
+    invoke = InvokeTool(registry, StaticToolPolicy(["*"], {}), MemoryToolAudit(), Clock())
+    ctx = ToolContext(tenant_id="t", tenant_slug="t", subject="s", run_id="r")  # type: ignore[arg-type]
+
+    async def measure() -> list[float]:
+        out = []
+        for _ in range(samples):
+            t = time.perf_counter()
+            await invoke(ctx, "list_tasks", '{"limit": 5}')
+            out.append((time.perf_counter() - t) * 1e6)
+        return out
+
+    lat = await measure()
+    return {
+        "calls": samples,
+        "p50_us": pct(lat, 50),
+        "p95_us": pct(lat, 95),
+        "p99_us": pct(lat, 99),
+    }
+
+
 async def held_streams(server: Server, count: int, wave: int = 500) -> dict[str, float]:
     # Warm the process up so the baseline includes everything a first run allocates.
     warm = await connect(server.port)
@@ -417,7 +480,9 @@ async def main_async(args: argparse.Namespace) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     extra = dict(kv.split("=", 1) for kv in args.env)
-    scenarios = ["throughput", "ttfe", "held"] if args.scenario == "all" else [args.scenario]
+    scenarios = (
+        ["throughput", "ttfe", "tools", "held"] if args.scenario == "all" else [args.scenario]
+    )
     quick = args.quick
     sections: list[str] = []
     record: dict[str, object] = {
@@ -446,6 +511,10 @@ async def main_async(args: argparse.Namespace) -> None:
             row = await sequential_ttfe(server, 300 if quick else 2000, args.tokens)
             sections.append(table("Time to first event, one client, sequential runs", [row]))
             record["ttfe"] = row
+        if "tools" in scenarios:
+            row = await tool_runs(server, 200 if quick else 1000)
+            sections.append(table("Runs with one backend tool call (kb_search), sequential", [row]))
+            record["tool_runs"] = row
         if "held" in scenarios:
             row = await held_streams(server, 200 if quick else args.held)
             sections.append(
@@ -454,6 +523,10 @@ async def main_async(args: argparse.Namespace) -> None:
             record["held"] = row
     finally:
         stop_server(server)
+    if "tools" in scenarios:
+        row = await tool_overhead(5_000 if quick else 20_000)
+        sections.append(table("Tool invocation overhead in process (policy, schema, audit)", [row]))
+        record["tool_overhead"] = row
     backend = ", ".join(f"{k}={v}" for k, v in extra.items()) or "embedded defaults (SQLite)"
     header = (
         f"# SBA benchmark\n\n- date: {record['date']}\n- commit: {record['commit']}\n"
@@ -470,7 +543,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", default="all", choices=["all", "throughput", "ttfe", "held"])
+    parser.add_argument(
+        "--scenario", default="all", choices=["all", "throughput", "ttfe", "tools", "held"]
+    )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10.0)
