@@ -242,3 +242,37 @@ def test_the_client_completes_a_frontend_tool_round_trip(
     )
     assert result["events"][0] == "RUN_STARTED" and result["events"][-1] == "RUN_FINISHED"
     assert "confirm_order returned: confirmed by Ana" in result["text"]
+
+
+def test_delete_cancels_a_live_run_whose_stream_then_ends_with_run_error(
+    live_server: LiveServer,
+) -> None:
+    thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    auth = {"Authorization": f"Bearer {live_server.api_key}"}
+    body = {
+        "threadId": thread,
+        "runId": run,
+        "forwardedProps": {"bench": {"tokens": 200, "delay_ms": 50}},
+        "messages": [{"id": f"u-{run}", "role": "user", "content": "hi"}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{live_server.base_url}/v1/agents/assistant/runs",
+        json=body,
+        headers=auth,
+        timeout=30,
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "id: 1"
+        cancel = httpx.delete(f"{live_server.base_url}/v1/runs/{run}", headers=auth)
+        assert cancel.status_code == 202
+        frames = read_frames(lines)
+    assert frames[-1][1] == {
+        "type": "RUN_ERROR",
+        "message": "the run was cancelled",
+        "code": "cancelled",
+    }
+    stored = httpx.get(f"{live_server.base_url}/v1/runs/{run}", headers=auth).json()
+    assert stored["status"] == "cancelled"
+    again = httpx.delete(f"{live_server.base_url}/v1/runs/{run}", headers=auth)
+    assert again.status_code == 409
