@@ -112,7 +112,7 @@ async def test_a_run_streams_a_valid_agui_sequence_and_persists_the_answer(api: 
     kinds = types(frames)
     assert kinds[0] == "RUN_STARTED" and kinds[-1] == "RUN_FINISHED"
     assert kinds.count("RUN_FINISHED") == 1 and "RUN_ERROR" not in kinds
-    assert kinds[1:3] == ["STEP_STARTED", "TEXT_MESSAGE_START"]
+    assert kinds[1:5] == ["STATE_SNAPSHOT", "STATE_DELTA", "STEP_STARTED", "TEXT_MESSAGE_START"]
     assert kinds[-3:-1] == ["TEXT_MESSAGE_END", "STEP_FINISHED"]
     assert [seq for seq, _ in frames] == list(range(1, len(frames) + 1))
     for _, data in frames:

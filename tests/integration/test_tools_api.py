@@ -138,3 +138,40 @@ async def test_a_frontend_tool_round_trip_completes_across_two_runs(api: Api) ->
     answer = parse_sse(second.text)
     assert "confirm_order returned: confirmed by Ana" in text_of(answer)
     assert types(answer)[-1] == "RUN_FINISHED"
+
+
+def apply_patch(doc, operations):
+    """RFC 6902 add/replace, enough to check our deltas apply to what the client holds."""
+    for op in operations:
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
+        ]
+        target = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            if op["op"] == "add":
+                target.insert(len(target) if last == "-" else int(last), op["value"])
+            else:
+                assert op["op"] == "replace" and int(last) < len(target)
+                target[int(last)] = op["value"]
+        else:
+            assert op["op"] == "add" or last in target, f"replace of a missing path: {op}"
+            target[last] = op["value"]
+    return doc
+
+
+async def test_agent_state_snapshot_and_deltas_apply_cleanly_and_keep_the_clients_state(
+    api: Api,
+) -> None:
+    body = run_body(text='/tool kb_search {"query": "shipping"}', state={"cart": ["desk"]})
+    frames = parse_sse((await api.run(body)).text)
+    snapshots = [d["snapshot"] for _, d in frames if d["type"] == "STATE_SNAPSHOT"]
+    assert snapshots == [{"cart": ["desk"], "sba": {"step": 0, "toolCalls": []}}]
+    state = snapshots[0]
+    for _, d in frames:
+        if d["type"] == "STATE_DELTA":
+            state = apply_patch(state, d["delta"])
+    assert state["cart"] == ["desk"]
+    assert state["sba"]["step"] == 2
+    assert [(c["name"], c["status"]) for c in state["sba"]["toolCalls"]] == [("kb_search", "ok")]

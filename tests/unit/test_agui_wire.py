@@ -17,6 +17,8 @@ from domain.conversation.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    StateDelta,
+    StateSnapshot,
     StepFinished,
     StepStarted,
     TextDelta,
@@ -50,6 +52,8 @@ EVENTS = [
     ToolCallEnded(call_id="call_1"),
     ToolCallResult(message_id=MessageId("tm1"), call_id="call_1", content='{"results": []}'),
     StepFinished(name="model"),
+    StateSnapshot(snapshot={"cart": [], "sba": {"step": 0, "toolCalls": []}}),
+    StateDelta(operations=({"op": "replace", "path": "/sba/step", "value": 1},)),
 ]
 
 

@@ -124,6 +124,8 @@ class RunAssignment:
     subject: str = ""
     # Tools the client declared: calls to them end the run and are carried out by the client.
     client_tools: tuple[ToolSpec, ...] = ()
+    # The agent state the client holds (RunAgentInput.state), kept and extended under "sba".
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ChatModel(Protocol):

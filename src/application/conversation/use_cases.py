@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from application.conversation.ports import (
@@ -39,6 +39,8 @@ from domain.conversation.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    StateDelta,
+    StateSnapshot,
     StepFinished,
     StepStarted,
     TextDelta,
@@ -66,6 +68,7 @@ class StartRunCommand:
     messages: Sequence[Message]
     forwarded_props: Mapping[str, Any]
     client_tools: Sequence[ToolSpec] = ()
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 class StartRun:
@@ -116,6 +119,7 @@ class StartRun:
                 tenant_slug=principal.tenant_slug,
                 subject=principal.subject,
                 client_tools=tuple(cmd.client_tools),
+                state=cmd.state,
             )
         )
         return run
@@ -183,6 +187,14 @@ class ExecuteRun:
                 [t for t in backend if t.name not in client_names] + list(job.client_tools)
             )
             conversation = list(job.messages)
+            # The client's state is kept as it is; the agent's own progress lives under "sba",
+            # announced whole once, then changed by patches against that snapshot.
+            await log.append(
+                tenant_id,
+                run_id,
+                (StateSnapshot(snapshot={**job.state, "sba": {"step": 0, "toolCalls": []}}),),
+            )
+            tracked = 0
             ctx = ToolContext(
                 tenant_id=tenant_id,
                 tenant_slug=job.tenant_slug,
@@ -190,6 +202,15 @@ class ExecuteRun:
                 run_id=run_id,
             )
             for step in range(1, self._max_steps + 1):
+                await log.append(
+                    tenant_id,
+                    run_id,
+                    (
+                        StateDelta(
+                            operations=({"op": "replace", "path": "/sba/step", "value": step},)
+                        ),
+                    ),
+                )
                 request = ChatRequest(
                     tenant_id=tenant_id,
                     messages=tuple(conversation),
@@ -205,8 +226,48 @@ class ExecuteRun:
                 if not calls:
                     break
                 mine = [c for c in calls if c.name not in client_names]
+                await log.append(
+                    tenant_id,
+                    run_id,
+                    (
+                        StateDelta(
+                            operations=tuple(
+                                {
+                                    "op": "add",
+                                    "path": "/sba/toolCalls/-",
+                                    "value": {
+                                        "id": c.id,
+                                        "name": c.name,
+                                        "status": "running" if c in mine else "client",
+                                    },
+                                }
+                                for c in calls
+                            )
+                        ),
+                    ),
+                )
+                first = tracked
+                tracked += len(calls)
                 results = await asyncio.gather(
                     *(self._invoke_tool(ctx, c.name, c.arguments) for c in mine)
+                )
+                status = {c.id: r.outcome.value for c, r in zip(mine, results, strict=True)}
+                await log.append(
+                    tenant_id,
+                    run_id,
+                    (
+                        StateDelta(
+                            operations=tuple(
+                                {
+                                    "op": "replace",
+                                    "path": f"/sba/toolCalls/{first + i}/status",
+                                    "value": status[c.id],
+                                }
+                                for i, c in enumerate(calls)
+                                if c.id in status
+                            )
+                        ),
+                    ),
                 )
                 for call, result in zip(mine, results, strict=True):
                     reply = Message(

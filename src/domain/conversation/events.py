@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from domain.conversation.model import Usage
 from domain.ids import MessageId, RunId, ThreadId
@@ -66,6 +68,20 @@ class StepFinished:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StateSnapshot:
+    """The whole agent state the client should hold from now on."""
+
+    snapshot: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateDelta:
+    """RFC 6902 operations against the last snapshot; only ``add`` for new paths."""
+
+    operations: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished:
     thread_id: ThreadId
     run_id: RunId
@@ -89,6 +105,8 @@ RunEvent = (
     | ToolCallResult
     | StepStarted
     | StepFinished
+    | StateSnapshot
+    | StateDelta
     | RunFinished
     | RunFailed
 )

@@ -205,6 +205,7 @@ class RunController(Controller):
                 messages=to_domain_messages(body.messages),
                 forwarded_props=forwarded,
                 client_tools=to_tool_specs(body.tools),
+                state=body.state if isinstance(body.state, dict) else {},
             )
         )
         stream = tail(

@@ -17,6 +17,8 @@ from domain.conversation.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    StateDelta,
+    StateSnapshot,
     StepFinished,
     StepStarted,
     TextDelta,
@@ -107,6 +109,14 @@ class StepFinishedOut(_Event, tag="STEP_FINISHED", kw_only=True):
     step_name: str
 
 
+class StateSnapshotOut(_Event, tag="STATE_SNAPSHOT", kw_only=True):
+    snapshot: Any
+
+
+class StateDeltaOut(_Event, tag="STATE_DELTA", kw_only=True):
+    delta: list[Any]
+
+
 class FunctionOut(msgspec.Struct, kw_only=True):
     name: str
     arguments: str
@@ -158,6 +168,10 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
             content=event.content,
             role="tool" if v1 else None,
         )
+    if isinstance(event, StateDelta):
+        return StateDeltaOut(delta=[dict(op) for op in event.operations])
+    if isinstance(event, StateSnapshot):
+        return StateSnapshotOut(snapshot=event.snapshot)
     if isinstance(event, StepStarted):
         return StepStartedOut(step_name=event.name)
     if isinstance(event, StepFinished):
