@@ -32,6 +32,25 @@ def drive(
     return result
 
 
+def start_then_drop(server: LiveServer, thread: str, run: str) -> str:
+    """Starts a slow run, reads its first line, and drops the connection mid-run."""
+    body = {
+        "threadId": thread,
+        "runId": run,
+        "forwardedProps": json.loads(SLOW),
+        "messages": [{"id": f"u-{run}", "role": "user", "content": "hi"}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}/v1/agents/assistant/runs",
+        json=body,
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        return next(response.iter_lines())
+
+
 def assert_whole_run(result: dict, thread: str, run: str) -> None:
     events = result["events"]
     assert events[0] == "RUN_STARTED"
@@ -92,22 +111,7 @@ def test_the_client_accepts_a_stream_resumed_while_the_run_is_live(
     node, live_server: LiveServer, client: str
 ) -> None:
     thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
-    auth = {"Authorization": f"Bearer {live_server.api_key}"}
-    body = {
-        "threadId": thread,
-        "runId": run,
-        "forwardedProps": json.loads(SLOW),
-        "messages": [{"id": f"u-{run}", "role": "user", "content": "hi"}],
-    }
-    with httpx.stream(
-        "POST",
-        f"{live_server.base_url}/v1/agents/assistant/runs",
-        json=body,
-        headers=auth,
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        next(response.iter_raw())  # the run has started; drop the connection mid-run
+    assert start_then_drop(live_server, thread, run) == "id: 1"
     resumed = drive(
         node,
         live_server,
@@ -137,21 +141,7 @@ def test_a_disconnected_clients_run_still_finishes_and_is_persisted(
 ) -> None:
     thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
     auth = {"Authorization": f"Bearer {live_server.api_key}"}
-    body = {
-        "threadId": thread,
-        "runId": run,
-        "forwardedProps": json.loads(SLOW),
-        "messages": [{"id": f"u-{run}", "role": "user", "content": "hi"}],
-    }
-    with httpx.stream(
-        "POST",
-        f"{live_server.base_url}/v1/agents/assistant/runs",
-        json=body,
-        headers=auth,
-        timeout=30,
-    ) as response:
-        first = next(response.iter_lines())
-    assert first == "id: 1"
+    assert start_then_drop(live_server, thread, run) == "id: 1"
     # Reconnect after the first event only: exactly the rest arrives, ending in RUN_FINISHED.
     with httpx.stream(
         "GET",
