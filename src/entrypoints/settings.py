@@ -41,8 +41,27 @@ class AuthSettings(_Section, frozen=True):
     cache_ttl_ms: int = 5_000
 
 
+class ProviderSettings(_Section, frozen=True):
+    """One model in the chain. ``api_key_file`` (a mounted secret) wins over ``api_key``."""
+
+    name: str
+    kind: Literal["openai", "anthropic", "offline"]
+    model: str = ""
+    base_url: str = ""
+    api_key: str | None = None
+    api_key_file: str | None = None
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    max_tokens: int = 1024
+
+
 class LlmSettings(_Section, frozen=True):
-    provider: Literal["offline"] = "offline"
+    # The models to try in order (JSON list in SBA_LLM__CHAIN); empty means the offline model.
+    chain: tuple[ProviderSettings, ...] = ()
+    # Identical requests within this many seconds are answered from the cache (0: off).
+    cache_ttl_s: float = 0.0
+    breaker_threshold: int = 3
+    breaker_cool_down_s: float = 30.0
     loadtest: bool = False
     offline_token_delay_ms: float = 0.0
 

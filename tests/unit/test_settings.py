@@ -9,7 +9,7 @@ def test_defaults_need_nothing_installed() -> None:
     settings = load_settings({})
     assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
     assert settings.redis_url is None
-    assert settings.llm.provider == "offline"
+    assert settings.llm.chain == ()
 
 
 def test_nested_env_variables_are_converted_to_their_types() -> None:
@@ -66,3 +66,11 @@ def test_lists_and_tables_come_as_json() -> None:
     assert settings.tools.tenants == {"acme": ("*",)}
     with pytest.raises(SettingsError, match="SBA_TOOLS__ALLOW"):
         load_settings({"SBA_TOOLS__ALLOW": "[oops"})
+
+
+def test_the_model_chain_comes_as_json_and_names_bad_entries() -> None:
+    chain = '[{"name": "main", "kind": "openai", "base_url": "http://127.0.0.1:9", "model": "m"}]'
+    settings = load_settings({"SBA_LLM__CHAIN": chain})
+    assert settings.llm.chain[0].kind == "openai"
+    with pytest.raises(SettingsError, match="SBA_LLM__CHAIN"):
+        load_settings({"SBA_LLM__CHAIN": '[{"name": "x", "kind": "palm"}]'})

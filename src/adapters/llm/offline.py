@@ -11,6 +11,7 @@ from typing import Any
 
 from application.conversation.ports import (
     ChatChunk,
+    ChatModel,
     ChatRequest,
     TextChunk,
     ToolCallDelta,
@@ -172,7 +173,7 @@ class LoadTestChatModel:
     other run to ``fallback``. Enabled only by ``SBA_LLM__LOADTEST=true``; it exists so that our
     figures compare with other AG-UI servers doing the same work through the full path."""
 
-    def __init__(self, fallback: OfflineChatModel) -> None:
+    def __init__(self, fallback: ChatModel) -> None:
         self._fallback = fallback
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:

@@ -7,12 +7,18 @@ which are appended last and so override what came before."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 from dishka import AsyncContainer, Provider, Scope, from_context, make_async_container, provide
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.llm.anthropic import AnthropicChatModel
+from adapters.llm.http import HttpRetryPolicy
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
+from adapters.llm.openai import OpenAiChatModel
+from adapters.memory.cache import MemoryResponseCache
 from adapters.memory.clock import SystemClock
 from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
@@ -25,6 +31,7 @@ from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from adapters.tools.builtin import BuiltinToolRegistry
+from application.conversation.models import CachingChatModel, FallbackChatModel, NamedModel
 from application.conversation.ports import (
     ChatModel,
     RateLimiter,
@@ -57,7 +64,7 @@ from application.tenancy.use_cases import (
 )
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
-from entrypoints.settings import Settings, SettingsError
+from entrypoints.settings import ProviderSettings, Settings, SettingsError
 
 
 class InfrastructureProvider(Provider):
@@ -136,11 +143,43 @@ class InfrastructureProvider(Provider):
         return MemoryToolAudit()
 
     @provide
-    def chat_model(self, settings: Settings, knowledge: KnowledgeSearch) -> ChatModel:
+    async def chat_model(
+        self, settings: Settings, knowledge: KnowledgeSearch, clock: Clock
+    ) -> AsyncIterator[ChatModel]:
+        llm = settings.llm
         offline = OfflineChatModel(
-            knowledge=knowledge, token_delay_s=settings.llm.offline_token_delay_ms / 1000
+            knowledge=knowledge, token_delay_s=llm.offline_token_delay_ms / 1000
         )
-        return LoadTestChatModel(offline) if settings.llm.loadtest else offline
+        clients: list[httpx.AsyncClient] = []
+        chain: list[NamedModel] = []
+        for p in llm.chain:
+            if p.kind == "offline":
+                chain.append(NamedModel(p.name, offline))
+                continue
+            # One client per upstream, so pools and timeouts never mix between providers.
+            client = httpx.AsyncClient(timeout=httpx.Timeout(p.timeout_s, connect=5.0))
+            clients.append(client)
+            chain.append(NamedModel(p.name, _provider_model(p, client)))
+        model: ChatModel = (
+            FallbackChatModel(
+                chain,
+                clock,
+                threshold=llm.breaker_threshold,
+                cool_down_ms=int(llm.breaker_cool_down_s * 1000),
+            )
+            if chain
+            else offline
+        )
+        if llm.cache_ttl_s > 0:
+            model = CachingChatModel(
+                model,
+                MemoryResponseCache(),
+                model_name=chain[0].name if chain else "offline",
+                ttl_s=llm.cache_ttl_s,
+            )
+        yield LoadTestChatModel(model) if llm.loadtest else model
+        for client in clients:
+            await client.aclose()
 
     @provide
     def launcher(self, execute: ExecuteRun) -> AsyncioRunLauncher:
@@ -149,6 +188,43 @@ class InfrastructureProvider(Provider):
     @provide
     def run_launcher(self, launcher: AsyncioRunLauncher) -> RunLauncher:
         return launcher
+
+
+def _secret(p: ProviderSettings) -> str | None:
+    if p.api_key_file:
+        try:
+            return Path(p.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"SBA_LLM__CHAIN ({p.name}): cannot read api_key_file: {exc}"
+            ) from exc
+    return p.api_key
+
+
+def _provider_model(p: ProviderSettings, client: httpx.AsyncClient) -> ChatModel:
+    retry = HttpRetryPolicy(max_attempts=p.max_attempts)
+    if p.kind == "anthropic":
+        key = _secret(p)
+        if not key:
+            raise SettingsError(f"SBA_LLM__CHAIN ({p.name}): an Anthropic model needs an api key")
+        return AnthropicChatModel(
+            client,
+            base_url=p.base_url or "https://api.anthropic.com",
+            api_key=key,
+            model=p.model,
+            max_tokens=p.max_tokens,
+            retry=retry,
+        )
+    if not p.base_url or not p.model:
+        raise SettingsError(f"SBA_LLM__CHAIN ({p.name}): base_url and model are required")
+    return OpenAiChatModel(
+        client,
+        base_url=p.base_url,
+        api_key=_secret(p),
+        model=p.model,
+        provider_name=p.name,
+        retry=retry,
+    )
 
 
 class UseCaseProvider(Provider):
