@@ -126,9 +126,11 @@ class BuiltinToolRegistry:
             ),
         ]
         self._tools = {t.name: t for t in tools}
+        # Schemas are derived once: every run offers them to the model.
+        self._specs = [t.spec for t in tools]
 
     def specs(self) -> list[ToolSpec]:
-        return [t.spec for t in self._tools.values()]
+        return list(self._specs)
 
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
         tool = self._tools.get(name)

@@ -25,7 +25,8 @@ class ListTools:
 
     def __call__(self, tenant_slug: str) -> list[ToolSpec]:
         allowed = self._policy.allowed(tenant_slug)
-        return [s for s in self._registry.specs() if allowed is None or s.name in allowed]
+        specs = self._registry.specs()
+        return specs if allowed is None else [s for s in specs if s.name in allowed]
 
 
 class InvokeTool:
