@@ -185,3 +185,17 @@ async def test_api_keys_are_found_by_prefix_and_keep_only_a_digest(uow: UnitOfWo
     secret = issued.plaintext.split("_", 2)[2]
     assert found.matches(secret)
     assert secret not in found.secret_digest
+
+
+async def test_migrations_walk_up_and_down_and_report_the_revision(tmp_path) -> None:
+    from adapters.sqla.migrator import AlembicSchemaMigrator
+
+    migrator = AlembicSchemaMigrator(f"sqlite+aiosqlite:///{tmp_path / 'stairs.db'}")
+    assert await migrator.current() is None
+    await migrator.upgrade()
+    assert await migrator.current() == "0003"
+    for revision, expected in (("0002", "0002"), ("0001", "0001"), ("base", None)):
+        await migrator.downgrade(revision)
+        assert await migrator.current() == expected
+    await migrator.upgrade()
+    assert await migrator.current() == "0003"

@@ -302,7 +302,7 @@ def _enc_hook(obj: Any) -> Any:
     # Tool schemas arrive as read-only Mappings, which msgspec does not encode by itself.
     if isinstance(obj, Mapping):
         return dict(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
 json_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)

@@ -8,8 +8,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sqla.uow import ensure_sqlite_directory
 from application.errors import ServiceUnavailable
@@ -48,20 +49,17 @@ class AlembicSchemaMigrator:
         await self._run(command.downgrade, revision)
 
     async def current(self) -> str | None:
-        def read() -> str | None:
-            if make_url(self._url).drivername != "sqlite+aiosqlite":
-                raise NotImplementedError("current() reads SQLite only until the Postgres change")
-            engine = create_engine(sync_url(self._url))
-            try:
-                with engine.connect() as conn:
-                    return MigrationContext.configure(conn).get_current_revision()
-            finally:
-                engine.dispose()
-
+        """The revision the database is at; None for an empty database."""
+        engine = create_async_engine(self._url)
         try:
-            return await asyncio.to_thread(read)
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision()
+                )
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"cannot read the schema revision: {exc}") from exc
+        finally:
+            await engine.dispose()
 
     async def _run(self, fn: object, revision: str) -> None:
         ensure_sqlite_directory(self._url)
