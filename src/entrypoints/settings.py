@@ -81,6 +81,11 @@ class ToolSettings(_Section, frozen=True):
     allow: tuple[str, ...] = ("*",)
     tenants: dict[str, tuple[str, ...]] = {}
     timeout_s: float = 10.0
+    # Tools that wait for a person's approval (an AG-UI interrupt) before they run, and
+    # per-tenant lists that replace it; how long an approval request stays open.
+    approval: tuple[str, ...] = ()
+    approval_tenants: dict[str, tuple[str, ...]] = {}
+    approval_ttl_s: float = 3600.0
 
 
 class KnowledgeSettings(_Section, frozen=True):

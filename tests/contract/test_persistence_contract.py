@@ -193,9 +193,14 @@ async def test_migrations_walk_up_and_down_and_report_the_revision(tmp_path) -> 
     migrator = AlembicSchemaMigrator(f"sqlite+aiosqlite:///{tmp_path / 'stairs.db'}")
     assert await migrator.current() is None
     await migrator.upgrade()
-    assert await migrator.current() == "0003"
-    for revision, expected in (("0002", "0002"), ("0001", "0001"), ("base", None)):
+    assert await migrator.current() == "0004"
+    for revision, expected in (
+        ("0003", "0003"),
+        ("0002", "0002"),
+        ("0001", "0001"),
+        ("base", None),
+    ):
         await migrator.downgrade(revision)
         assert await migrator.current() == expected
     await migrator.upgrade()
-    assert await migrator.current() == "0003"
+    assert await migrator.current() == "0004"

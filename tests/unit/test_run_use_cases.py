@@ -10,6 +10,7 @@ import pytest
 
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.interrupts import MemoryInterruptStore
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
@@ -93,6 +94,7 @@ def executor(
         clock,
         InvokeTool(registry, policy, audit or MemoryToolAudit(), clock, timeout_s=5),
         ListTools(registry, policy),
+        MemoryInterruptStore(),
         max_steps=max_steps,
     )
 
@@ -115,7 +117,10 @@ def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -
 @pytest.fixture
 def world():
     uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
-    return uow, log, launcher, StartRun(TransactionalRunJournal(uow), log, launcher, FixedClock())
+    start = StartRun(
+        TransactionalRunJournal(uow), log, launcher, FixedClock(), MemoryInterruptStore()
+    )
+    return uow, log, launcher, start
 
 
 async def all_events(log: MemoryRunEventLog, run_id: str = "r1"):

@@ -13,14 +13,28 @@ class StaticToolPolicy:
     """From settings: the tools every tenant may use (``*`` for all), with per-tenant lists
     that replace the default for that tenant."""
 
-    def __init__(self, default: Sequence[str], per_tenant: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self,
+        default: Sequence[str],
+        per_tenant: Mapping[str, Sequence[str]],
+        *,
+        approval: Sequence[str] = (),
+        approval_per_tenant: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self._default = None if "*" in default else frozenset(default)
         self._tenants = {
             slug: None if "*" in names else frozenset(names) for slug, names in per_tenant.items()
         }
+        self._approval = frozenset(approval)
+        self._approval_tenants = {
+            slug: frozenset(names) for slug, names in (approval_per_tenant or {}).items()
+        }
 
     def allowed(self, tenant_slug: str) -> frozenset[str] | None:
         return self._tenants.get(tenant_slug, self._default)
+
+    def needs_approval(self, tenant_slug: str, tool: str) -> bool:
+        return tool in self._approval_tenants.get(tenant_slug, self._approval)
 
 
 class MemoryToolAudit:

@@ -146,3 +146,21 @@ tasks = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
 )
+
+interrupts = Table(
+    "interrupts",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("id", ID, nullable=False),
+    Column("thread_id", ID, nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("tool_call_id", ID, nullable=False),
+    Column("tool_name", String(128), nullable=False),
+    Column("arguments", Text, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index(None, "tenant_id", "thread_id", "status"),
+)

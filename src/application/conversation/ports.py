@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.conversation.events import RunEvent
+from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.conversation.model import Message, Run, Thread, Usage
 from domain.ids import RunId, TenantId, ThreadId
 
@@ -54,6 +55,19 @@ class RunJournal(Protocol):
         replies, tool calls and tool results), in order. A run that already ended keeps its
         first ending."""
         ...
+
+
+class InterruptStore(Protocol):
+    """Interrupts waiting for a person, per tenant and thread. ``close`` changes only pending
+    interrupts of that tenant."""
+
+    async def add(self, interrupts: Sequence[Interrupt]) -> None: ...
+
+    async def pending(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Interrupt]: ...
+
+    async def close(
+        self, tenant_id: TenantId, ids: Sequence[str], status: InterruptStatus
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +140,10 @@ class RunAssignment:
     client_tools: tuple[ToolSpec, ...] = ()
     # The agent state the client holds (RunAgentInput.state), kept and extended under "sba".
     state: Mapping[str, Any] = field(default_factory=dict)
+    # AG-UI 1.0 clients can answer interrupts; older ones cannot.
+    supports_interrupts: bool = False
+    # Interrupts of the thread that this run answers: (interrupt, resolved?).
+    resolutions: tuple[tuple[Interrupt, bool], ...] = ()
 
 
 class ChatModel(Protocol):

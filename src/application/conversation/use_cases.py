@@ -12,6 +12,7 @@ from application.conversation.ports import (
     ChatModel,
     ChatRequest,
     EventBatch,
+    InterruptStore,
     RunAssignment,
     RunEventLog,
     RunJournal,
@@ -33,7 +34,7 @@ from application.errors import (
 )
 from application.ports import Clock, UnitOfWork
 from application.tools.ports import ToolContext
-from application.tools.use_cases import InvokeTool, ListTools
+from application.tools.use_cases import InvokeTool, ListTools, error_result
 from domain.conversation.events import (
     RunEvent,
     RunFailed,
@@ -51,10 +52,12 @@ from domain.conversation.events import (
     ToolCallResult,
     ToolCallStarted,
 )
+from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.conversation.model import Message, Role, Run, Thread, ToolCall, Usage
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId, new_id
 from domain.tenancy.model import Principal
+from domain.tools.model import ToolOutcome
 
 KNOWN_AGENTS = frozenset({"assistant"})
 
@@ -69,6 +72,14 @@ class StartRunCommand:
     forwarded_props: Mapping[str, Any]
     client_tools: Sequence[ToolSpec] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
+    supports_interrupts: bool = False
+    # The client's answers to the thread's open interrupts: (interrupt id, resolved?).
+    resume: Sequence[tuple[str, bool]] = ()
+
+
+def _unanswered_tool_calls(messages: Sequence[Message]) -> bool:
+    answered = {m.tool_call_id for m in messages if m.role is Role.TOOL}
+    return any(c.id not in answered for m in messages for c in m.tool_calls)
 
 
 class StartRun:
@@ -76,12 +87,43 @@ class StartRun:
     hands the run to the launcher. Returns once the start is durable; the run goes on alone."""
 
     def __init__(
-        self, journal: RunJournal, events: RunEventLog, launcher: RunLauncher, clock: Clock
+        self,
+        journal: RunJournal,
+        events: RunEventLog,
+        launcher: RunLauncher,
+        clock: Clock,
+        interrupts: InterruptStore,
     ) -> None:
         self._journal = journal
         self._events = events
         self._launcher = launcher
         self._clock = clock
+        self._interrupts = interrupts
+
+    async def _answers(self, cmd: StartRunCommand, run: Run) -> tuple[tuple[Interrupt, bool], ...]:
+        """Checks the client's answers against the thread's open interrupts. Only a run that
+        answers something, or whose history holds an unanswered tool call, pays the look-up."""
+        if not cmd.resume and not _unanswered_tool_calls(cmd.messages):
+            return ()
+        pending = {i.id: i for i in await self._interrupts.pending(run.tenant_id, run.thread_id)}
+        answers: list[tuple[Interrupt, bool]] = []
+        for interrupt_id, resolved in cmd.resume:
+            interrupt = pending.get(interrupt_id)
+            if interrupt is None:
+                raise InvalidInput(f"no open interrupt {interrupt_id} on this thread")
+            if interrupt.expired(run.created_at_ms):
+                raise InvalidInput(
+                    f"interrupt {interrupt_id} expired; start over with a new request",
+                    code="interrupt_expired",
+                )
+            answers.append((interrupt, resolved))
+        missing = set(pending) - {i.id for i, _ in answers}
+        if missing:
+            raise Conflict(
+                "the thread has open interrupts; answer each in resume: "
+                + ", ".join(sorted(missing))
+            )
+        return tuple(answers)
 
     async def __call__(self, cmd: StartRunCommand) -> Run:
         principal = cmd.principal
@@ -102,7 +144,11 @@ class StartRun:
             Thread(id=run.thread_id, tenant_id=run.tenant_id, created_at_ms=run.created_at_ms)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
+        answers = await self._answers(cmd, run)
         await self._journal.record_start(run, cmd.messages)
+        for status in (InterruptStatus.RESOLVED, InterruptStatus.CANCELLED):
+            ids = [i.id for i, ok in answers if ok == (status is InterruptStatus.RESOLVED)]
+            await self._interrupts.close(run.tenant_id, ids, status)
         await self._events.open(principal.tenant_id, run.id)
         await self._events.append(
             principal.tenant_id, run.id, (RunStarted(thread_id=run.thread_id, run_id=run.id),)
@@ -120,6 +166,8 @@ class StartRun:
                 subject=principal.subject,
                 client_tools=tuple(cmd.client_tools),
                 state=cmd.state,
+                supports_interrupts=cmd.supports_interrupts,
+                resolutions=answers,
             )
         )
         return run
@@ -155,9 +203,13 @@ class ExecuteRun:
         clock: Clock,
         invoke_tool: InvokeTool,
         list_tools: ListTools,
+        interrupts: InterruptStore,
         *,
         max_steps: int = 8,
+        approval_ttl_ms: int = 3_600_000,
     ) -> None:
+        self._interrupts = interrupts
+        self._approval_ttl_ms = approval_ttl_ms
         self._journal = journal
         self._events = events
         self._model = model
@@ -201,6 +253,18 @@ class ExecuteRun:
                 subject=job.subject,
                 run_id=run_id,
             )
+            # Answered interrupts first: an approved call runs now, a declined one is reported.
+            for interrupt, resolved in job.resolutions:
+                result = (
+                    await self._invoke_tool(ctx, interrupt.tool_name, interrupt.arguments)
+                    if resolved
+                    else error_result(ToolOutcome.REFUSED, "the person declined this tool call")
+                )
+                reply = await self._tool_reply(job, interrupt.tool_call_id, result.content)
+                conversation.append(reply)
+                added.append(reply)
+            pending_calls: tuple[str, ...] = ()
+            waiting: list[Interrupt] = []
             for step in range(1, self._max_steps + 1):
                 await log.append(
                     tenant_id,
@@ -225,7 +289,26 @@ class ExecuteRun:
                 calls = assistant.tool_calls
                 if not calls:
                     break
-                mine = [c for c in calls if c.name not in client_names]
+                server_calls = [c for c in calls if c.name not in client_names]
+                held = [
+                    c
+                    for c in server_calls
+                    if self._invoke_tool.needs_approval(job.tenant_slug, c.name)
+                ]
+                mine = [c for c in server_calls if c not in held]
+                if held and job.supports_interrupts:
+                    waiting = [self._interrupt(job, c) for c in held]
+                    await self._interrupts.add(waiting)
+                elif held:
+                    # A client that cannot answer interrupts cannot approve: the model is told.
+                    for c in held:
+                        note = error_result(
+                            ToolOutcome.REFUSED,
+                            f"{c.name} needs a person's approval, which this client cannot give",
+                        )
+                        reply = await self._tool_reply(job, c.id, note.content)
+                        conversation.append(reply)
+                        added.append(reply)
                 await log.append(
                     tenant_id,
                     run_id,
@@ -270,26 +353,15 @@ class ExecuteRun:
                     ),
                 )
                 for call, result in zip(mine, results, strict=True):
-                    reply = Message(
-                        id=MessageId(new_id("tool")),
-                        role=Role.TOOL,
-                        content=result.content,
-                        tool_call_id=call.id,
-                        created_at_ms=self._clock.now_ms(),
-                    )
+                    reply = await self._tool_reply(job, call.id, result.content)
                     conversation.append(reply)
                     added.append(reply)
-                    await log.append(
-                        tenant_id,
-                        run_id,
-                        (
-                            ToolCallResult(
-                                message_id=reply.id, call_id=call.id, content=result.content
-                            ),
-                        ),
-                    )
-                if len(mine) < len(calls):
-                    break  # the client carries out its own tools and comes back with results
+                if waiting:
+                    break  # a person decides; the client's next run resumes
+                if len(server_calls) < len(calls):
+                    # The client carries out its own tools and comes back with results.
+                    pending_calls = tuple(c.id for c in calls if c.name in client_names)
+                    break
             else:
                 raise ApplicationError(
                     f"the agent did not finish within {self._max_steps} steps", code="step_limit"
@@ -300,7 +372,11 @@ class ExecuteRun:
             succeeded.succeed(usage=tally.usage, at_ms=self._clock.now_ms())
             await self._journal.record_end(succeeded, added)
             outcome: RunEvent = RunFinished(
-                thread_id=job.thread_id, run_id=job.run_id, usage=tally.usage
+                thread_id=job.thread_id,
+                run_id=job.run_id,
+                usage=tally.usage,
+                pending_tool_call_ids=pending_calls,
+                interrupts=tuple(waiting),
             )
         except asyncio.CancelledError:
             run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
@@ -411,6 +487,35 @@ class ExecuteRun:
         except DomainError as exc:
             raise ModelError(exc.message, code="model_bad_response") from exc
         return message
+
+    async def _tool_reply(self, job: RunAssignment, call_id: str, content: str) -> Message:
+        reply = Message(
+            id=MessageId(new_id("tool")),
+            role=Role.TOOL,
+            content=content,
+            tool_call_id=call_id,
+            created_at_ms=self._clock.now_ms(),
+        )
+        await self._events.append(
+            job.tenant_id,
+            job.run_id,
+            (ToolCallResult(message_id=reply.id, call_id=call_id, content=content),),
+        )
+        return reply
+
+    def _interrupt(self, job: RunAssignment, call: ToolCall) -> Interrupt:
+        return Interrupt(
+            id=new_id("int"),
+            tenant_id=job.tenant_id,
+            thread_id=job.thread_id,
+            run_id=job.run_id,
+            tool_call_id=call.id,
+            tool_name=call.name,
+            arguments=call.arguments,
+            reason="tool_approval",
+            message=f"Approve running {call.name}?",
+            expires_at_ms=self._clock.now_ms() + self._approval_ttl_ms,
+        )
 
     async def _record_failure(self, run: Run, added: list[Message]) -> None:
         try:

@@ -41,9 +41,12 @@ class ToolRegistry(Protocol):
 
 
 class ToolPolicy(Protocol):
-    """Which tools a tenant may use; None means every tool."""
+    """Which tools a tenant may use (None means every tool), and which of them wait for a
+    person's approval before they run."""
 
     def allowed(self, tenant_slug: str) -> frozenset[str] | None: ...
+
+    def needs_approval(self, tenant_slug: str, tool: str) -> bool: ...
 
 
 class ToolAudit(Protocol):

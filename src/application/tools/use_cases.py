@@ -45,6 +45,9 @@ class InvokeTool:
         self._clock = clock
         self._timeout_s = timeout_s
 
+    def needs_approval(self, tenant_slug: str, name: str) -> bool:
+        return self._policy.needs_approval(tenant_slug, name)
+
     async def __call__(self, ctx: ToolContext, name: str, arguments: str) -> ToolResult:
         started = time.perf_counter()
         allowed = self._policy.allowed(ctx.tenant_slug)

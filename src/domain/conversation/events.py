@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from domain.conversation.interrupts import Interrupt
 from domain.conversation.model import Usage
 from domain.ids import MessageId, RunId, ThreadId
 
@@ -86,6 +87,9 @@ class RunFinished:
     thread_id: ThreadId
     run_id: RunId
     usage: Usage
+    # Calls the client must carry out (its own tools), and interrupts waiting for a person.
+    pending_tool_call_ids: tuple[str, ...] = ()
+    interrupts: tuple[Interrupt, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -206,6 +206,8 @@ class RunController(Controller):
                 forwarded_props=forwarded,
                 client_tools=to_tool_specs(body.tools),
                 state=body.state if isinstance(body.state, dict) else {},
+                supports_interrupts=body.protocol_version is not None,
+                resume=[(r.interrupt_id, r.status == "resolved") for r in body.resume or ()],
             )
         )
         stream = tail(

@@ -25,6 +25,7 @@ from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.sqlite_journal import SqliteRunJournal
@@ -34,6 +35,7 @@ from adapters.tools.builtin import BuiltinToolRegistry
 from application.conversation.models import CachingChatModel, FallbackChatModel, NamedModel
 from application.conversation.ports import (
     ChatModel,
+    InterruptStore,
     RateLimiter,
     RunEventLog,
     RunJournal,
@@ -136,7 +138,17 @@ class InfrastructureProvider(Provider):
 
     @provide
     def tool_policy(self, settings: Settings) -> ToolPolicy:
-        return StaticToolPolicy(settings.tools.allow, settings.tools.tenants)
+        tools = settings.tools
+        return StaticToolPolicy(
+            tools.allow,
+            tools.tenants,
+            approval=tools.approval,
+            approval_per_tenant=tools.approval_tenants,
+        )
+
+    @provide
+    def interrupt_store(self, engine: AsyncEngine) -> InterruptStore:
+        return SqlaInterruptStore(engine)
 
     @provide
     def tool_audit(self) -> ToolAudit:
@@ -242,6 +254,7 @@ class UseCaseProvider(Provider):
         clock: Clock,
         invoke_tool: InvokeTool,
         list_tools: ListTools,
+        interrupts: InterruptStore,
         settings: Settings,
     ) -> ExecuteRun:
         return ExecuteRun(
@@ -251,7 +264,9 @@ class UseCaseProvider(Provider):
             clock,
             invoke_tool,
             list_tools,
+            interrupts,
             max_steps=settings.runs.max_steps,
+            approval_ttl_ms=int(settings.tools.approval_ttl_s * 1000),
         )
 
     @provide

@@ -8,6 +8,7 @@ Frames are ``id: <seq>\\ndata: <json>\\n\\n`` with LF only (a CRLF frame breaks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -41,8 +42,18 @@ class RunStartedOut(_Event, tag="RUN_STARTED", kw_only=True):
     run_id: str
 
 
-class OutcomeOut(msgspec.Struct, omit_defaults=True):
+class InterruptOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    id: str
+    reason: str
+    message: str | None = None
+    tool_call_id: str | None = None
+    expires_at: str | None = None
+
+
+class OutcomeOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     type: str
+    pending_tool_call_ids: list[str] | None = None
+    interrupts: list[InterruptOut] | None = None
 
 
 class UsageOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
@@ -141,6 +152,16 @@ class MessagesSnapshotOut(_Event, tag="MESSAGES_SNAPSHOT", kw_only=True):
 
 
 _SUCCESS = OutcomeOut(type="success")
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -182,10 +203,30 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
         if not v1:
             return RunFinishedOut(thread_id=event.thread_id, run_id=event.run_id)
         usage = event.usage
+        if event.interrupts:
+            outcome = OutcomeOut(
+                type="interrupt",
+                interrupts=[
+                    InterruptOut(
+                        id=i.id,
+                        reason=i.reason,
+                        message=i.message,
+                        tool_call_id=i.tool_call_id,
+                        expires_at=_iso(i.expires_at_ms),
+                    )
+                    for i in event.interrupts
+                ],
+            )
+        elif event.pending_tool_call_ids:
+            outcome = OutcomeOut(
+                type="success", pending_tool_call_ids=list(event.pending_tool_call_ids)
+            )
+        else:
+            outcome = _SUCCESS
         return RunFinishedOut(
             thread_id=event.thread_id,
             run_id=event.run_id,
-            outcome=_SUCCESS,
+            outcome=outcome,
             usage=[
                 UsageOut(
                     provider="sba",
