@@ -1,0 +1,75 @@
+"""InterruptStore contract on memory and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.memory.interrupts import MemoryInterruptStore
+from adapters.sqla.interrupts import SqlaInterruptStore
+from adapters.sqla.migrator import AlembicSchemaMigrator
+from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from application.conversation.ports import InterruptStore
+from domain.conversation.interrupts import Interrupt, InterruptStatus
+from domain.ids import RunId, TenantId, ThreadId
+from domain.tenancy.model import Tenant
+
+A, B = TenantId("ten_a"), TenantId("ten_b")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path) -> AsyncIterator[InterruptStore]:
+    if request.param == "memory":
+        yield MemoryInterruptStore()
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
+    await AlembicSchemaMigrator(url).upgrade()
+    engine = create_engine_for(url)
+    async with SqlaUnitOfWork(engine).transaction(None) as tx:
+        for tid in (A, B):
+            await tx.tenants.add(
+                Tenant(id=tid, slug=tid.replace("_", "-"), name=tid, created_at_ms=0)
+            )
+        await tx.commit()
+    try:
+        yield SqlaInterruptStore(engine)
+    finally:
+        await engine.dispose()
+
+
+def interrupt(id: str, tenant: TenantId = A, thread: str = "t1") -> Interrupt:
+    return Interrupt(
+        id=id,
+        tenant_id=tenant,
+        thread_id=ThreadId(thread),
+        run_id=RunId("r1"),
+        tool_call_id=f"call-{id}",
+        tool_name="create_task",
+        arguments='{"a": 1}',
+        reason="tool_approval",
+        message="Approve?",
+        expires_at_ms=99,
+    )
+
+
+async def test_added_interrupts_are_pending_on_their_thread_only(store: InterruptStore) -> None:
+    await store.add([interrupt("i1"), interrupt("i2"), interrupt("i3", thread="t2")])
+    assert sorted(i.id for i in await store.pending(A, ThreadId("t1"))) == ["i1", "i2"]
+    assert (await store.pending(A, ThreadId("t2")))[0] == interrupt("i3", thread="t2")
+
+
+async def test_closed_interrupts_are_no_longer_pending_and_close_only_once(
+    store: InterruptStore,
+) -> None:
+    await store.add([interrupt("i1"), interrupt("i2")])
+    await store.close(A, ["i1"], InterruptStatus.RESOLVED)
+    await store.close(A, ["i1"], InterruptStatus.CANCELLED)
+    assert [i.id for i in await store.pending(A, ThreadId("t1"))] == ["i2"]
+
+
+async def test_another_tenant_neither_sees_nor_closes_them(store: InterruptStore) -> None:
+    await store.add([interrupt("i1")])
+    assert await store.pending(B, ThreadId("t1")) == []
+    await store.close(B, ["i1"], InterruptStatus.CANCELLED)
+    assert [i.id for i in await store.pending(A, ThreadId("t1"))] == ["i1"]
