@@ -55,6 +55,14 @@ class ProviderSettings(_Section, frozen=True):
     max_tokens: int = 1024
 
 
+class TenantLlmSettings(_Section, frozen=True):
+    """A tenant's model flags: which chain entries (by name, in order) it uses, and whether its
+    answers may be cached. Unset fields follow the deployment's settings."""
+
+    chain: tuple[str, ...] | None = None
+    cache: bool | None = None
+
+
 class LlmSettings(_Section, frozen=True):
     # The models to try in order (JSON list in SBA_LLM__CHAIN); empty means the offline model.
     chain: tuple[ProviderSettings, ...] = ()
@@ -62,6 +70,8 @@ class LlmSettings(_Section, frozen=True):
     cache_ttl_s: float = 0.0
     breaker_threshold: int = 3
     breaker_cool_down_s: float = 30.0
+    # Per-tenant flags by slug (JSON in SBA_LLM__TENANTS).
+    tenants: dict[str, TenantLlmSettings] = {}
     loadtest: bool = False
     offline_token_delay_ms: float = 0.0
 

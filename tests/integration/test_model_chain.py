@@ -128,3 +128,30 @@ async def test_a_repeated_request_is_served_from_the_cache_but_never_across_tena
         model = await api.container.get(ChatModel)
         assert isinstance(model, CachingChatModel)
         assert (model.hits, model.misses) == (1, 2)
+
+
+async def test_per_tenant_flags_pick_the_chain_and_switch_the_cache(tmp_path, providers) -> None:
+    primary, backup = providers
+    primary.script(stream_reply(TEXT_STREAM))
+    backup.script(stream_reply(TEXT_STREAM))
+    flags = json.dumps({"acme": {"chain": ["backup"], "cache": False}})
+    async for api in chain_api(
+        tmp_path, primary, backup, SBA_LLM__CACHE_TTL_S="60", SBA_LLM__TENANTS=flags
+    ):
+        acme = await api.key_for("acme")
+        for run in ("r1", "r2"):
+            frames = parse_sse((await api.run(run_body(run, run, "same"), key=acme)).text)
+            assert answer(frames) == "Hello! How can I help?"
+        assert (len(primary.requests), len(backup.requests)) == (0, 2)  # backup, no cache
+        for run in ("r3", "r4"):
+            parse_sse((await api.run(run_body(run, run, "same"))).text)
+        assert (len(primary.requests), len(backup.requests)) == (1, 2)  # default, cached
+
+
+async def test_a_tenant_flag_naming_an_unknown_model_stops_start_up(tmp_path, providers) -> None:
+    primary, backup = providers
+    with pytest.raises(Exception, match="SBA_LLM__TENANTS"):
+        async for _ in chain_api(
+            tmp_path, primary, backup, SBA_LLM__TENANTS='{"acme": {"chain": ["nope"]}}'
+        ):
+            pass

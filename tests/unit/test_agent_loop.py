@@ -110,3 +110,18 @@ async def test_an_unknown_tool_is_reported_to_the_model() -> None:
     ctx = ToolContext(tenant_id=TenantId("t"), tenant_slug="t", subject="s", run_id="r")
     result = await registry.run("teleport", "{}", ctx)
     assert result.outcome is ToolOutcome.UNKNOWN_TOOL
+
+
+async def test_the_audit_keeps_a_latency_histogram_per_tool() -> None:
+    audit = MemoryToolAudit()
+    clock = FixedClock()
+    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
+    invoke = InvokeTool(registry, StaticToolPolicy(["*"], {}), audit, clock)
+    ctx = ToolContext(tenant_id=TenantId("t"), tenant_slug="t", subject="s", run_id="r")
+    for _ in range(3):
+        await invoke(ctx, "list_tasks", "{}")
+    histogram = audit.latency_histogram("list_tasks")
+    assert histogram["+Inf"] == 3
+    counts = list(histogram.values())
+    assert counts == sorted(counts), "cumulative buckets never decrease"
+    assert audit.latency_histogram("kb_search")["+Inf"] == 0

@@ -37,15 +37,30 @@ class StaticToolPolicy:
         return tool in self._approval_tenants.get(tenant_slug, self._approval)
 
 
+LATENCY_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
+
+
 class MemoryToolAudit:
-    """Keeps the latest ``capacity`` invocations in memory; the durable, hash-chained audit
-    trail replaces it with the audit change."""
+    """Keeps the latest ``capacity`` invocations in memory, and a latency histogram per tool
+    (cumulative counts per upper bound in ms, Prometheus style, over every invocation); the
+    durable, hash-chained audit trail replaces the entries with the audit change."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.entries: deque[ToolInvocation] = deque(maxlen=capacity)
+        self._histograms: dict[str, list[int]] = {}
 
     async def record(self, invocation: ToolInvocation) -> None:
         self.entries.append(invocation)
+        counts = self._histograms.setdefault(invocation.tool, [0] * (len(LATENCY_BUCKETS_MS) + 1))
+        for i, bound in enumerate(LATENCY_BUCKETS_MS):
+            if invocation.latency_ms <= bound:
+                counts[i] += 1
+        counts[-1] += 1  # +Inf
+
+    def latency_histogram(self, tool: str) -> dict[str, int]:
+        counts = self._histograms.get(tool, [0] * (len(LATENCY_BUCKETS_MS) + 1))
+        labels = [str(b) for b in LATENCY_BUCKETS_MS] + ["+Inf"]
+        return dict(zip(labels, counts, strict=True))
 
 
 class MemoryTaskRepository:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -164,3 +164,18 @@ class CachingChatModel:
                 kept.append(chunk)
             yield chunk
         await self._cache.set(key, kept, self._ttl_s)
+
+
+class TenantRoutedChatModel:
+    """Per-tenant feature flags for models: a tenant listed in ``per_tenant`` (by slug) gets its
+    own chain and cache setting; every other tenant gets ``default``."""
+
+    def __init__(self, default: ChatModel, per_tenant: Mapping[str, ChatModel]) -> None:
+        self._default = default
+        self._per_tenant = dict(per_tenant)
+
+    def model_for(self, tenant_slug: str) -> ChatModel:
+        return self._per_tenant.get(tenant_slug, self._default)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return self.model_for(request.tenant_slug).stream(request)

@@ -117,6 +117,7 @@ class ToolSpec:
 class ChatRequest:
     tenant_id: TenantId
     messages: tuple[Message, ...]
+    tenant_slug: str = ""
     tools: tuple[ToolSpec, ...] = ()
     # A provider-specific model name; None means the adapter's configured default.
     model: str | None = None

@@ -277,6 +277,7 @@ class ExecuteRun:
                 )
                 request = ChatRequest(
                     tenant_id=tenant_id,
+                    tenant_slug=job.tenant_slug,
                     messages=tuple(conversation),
                     tools=tools,
                     forwarded_props=job.forwarded_props,

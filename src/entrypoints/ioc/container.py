@@ -6,7 +6,7 @@ which are appended last and so override what came before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -32,7 +32,12 @@ from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from adapters.tools.builtin import BuiltinToolRegistry
-from application.conversation.models import CachingChatModel, FallbackChatModel, NamedModel
+from application.conversation.models import (
+    CachingChatModel,
+    FallbackChatModel,
+    NamedModel,
+    TenantRoutedChatModel,
+)
 from application.conversation.ports import (
     ChatModel,
     InterruptStore,
@@ -163,31 +168,54 @@ class InfrastructureProvider(Provider):
             knowledge=knowledge, token_delay_s=llm.offline_token_delay_ms / 1000
         )
         clients: list[httpx.AsyncClient] = []
-        chain: list[NamedModel] = []
+        named: dict[str, NamedModel] = {}
         for p in llm.chain:
             if p.kind == "offline":
-                chain.append(NamedModel(p.name, offline))
+                named[p.name] = NamedModel(p.name, offline)
                 continue
             # One client per upstream, so pools and timeouts never mix between providers.
             client = httpx.AsyncClient(timeout=httpx.Timeout(p.timeout_s, connect=5.0))
             clients.append(client)
-            chain.append(NamedModel(p.name, _provider_model(p, client)))
-        model: ChatModel = (
-            FallbackChatModel(
-                chain,
-                clock,
-                threshold=llm.breaker_threshold,
-                cool_down_ms=int(llm.breaker_cool_down_s * 1000),
+            named[p.name] = NamedModel(p.name, _provider_model(p, client))
+
+        def build(names: Sequence[str], cache: bool) -> ChatModel:
+            try:
+                chain = [named[n] for n in names]
+            except KeyError as exc:
+                raise SettingsError(
+                    f"SBA_LLM__TENANTS: {exc.args[0]!r} is not a name in SBA_LLM__CHAIN"
+                ) from exc
+            model: ChatModel = (
+                FallbackChatModel(
+                    chain,
+                    clock,
+                    threshold=llm.breaker_threshold,
+                    cool_down_ms=int(llm.breaker_cool_down_s * 1000),
+                )
+                if chain
+                else offline
             )
-            if chain
-            else offline
-        )
-        if llm.cache_ttl_s > 0:
-            model = CachingChatModel(
-                model,
-                MemoryResponseCache(),
-                model_name=chain[0].name if chain else "offline",
-                ttl_s=llm.cache_ttl_s,
+            if cache and llm.cache_ttl_s > 0:
+                model = CachingChatModel(
+                    model,
+                    MemoryResponseCache(),
+                    model_name=chain[0].name if chain else "offline",
+                    ttl_s=llm.cache_ttl_s,
+                )
+            return model
+
+        default = build(list(named), True)
+        model: ChatModel = default
+        if llm.tenants:
+            model = TenantRoutedChatModel(
+                default,
+                {
+                    slug: build(
+                        flags.chain if flags.chain is not None else list(named),
+                        flags.cache if flags.cache is not None else True,
+                    )
+                    for slug, flags in llm.tenants.items()
+                },
             )
         yield LoadTestChatModel(model) if llm.loadtest else model
         for client in clients:
