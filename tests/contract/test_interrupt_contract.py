@@ -14,17 +14,22 @@ from application.conversation.ports import InterruptStore
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.ids import RunId, TenantId, ThreadId
 from domain.tenancy.model import Tenant
+from tests.pg import drop_database, fresh_database, pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request, tmp_path) -> AsyncIterator[InterruptStore]:
     if request.param == "memory":
         yield MemoryInterruptStore()
         return
-    url = f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
-    await AlembicSchemaMigrator(url).upgrade()
+    pg_name = None
+    if request.param == "postgres":
+        url, pg_name = await fresh_database(request.getfixturevalue("pg_template"))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
+        await AlembicSchemaMigrator(url).upgrade()
     engine = create_engine_for(url)
     async with SqlaUnitOfWork(engine).transaction(None) as tx:
         for tid in (A, B):
@@ -36,6 +41,8 @@ async def store(request, tmp_path) -> AsyncIterator[InterruptStore]:
         yield SqlaInterruptStore(engine)
     finally:
         await engine.dispose()
+        if pg_name:
+            await drop_database(pg_name)
 
 
 def interrupt(id: str, tenant: TenantId = A, thread: str = "t1") -> Interrupt:
