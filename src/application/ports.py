@@ -46,6 +46,12 @@ class UnitOfWork(Protocol):
 
 
 class SchemaMigrator(Protocol):
-    """Brings the configured database's schema to the newest revision."""
+    """Brings the configured database's schema to the newest revision, and compares it with
+    what the code expects."""
 
     async def upgrade(self) -> None: ...
+
+    async def check(self) -> list[str]:
+        """The differences between the database's schema and the models; empty when they
+        match."""
+        ...

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
+import asyncpg
 import pytest
 
+from adapters.sqla.migrator import AlembicSchemaMigrator
 from application.errors import Conflict
 from application.ports import UnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, Thread, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import Role as KeyRole
 from domain.tenancy.model import Tenant, TenantStatus, mint_api_key
+from tests.pg import ADMIN_DSN, _url, drop_database
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
@@ -187,20 +192,37 @@ async def test_api_keys_are_found_by_prefix_and_keep_only_a_digest(uow: UnitOfWo
     assert secret not in found.secret_digest
 
 
-async def test_migrations_walk_up_and_down_and_report_the_revision(tmp_path) -> None:
-    from adapters.sqla.migrator import AlembicSchemaMigrator
-
-    migrator = AlembicSchemaMigrator(f"sqlite+aiosqlite:///{tmp_path / 'stairs.db'}")
-    assert await migrator.current() is None
+async def walk_the_stairs(migrator) -> None:
     await migrator.upgrade()
     assert await migrator.current() == "0004"
-    for revision, expected in (
-        ("0003", "0003"),
-        ("0002", "0002"),
-        ("0001", "0001"),
-        ("base", None),
-    ):
+    assert await migrator.check() == []
+    await migrator.downgrade("0003")
+    assert "add_table: interrupts" in await migrator.check()
+    for revision, expected in (("0002", "0002"), ("0001", "0001"), ("base", None)):
         await migrator.downgrade(revision)
         assert await migrator.current() == expected
     await migrator.upgrade()
     assert await migrator.current() == "0004"
+    assert await migrator.check() == []
+
+
+async def test_migrations_walk_up_and_down_on_sqlite_and_match_the_models(tmp_path) -> None:
+    migrator = AlembicSchemaMigrator(f"sqlite+aiosqlite:///{tmp_path / 'stairs.db'}")
+    assert await migrator.current() is None
+    await walk_the_stairs(migrator)
+
+
+async def test_migrations_walk_up_and_down_on_postgres_and_match_the_models(request) -> None:
+    request.getfixturevalue("pg_template")  # Postgres is reachable (or the test says why)
+    name = f"sba_stairs_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        migrator = AlembicSchemaMigrator(_url(ADMIN_DSN, name))
+        assert await migrator.current() is None
+        await walk_the_stairs(migrator)
+    finally:
+        await drop_database(name)

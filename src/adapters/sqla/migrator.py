@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import make_url
+from sqlalchemy import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters.sqla.tables import metadata
 from adapters.sqla.uow import ensure_sqlite_directory
 from application.errors import ServiceUnavailable
 
@@ -38,6 +41,25 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    # Alembic's own table and SQLite's FTS5 index (a virtual table and its shadow tables) are
+    # not part of the models.
+    return not (
+        type_ == "table"
+        and name is not None
+        and (name == "alembic_version" or name.startswith("kb_chunks_fts"))
+    )
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, tuple):
+        kind = diff[0]
+        target = diff[1]
+        label = getattr(target, "name", None) or str(target)
+        return f"{kind}: {label}"
+    return f"changed: {diff}"
+
+
 class AlembicSchemaMigrator:
     def __init__(self, url: str) -> None:
         self._url = url
@@ -58,6 +80,22 @@ class AlembicSchemaMigrator:
                 )
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"cannot read the schema revision: {exc}") from exc
+        finally:
+            await engine.dispose()
+
+    async def check(self) -> list[str]:
+        def compare(conn: Connection) -> list[str]:
+            context = MigrationContext.configure(
+                conn, opts={"include_object": _ours, "compare_type": True}
+            )
+            return [_describe(d) for d in compare_metadata(context, metadata)]
+
+        engine = create_async_engine(self._url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(compare)
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailable(f"cannot read the schema: {exc}") from exc
         finally:
             await engine.dispose()
 

@@ -96,6 +96,20 @@ def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_check(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> list[str]:
+        return await (await container.get(SchemaMigrator)).check()
+
+    differences = _with_container(settings, job)
+    if differences:
+        print("the database schema differs from the models:")
+        for line in differences:
+            print(f"  {line}")
+        return 1
+    print("the database schema matches the models")
+    return 0
+
+
 def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> str:
         tenant = await (await container.get(CreateTenant))(args.slug, args.name)
@@ -130,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="migrate the configured database").set_defaults(
         handler=_cmd_db_upgrade
+    )
+    db.add_parser("check", help="compare the database schema with the models").set_defaults(
+        handler=_cmd_db_check
     )
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant", required=True)
