@@ -3,9 +3,11 @@ streams, and a run outlives its client's connection."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -29,11 +31,13 @@ def drive(
     assert lines, f"no result from the client: {done.stdout}\n{done.stderr}"
     result = json.loads(lines[-1])
     assert done.returncode == 0 and result["ok"], f"client rejected the stream: {result}"
+    # The 1.0 client only warns when it drops an event type or strips a field it does not know.
+    assert result["warnings"] == [], f"the client dropped or could not apply: {result}"
     return result
 
 
-def start_then_drop(server: LiveServer, thread: str, run: str) -> str:
-    """Starts a slow run, reads its first line, and drops the connection mid-run."""
+def start_then_drop(server: LiveServer, thread: str, run: str) -> tuple[int | None, dict]:
+    """Starts a slow run, reads its first frame, and drops the connection mid-run."""
     body = {
         "threadId": thread,
         "runId": run,
@@ -48,7 +52,21 @@ def start_then_drop(server: LiveServer, thread: str, run: str) -> str:
         timeout=30,
     ) as response:
         assert response.status_code == 200
-        return next(response.iter_lines())
+        return next(iter_frames(response.iter_lines()))
+
+
+def iter_frames(lines: Iterator[str]) -> Iterator[tuple[int | None, dict]]:
+    """(id, event) for each data frame, as soon as its blank line arrives; comments skipped."""
+    seq, data = None, None
+    for line in lines:
+        if line.startswith("id: "):
+            seq = int(line[4:])
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "":
+            if data is not None:
+                yield seq, data
+            seq, data = None, None
 
 
 def assert_whole_run(result: dict, thread: str, run: str) -> None:
@@ -74,9 +92,10 @@ def test_the_client_accepts_a_plain_run(node, live_server: LiveServer, client: s
         message="Hello from the client",
     )
     assert_whole_run(result, thread, run)
-    assert "Hello from the client" in result["text"]
-    assert result["messages"][-1]["role"] == "assistant"
-    assert result["messages"][-1]["content"] == result["text"]
+    assert result["text"]
+    assert result["messages"][-1] == {"role": "assistant", "content": result["text"]}
+    # The two generations really differ on the wire: only 1.0 declares its protocol version.
+    assert result["sentProtocolVersion"] == ("1.0" if client == "v1" else None)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -111,7 +130,8 @@ def test_the_client_accepts_a_stream_resumed_while_the_run_is_live(
     node, live_server: LiveServer, client: str
 ) -> None:
     thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
-    assert start_then_drop(live_server, thread, run) == "id: 1"
+    seq, first = start_then_drop(live_server, thread, run)
+    assert (seq, first["type"]) == (1, "RUN_STARTED")
     resumed = drive(
         node,
         live_server,
@@ -125,23 +145,13 @@ def test_the_client_accepts_a_stream_resumed_while_the_run_is_live(
     assert resumed["text"] == " ".join(f"tok{i}" for i in range(20))
 
 
-def read_frames(lines) -> list[tuple[int | None, dict]]:
-    frames, seq = [], None
-    for line in lines:
-        if line.startswith("id: "):
-            seq = int(line[4:])
-        elif line.startswith("data: "):
-            frames.append((seq, json.loads(line[6:])))
-            seq = None
-    return frames
-
-
 def test_a_disconnected_clients_run_still_finishes_and_is_persisted(
     live_server: LiveServer,
 ) -> None:
     thread, run = f"th-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
     auth = {"Authorization": f"Bearer {live_server.api_key}"}
-    assert start_then_drop(live_server, thread, run) == "id: 1"
+    seq, first = start_then_drop(live_server, thread, run)
+    assert (seq, first["type"]) == (1, "RUN_STARTED")
     # Reconnect after the first event only: exactly the rest arrives, ending in RUN_FINISHED.
     with httpx.stream(
         "GET",
@@ -149,12 +159,17 @@ def test_a_disconnected_clients_run_still_finishes_and_is_persisted(
         headers={**auth, "Last-Event-ID": "1"},
         timeout=30,
     ) as response:
-        frames = read_frames(response.iter_lines())
+        frames = list(iter_frames(response.iter_lines()))
     assert [seq for seq, _ in frames] == list(range(2, 2 + len(frames)))
-    assert frames[-1][1]["type"] == "RUN_FINISHED"
+    kinds = [event["type"] for _, event in frames]
+    assert kinds[-1] == "RUN_FINISHED"
+    assert kinds.count("RUN_FINISHED") + kinds.count("RUN_ERROR") == 1
+    assert (frames[-1][1]["threadId"], frames[-1][1]["runId"]) == (thread, run)
     stored = httpx.get(f"{live_server.base_url}/v1/threads/{thread}/messages", headers=auth)
-    assert [m["role"] for m in stored.json()["messages"]] == ["user", "assistant"]
-    assert stored.json()["messages"][1]["content"] == " ".join(f"tok{i}" for i in range(20))
+    assert stored.status_code == 200
+    messages = stored.json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["content"] == " ".join(f"tok{i}" for i in range(20))
 
 
 def test_frames_use_lf_only_carry_ids_and_idle_streams_get_heartbeats(
@@ -174,12 +189,21 @@ def test_frames_use_lf_only_carry_ids_and_idle_streams_get_heartbeats(
         headers={"Authorization": f"Bearer {live_server.api_key}"},
     ).content
     assert b"\r" not in raw
-    blocks = [b for b in raw.split(b"\n\n") if b]
+    assert raw.endswith(b"\n\n")
+    blocks = raw[:-2].split(b"\n\n")
     # The server's heartbeat is 0.2 s here, and the model pauses 0.5 s between its tokens.
     assert b": ping" in blocks
-    ids = [int(b.split(b"\n")[0][4:]) for b in blocks if b.startswith(b"id: ")]
-    assert ids == list(range(1, len(ids) + 1))
-    assert all(b.startswith((b"id: ", b": ")) for b in blocks)
+    ids, kinds = [], []
+    for block in blocks:
+        lines = block.split(b"\n")
+        if all(line.startswith(b":") for line in lines):
+            continue  # a comment frame (heartbeat)
+        assert len(lines) == 2, block
+        assert lines[0].startswith(b"id: ") and lines[1].startswith(b"data: "), block
+        ids.append(int(lines[0][4:]))
+        kinds.append(json.loads(lines[1][6:])["type"])
+    assert ids and all(a < b for a, b in itertools.pairwise(ids)), ids
+    assert kinds[0] == "RUN_STARTED" and kinds[-1] == "RUN_FINISHED", kinds
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -252,11 +276,12 @@ def test_delete_cancels_a_live_run_whose_stream_then_ends_with_run_error(
         headers=auth,
         timeout=30,
     ) as response:
-        lines = response.iter_lines()
-        assert next(lines) == "id: 1"
+        stream = iter_frames(response.iter_lines())
+        seq, first = next(stream)
+        assert (seq, first["type"]) == (1, "RUN_STARTED")
         cancel = httpx.delete(f"{live_server.base_url}/v1/runs/{run}", headers=auth)
         assert cancel.status_code == 202
-        frames = read_frames(lines)
+        frames = list(stream)
     assert frames[-1][1] == {
         "type": "RUN_ERROR",
         "message": "the run was cancelled",
