@@ -56,6 +56,18 @@ async def interrupted(api: Api) -> tuple[list, dict, list]:
     return frames, finished, history
 
 
+def answer(finished: dict, history: list, status: str) -> dict:
+    """The next run's body: the history the client holds and its answer to the interrupt."""
+    interrupt_id = finished["outcome"]["interrupts"][0]["id"]
+    return {
+        "threadId": "t1",
+        "runId": "r2",
+        "protocolVersion": "1.0.0",
+        "messages": history,
+        "resume": [{"interruptId": interrupt_id, "status": status}],
+    }
+
+
 async def test_a_tool_needing_approval_ends_the_run_with_an_interrupt(api: Api) -> None:
     frames, finished, _ = await interrupted(api)
     assert "TOOL_CALL_RESULT" not in types(frames)
@@ -71,14 +83,7 @@ async def test_a_tool_needing_approval_ends_the_run_with_an_interrupt(api: Api) 
 
 async def test_an_approved_interrupt_runs_the_tool_in_the_next_run(api: Api) -> None:
     _, finished, history = await interrupted(api)
-    interrupt_id = finished["outcome"]["interrupts"][0]["id"]
-    body = {
-        "threadId": "t1",
-        "runId": "r2",
-        "protocolVersion": "1.0.0",
-        "messages": history,
-        "resume": [{"interruptId": interrupt_id, "status": "resolved"}],
-    }
+    body = answer(finished, history, "resolved")
     frames = parse_sse((await api.run(body)).text)
     assert results(frames)[0]["title"] == "Order 40 chairs"
     assert frames[-1][1]["outcome"] == {"type": "success"}
@@ -88,14 +93,7 @@ async def test_an_approved_interrupt_runs_the_tool_in_the_next_run(api: Api) -> 
 
 async def test_a_declined_interrupt_tells_the_model_and_runs_nothing(api: Api) -> None:
     _, finished, history = await interrupted(api)
-    interrupt_id = finished["outcome"]["interrupts"][0]["id"]
-    body = {
-        "threadId": "t1",
-        "runId": "r2",
-        "protocolVersion": "1.0.0",
-        "messages": history,
-        "resume": [{"interruptId": interrupt_id, "status": "cancelled"}],
-    }
+    body = answer(finished, history, "cancelled")
     frames = parse_sse((await api.run(body)).text)
     assert results(frames)[0]["error"] == "refused"
     listed = parse_sse((await api.run(run_body("r3", "t9", "show tasks"))).text)
@@ -118,14 +116,8 @@ async def test_an_expired_interrupt_is_refused(tmp_path) -> None:
         tmp_path, SBA_TOOLS__APPROVAL='["create_task"]', SBA_TOOLS__APPROVAL_TTL_S="0"
     ):
         _, finished, history = await interrupted(api)
-        interrupt_id = finished["outcome"]["interrupts"][0]["id"]
-        body = {
-            "threadId": "t1",
-            "runId": "r2",
-            "protocolVersion": "1.0.0",
-            "messages": history,
-            "resume": [{"interruptId": interrupt_id, "status": "resolved"}],
-        }
+        body = answer(finished, history, "resolved")
+        interrupt_id = body["resume"][0]["interruptId"]
         problem = assert_problem(await api.run(body), 422, "interrupt_expired")
         assert interrupt_id in problem["detail"]
 

@@ -8,7 +8,6 @@ from entrypoints.settings import SettingsError, load_settings
 def test_defaults_need_nothing_installed() -> None:
     settings = load_settings({})
     assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
-    assert settings.redis_url is None
     assert settings.llm.chain == ()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from domain.errors import InvalidTransition, InvariantViolated
 from domain.ids import MessageId, RunId, TenantId, ThreadId, is_valid_client_id
@@ -192,17 +192,3 @@ class Run:
         if usage is not None:
             self.usage = usage
         self.finished_at_ms = at_ms
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConversationTurn:
-    """What a client sends to start a run: the messages it holds and optional agent state."""
-
-    messages: tuple[Message, ...] = field(default_factory=tuple)
-
-    @property
-    def last_user_text(self) -> str:
-        for message in reversed(self.messages):
-            if message.role is Role.USER:
-                return message.content
-        return ""

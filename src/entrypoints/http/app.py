@@ -8,7 +8,6 @@ import logging
 from dishka import AsyncContainer, Provider
 from dishka.integrations.litestar import LitestarProvider, setup_dishka
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
@@ -64,4 +63,4 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
     return app
 
 
-__all__ = ["AppConfig", "create_app"]
+__all__ = ["create_app"]

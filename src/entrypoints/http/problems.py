@@ -7,7 +7,7 @@ import logging
 import math
 
 import msgspec
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from application.errors import ApplicationError, RateLimited
@@ -161,4 +161,4 @@ EXCEPTION_HANDLERS = {
     Exception: on_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_BY_CODE", "MediaType", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_BY_CODE", "problem"]

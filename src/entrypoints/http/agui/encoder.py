@@ -277,8 +277,4 @@ def messages_snapshot(messages: Sequence[Message]) -> MessagesSnapshotOut:
     )
 
 
-def as_json(event: _Event) -> Any:
-    return msgspec.to_builtins(event)
-
-
 HEARTBEAT = b": ping\n\n"
