@@ -54,3 +54,10 @@ class ModelError(ApplicationError):
     """The chat model failed while a run was streaming."""
 
     code = "model_error"
+
+
+class TenantScopeViolation(ApplicationError):
+    """Code asked a tenant's transaction for another tenant's rows: a defect, never a client
+    error. The database refuses it too (row-level security)."""
+
+    code = "tenant_scope_violation"

@@ -6,7 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from application.conversation.ports import RunRepository, ThreadRepository
-from application.tenancy.ports import ApiKeyRepository, TenantRepository
+from application.tenancy.ports import AdminLog, ApiKeyRepository, TenantRepository
 from domain.ids import TenantId
 
 
@@ -35,14 +35,46 @@ class Transaction(Protocol):
     async def commit(self) -> None: ...
 
 
+class AdminTransaction(Transaction, Protocol):
+    """A cross-tenant transaction; it carries the log of such transactions."""
+
+    @property
+    def admin_log(self) -> AdminLog: ...
+
+
 class UnitOfWork(Protocol):
-    """Opens short transactions. ``tenant_id`` scopes the transaction to one tenant (on Postgres
-    it sets the row-level-security context); ``None`` is the explicit cross-tenant path used
-    only by authentication and administration."""
+    """Opens short transactions, each in exactly one scope:
+
+    - ``transaction(tenant_id)``: one tenant's rows, and nothing else. Repositories refuse an
+      argument naming another tenant (``TenantScopeViolation``); on Postgres the transaction
+      also carries the row-level-security context, so a statement that forgot its filter still
+      sees only this tenant's rows.
+    - ``key_transaction(prefix)``: authentication, before a tenant is known; it sees the one
+      API key with that prefix and that key's tenant.
+    - ``admin_transaction(actor, action)``: the explicit cross-tenant path (provisioning,
+      roll-ups). Every one is recorded in the admin log before it starts, whether or not it
+      commits."""
 
     def transaction(
-        self, tenant_id: TenantId | None
+        self, tenant_id: TenantId
     ) -> AbstractAsyncContextManager[Transaction, bool | None]: ...
+
+    def key_transaction(
+        self, key_prefix: str
+    ) -> AbstractAsyncContextManager[Transaction, bool | None]: ...
+
+    def admin_transaction(
+        self, actor: str, action: str
+    ) -> AbstractAsyncContextManager[AdminTransaction, bool | None]: ...
+
+    async def ping(self) -> None:
+        """Raises ``ServiceUnavailable`` when the store cannot be reached."""
+        ...
+
+    async def isolation_problems(self) -> list[str]:
+        """Why tenant isolation is weaker than designed (for example, a database role that can
+        bypass row-level security); empty when it holds."""
+        ...
 
 
 class SchemaMigrator(Protocol):

@@ -113,6 +113,17 @@ class RuntimeSettings(_Section, frozen=True):
     gc_gen2_threshold: int = 100
 
 
+class PostgresSettings(_Section, frozen=True):
+    """Postgres (and Supabase). Tenant transactions drop to ``app_role`` (empty: stay as the
+    login role, which must then be unprivileged); ``pooler`` is for a transaction-mode pooler
+    such as Supabase's on port 6543 (no prepared statements survive a statement)."""
+
+    app_role: str = "sba_app"
+    pooler: bool = False
+    pool_size: int = 10
+    max_overflow: int = 10
+
+
 class LogSettings(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
@@ -121,7 +132,11 @@ class LogSettings(_Section, frozen=True):
 class Settings(_Section, frozen=True):
     data_dir: str = ".sba"
     database_url: str | None = None
+    # Migrations and the audited cross-tenant path connect here (the schema owner, or a role
+    # with BYPASSRLS); unset: the same URL as database_url.
+    database_admin_url: str | None = None
     seed_demo: bool = True
+    postgres: PostgresSettings = PostgresSettings()
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
@@ -138,6 +153,10 @@ class Settings(_Section, frozen=True):
             return self.database_url
         path = Path(self.data_dir).expanduser().resolve() / "sba.db"
         return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def effective_admin_url(self) -> str:
+        return self.database_admin_url or self.effective_database_url
 
     @property
     def is_embedded_database(self) -> bool:

@@ -1,4 +1,4 @@
-"""InterruptStore contract on memory and SQLite."""
+"""InterruptStore contract on memory, SQLite and Postgres."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import pytest
 
 from adapters.memory.interrupts import MemoryInterruptStore
 from adapters.sqla.interrupts import SqlaInterruptStore
-from adapters.sqla.migrator import AlembicSchemaMigrator
-from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from application.conversation.ports import InterruptStore
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.ids import RunId, TenantId, ThreadId
-from domain.tenancy.model import Tenant
-from tests.pg import drop_database, fresh_database, pg_template  # noqa: F401 - fixture
+from tests.db import sql_database
+from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
@@ -24,25 +22,8 @@ async def store(request, tmp_path) -> AsyncIterator[InterruptStore]:
     if request.param == "memory":
         yield MemoryInterruptStore()
         return
-    pg_name = None
-    if request.param == "postgres":
-        url, pg_name = await fresh_database(request.getfixturevalue("pg_template"))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
-        await AlembicSchemaMigrator(url).upgrade()
-    engine = create_engine_for(url)
-    async with SqlaUnitOfWork(engine).transaction(None) as tx:
-        for tid in (A, B):
-            await tx.tenants.add(
-                Tenant(id=tid, slug=tid.replace("_", "-"), name=tid, created_at_ms=0)
-            )
-        await tx.commit()
-    try:
-        yield SqlaInterruptStore(engine)
-    finally:
-        await engine.dispose()
-        if pg_name:
-            await drop_database(pg_name)
+    async with sql_database(request.param, request, tmp_path, tenants=(A, B)) as db:
+        yield SqlaInterruptStore(db)
 
 
 def interrupt(id: str, tenant: TenantId = A, thread: str = "t1") -> Interrupt:

@@ -1,4 +1,4 @@
-"""KnowledgeStore contract on the in-memory store and SQLite FTS5."""
+"""KnowledgeStore contract on the in-memory store, SQLite FTS5 and Postgres full-text search."""
 
 from __future__ import annotations
 
@@ -7,34 +7,24 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.memory.knowledge import MemoryKnowledgeStore
-from adapters.sqla.knowledge import SqliteKnowledgeStore
-from adapters.sqla.migrator import AlembicSchemaMigrator
-from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
 from application.knowledge.ports import KnowledgeStore
 from domain.ids import TenantId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
-from domain.tenancy.model import Tenant
+from tests.db import sql_database
+from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request, tmp_path) -> AsyncIterator[KnowledgeStore]:
     if request.param == "memory":
         yield MemoryKnowledgeStore()
         return
-    url = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
-    await AlembicSchemaMigrator(url).upgrade()
-    engine = create_engine_for(url)
-    async with SqlaUnitOfWork(engine).transaction(None) as tx:
-        await tx.tenants.add(Tenant(id=A, slug="a", name="A", created_at_ms=0))
-        await tx.tenants.add(Tenant(id=B, slug="b", name="B", created_at_ms=0))
-        await tx.commit()
-    try:
-        yield SqliteKnowledgeStore(engine)
-    finally:
-        await engine.dispose()
+    async with sql_database(request.param, request, tmp_path, tenants=(A, B)) as db:
+        yield PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
 
 
 def doc(id: str, title: str, content: str, tenant: TenantId = A, **kw) -> KbDocument:

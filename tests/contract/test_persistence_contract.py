@@ -1,4 +1,5 @@
-"""UnitOfWork and repository contract, run on the in-memory store and SQLite."""
+"""UnitOfWork and repository contract, run on the in-memory store, SQLite and Postgres (where
+tenant work runs under row-level security as the application role)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import uuid
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 
-from adapters.sqla.migrator import AlembicSchemaMigrator
-from application.errors import Conflict
+from adapters.sqla.migrator import AlembicSchemaMigrator, alembic_config
+from application.errors import Conflict, TenantScopeViolation
 from application.ports import UnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, Thread, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
@@ -20,7 +22,7 @@ A, B = TenantId("ten_a"), TenantId("ten_b")
 
 
 async def add_tenants(uow: UnitOfWork) -> None:
-    async with uow.transaction(None) as tx:
+    async with uow.admin_transaction("test", "seed") as tx:
         await tx.tenants.add(Tenant(id=A, slug="alpha", name="Alpha", created_at_ms=1))
         await tx.tenants.add(Tenant(id=B, slug="beta", name="Beta", created_at_ms=2))
         await tx.commit()
@@ -90,12 +92,12 @@ async def test_second_tenant_cannot_read_first_tenants_thread_messages_or_run(
 
 async def test_the_same_ids_in_two_tenants_are_two_records(uow: UnitOfWork) -> None:
     await add_tenants(uow)
-    async with uow.transaction(None) as tx:
-        for tenant, text in ((A, "a"), (B, "b")):
+    for tenant, text in ((A, "a"), (B, "b")):
+        async with uow.transaction(tenant) as tx:
             await tx.threads.add(thread(tenant))
             await tx.threads.add_messages(tenant, ThreadId("t1"), [msg("m1", text)])
             await tx.runs.add(run(tenant))
-        await tx.commit()
+            await tx.commit()
     async with uow.transaction(B) as tx:
         assert [m.content for m in await tx.threads.list_messages(B, ThreadId("t1"))] == ["b"]
 
@@ -155,7 +157,7 @@ async def test_run_state_round_trips(uow: UnitOfWork) -> None:
 async def test_a_taken_tenant_slug_is_a_conflict(uow: UnitOfWork) -> None:
     await add_tenants(uow)
     with pytest.raises(Conflict):
-        async with uow.transaction(None) as tx:
+        async with uow.admin_transaction("test", "seed") as tx:
             await tx.tenants.add(
                 Tenant(id=TenantId("ten_c"), slug="alpha", name="x", created_at_ms=1)
             )
@@ -164,7 +166,7 @@ async def test_a_taken_tenant_slug_is_a_conflict(uow: UnitOfWork) -> None:
 
 async def test_tenants_are_found_by_id_and_slug_and_listed(uow: UnitOfWork) -> None:
     await add_tenants(uow)
-    async with uow.transaction(None) as tx:
+    async with uow.admin_transaction("test", "seed") as tx:
         by_id = await tx.tenants.get(A)
         by_slug = await tx.tenants.get_by_slug("beta")
         listed = await tx.tenants.list()
@@ -180,10 +182,10 @@ async def test_api_keys_are_found_by_prefix_and_keep_only_a_digest(uow: UnitOfWo
     issued = mint_api_key(
         key_id=ApiKeyId("key_1"), tenant_id=A, role=KeyRole.ADMIN, created_at_ms=7
     )
-    async with uow.transaction(None) as tx:
+    async with uow.admin_transaction("test", "seed") as tx:
         await tx.api_keys.add(issued.key)
         await tx.commit()
-    async with uow.transaction(None) as tx:
+    async with uow.admin_transaction("test", "seed") as tx:
         found = await tx.api_keys.get_by_prefix(issued.key.prefix)
         assert await tx.api_keys.get_by_prefix("0" * 12) is None
     assert found == issued.key
@@ -192,17 +194,27 @@ async def test_api_keys_are_found_by_prefix_and_keep_only_a_digest(uow: UnitOfWo
     assert secret not in found.secret_digest
 
 
+_SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
+HEAD = _SCRIPTS.get_current_head()
+# Newest first: head, …, 0001.
+REVISIONS = [r.revision for r in _SCRIPTS.walk_revisions()]
+
+
 async def walk_the_stairs(migrator) -> None:
+    """Up to head; then down one revision at a time to base, and up one at a time again."""
     await migrator.upgrade()
-    assert await migrator.current() == "0004"
+    assert await migrator.current() == HEAD
     assert await migrator.check() == []
     await migrator.downgrade("0003")
     assert "add_table: interrupts" in await migrator.check()
-    for revision, expected in (("0002", "0002"), ("0001", "0001"), ("base", None)):
-        await migrator.downgrade(revision)
-        assert await migrator.current() == expected
     await migrator.upgrade()
-    assert await migrator.current() == "0004"
+    for below in [*REVISIONS[1:], None]:
+        await migrator.downgrade(below or "base")
+        assert await migrator.current() == below
+    for revision in reversed(REVISIONS):
+        await migrator.upgrade(revision)
+        assert await migrator.current() == revision
+    assert await migrator.current() == HEAD
     assert await migrator.check() == []
 
 
@@ -226,3 +238,120 @@ async def test_migrations_walk_up_and_down_on_postgres_and_match_the_models(requ
         await walk_the_stairs(migrator)
     finally:
         await drop_database(name)
+
+
+# --- scopes: every adapter holds a transaction to its one tenant -----------------------------
+
+
+async def seed_both_tenants(uow: UnitOfWork):
+    """Tenants A and B with a thread, a run and an API key each; returns the two keys."""
+    await add_tenants(uow)
+    keys = {}
+    for tenant in (A, B):
+        issued = mint_api_key(
+            key_id=ApiKeyId(f"key_{tenant}"), tenant_id=tenant, role=KeyRole.MEMBER, created_at_ms=1
+        )
+        keys[tenant] = issued.key
+        async with uow.transaction(tenant) as tx:
+            await tx.threads.add(thread(tenant))
+            await tx.threads.add_messages(tenant, ThreadId("t1"), [msg("m1", f"of {tenant}")])
+            await tx.runs.add(run(tenant))
+            await tx.api_keys.add(issued.key)
+            await tx.commit()
+    return keys
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        lambda tx: tx.threads.get(B, ThreadId("t1")),
+        lambda tx: tx.threads.list_messages(B, ThreadId("t1")),
+        lambda tx: tx.threads.add(thread(B, "t9")),
+        lambda tx: tx.threads.add_messages(B, ThreadId("t1"), [msg("m9")]),
+        lambda tx: tx.runs.get(B, RunId("r1")),
+        lambda tx: tx.runs.add(run(B, "r9")),
+        lambda tx: tx.runs.save(run(B)),
+        lambda tx: tx.tenants.get(B),
+        lambda tx: tx.tenants.add(Tenant(id=B, slug="other", name="x", created_at_ms=1)),
+    ],
+    ids=[
+        "thread.get",
+        "thread.list_messages",
+        "thread.add",
+        "thread.add_messages",
+        "run.get",
+        "run.add",
+        "run.save",
+        "tenant.get",
+        "tenant.add",
+    ],
+)
+async def test_a_tenant_transaction_refuses_to_name_another_tenant(
+    uow: UnitOfWork, attempt
+) -> None:
+    await seed_both_tenants(uow)
+    with pytest.raises(TenantScopeViolation):
+        async with uow.transaction(A) as tx:
+            await attempt(tx)
+            await tx.commit()
+    async with uow.transaction(B) as tx:  # and nothing of B changed
+        assert [m.content for m in await tx.threads.list_messages(B, ThreadId("t1"))] == [
+            "of ten_b"
+        ]
+        assert await tx.threads.get(B, ThreadId("t9")) is None
+
+
+async def test_a_tenant_transaction_sees_only_its_own_tenant_and_keys(uow: UnitOfWork) -> None:
+    keys = await seed_both_tenants(uow)
+    async with uow.transaction(A) as tx:
+        assert [t.id for t in await tx.tenants.list()] == [A]
+        assert await tx.tenants.get_by_slug("beta") is None
+        assert (await tx.tenants.get_by_slug("alpha")).id == A  # type: ignore[union-attr]
+        assert await tx.api_keys.get_by_prefix(keys[B].prefix) is None
+        assert await tx.api_keys.get_by_prefix(keys[A].prefix) == keys[A]
+        with pytest.raises(TenantScopeViolation):
+            await tx.api_keys.add(
+                mint_api_key(
+                    key_id=ApiKeyId("key_x"), tenant_id=B, role=KeyRole.ADMIN, created_at_ms=1
+                ).key
+            )
+
+
+async def test_a_key_transaction_sees_one_key_and_its_tenant_only(uow: UnitOfWork) -> None:
+    keys = await seed_both_tenants(uow)
+    async with uow.key_transaction(keys[A].prefix) as tx:
+        assert await tx.api_keys.get_by_prefix(keys[A].prefix) == keys[A]
+        assert (await tx.tenants.get(A)).slug == "alpha"  # type: ignore[union-attr]
+        assert await tx.tenants.get(B) is None
+        assert [t.id for t in await tx.tenants.list()] == [A]
+        for attempt in (
+            lambda: tx.api_keys.get_by_prefix(keys[B].prefix),
+            lambda: tx.threads.get(A, ThreadId("t1")),
+            lambda: tx.runs.get(A, RunId("r1")),
+        ):
+            with pytest.raises(TenantScopeViolation):
+                await attempt()
+    async with uow.key_transaction("0" * 12) as tx:
+        assert await tx.api_keys.get_by_prefix("0" * 12) is None
+        assert await tx.tenants.list() == []
+
+
+async def test_every_admin_transaction_is_logged_even_when_it_rolls_back(uow: UnitOfWork) -> None:
+    await add_tenants(uow)  # one admin transaction ("test", "seed")
+    with pytest.raises(RuntimeError):
+        async with uow.admin_transaction("cli:ops", "tenant.list") as tx:
+            assert [t.slug for t in await tx.tenants.list()] == ["alpha", "beta"]
+            raise RuntimeError("operator aborted")
+    async with uow.admin_transaction("cli:ops", "admin.log") as tx:
+        entries = await tx.admin_log.recent(10)
+    logged = [(e.actor, e.action) for e in entries]
+    assert logged[:2] == [("cli:ops", "admin.log"), ("cli:ops", "tenant.list")]
+    assert ("test", "seed") in logged[2:]
+    assert all(e.at_ms > 0 for e in entries)
+
+
+async def test_a_store_reports_no_isolation_problems_when_set_up_as_designed(
+    uow: UnitOfWork,
+) -> None:
+    await uow.ping()
+    assert await uow.isolation_problems() == []

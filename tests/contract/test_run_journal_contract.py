@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.persistence import MemoryUnitOfWork
-from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.sqlite_journal import SqliteRunJournal
-from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from adapters.sqla.uow import SqlaUnitOfWork
 from application.conversation.ports import RunJournal
 from application.errors import Conflict, NotFound
 from application.ports import UnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import Tenant
-from tests.pg import drop_database, fresh_database, pg_template  # noqa: F401 - fixture
+from tests.db import sql_database
+from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
@@ -34,45 +34,31 @@ class Subject:
 
 
 async def seed_tenants(uow: UnitOfWork) -> None:
-    async with uow.transaction(None) as tx:
+    async with uow.admin_transaction("test", "seed") as tx:
         for tid, slug in ((A, "a"), (B, "b")):
             await tx.tenants.add(Tenant(id=tid, slug=slug, name=slug, created_at_ms=0))
         await tx.commit()
 
 
-async def make_subject(kind: str, tmp_path, template: str | None = None) -> AsyncIterator[Subject]:
+async def make_subject(kind: str, request, tmp_path) -> AsyncIterator[Subject]:
     if kind == "memory":
         uow = MemoryUnitOfWork()
         await seed_tenants(uow)
         yield Subject(TransactionalRunJournal(uow), uow)
         return
-    if kind == "postgres-transactional":
-        assert template is not None
-        url, name = await fresh_database(template)
-        engine = create_engine_for(url)
-        uow = SqlaUnitOfWork(engine)
+    async with sql_database(kind, request, tmp_path) as db:
+        uow = SqlaUnitOfWork(db)
         await seed_tenants(uow)
+        journal: Any = (
+            SqliteRunJournal(str(tmp_path / "contract.db"))
+            if kind == "sqlite-writer"
+            else TransactionalRunJournal(uow)
+        )
         try:
-            yield Subject(TransactionalRunJournal(uow), uow)
+            yield Subject(journal, uow)
         finally:
-            await engine.dispose()
-            await drop_database(name)
-        return
-    path = tmp_path / f"{kind}.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    await AlembicSchemaMigrator(url).upgrade()
-    engine = create_engine_for(url)
-    uow = SqlaUnitOfWork(engine)
-    await seed_tenants(uow)
-    journal: Any = (
-        SqliteRunJournal(str(path)) if kind == "sqlite-writer" else TransactionalRunJournal(uow)
-    )
-    try:
-        yield Subject(journal, uow)
-    finally:
-        if isinstance(journal, SqliteRunJournal):
-            journal.close()
-        await engine.dispose()
+            if isinstance(journal, SqliteRunJournal):
+                journal.close()
 
 
 KINDS = ["memory", "sqlite-transactional", "sqlite-writer", "postgres-transactional"]
@@ -80,8 +66,7 @@ KINDS = ["memory", "sqlite-transactional", "sqlite-writer", "postgres-transactio
 
 @pytest.fixture(params=KINDS)
 async def subject(request, tmp_path) -> AsyncIterator[Subject]:
-    template = request.getfixturevalue("pg_template") if "postgres" in request.param else None
-    async for s in make_subject(request.param, tmp_path, template):
+    async for s in make_subject(request.param, request, tmp_path):
         yield s
 
 
@@ -210,7 +195,7 @@ def test_any_sequence_of_resent_histories_keeps_first_occurrences_in_order(
                 expected.append(m)
 
     async def scenario(kind: str) -> None:
-        async for s in make_subject(kind, tmp_path_factory.mktemp(kind)):
+        async for s in make_subject(kind, None, tmp_path_factory.mktemp(kind)):
             for i, history in enumerate(histories):
                 await s.journal.record_start(new_run(f"r{i}"), [msg(m) for m in history])
             assert (await stored(s.uow))[2] == expected

@@ -38,8 +38,8 @@ class Api:
 
     async def key_for(self, slug: str, role: Role = Role.MEMBER) -> str:
         with contextlib.suppress(Conflict):
-            await (await self.container.get(CreateTenant))(slug)
-        return (await (await self.container.get(CreateApiKey))(slug, role)).plaintext
+            await (await self.container.get(CreateTenant))(slug, actor="test")
+        return (await (await self.container.get(CreateApiKey))(slug, role, actor="test")).plaintext
 
     async def run(self, body: Mapping[str, Any], key: str | None = None, **headers: str):
         return await self.client.post(

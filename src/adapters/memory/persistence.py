@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
+from adapters.memory.clock import SystemClock
+from adapters.scope import AdminScope, KeyScope, Scope, TenantScope, check_key, check_tenant
 from application.errors import Conflict
+from application.ports import Clock
 from domain.conversation.model import Message, Run, Thread
 from domain.ids import RunId, TenantId, ThreadId
-from domain.tenancy.model import ApiKey, Tenant
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
 
 
 @dataclass
@@ -24,13 +27,16 @@ class _Store:
 
 
 class MemoryThreadRepository:
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, scope: Scope) -> None:
         self._s = store
+        self._scope = scope
 
     async def get(self, tenant_id: TenantId, thread_id: ThreadId) -> Thread | None:
+        check_tenant(self._scope, tenant_id)
         return self._s.threads.get((tenant_id, thread_id))
 
     async def add(self, thread: Thread) -> None:
+        check_tenant(self._scope, thread.tenant_id)
         key = (thread.tenant_id, thread.id)
         if key in self._s.threads:
             raise Conflict(f"thread {thread.id} already exists")
@@ -39,6 +45,7 @@ class MemoryThreadRepository:
     async def add_messages(
         self, tenant_id: TenantId, thread_id: ThreadId, messages: Sequence[Message]
     ) -> int:
+        check_tenant(self._scope, tenant_id)
         stored = self._s.messages.setdefault((tenant_id, thread_id), [])
         ids = {m.id for m in stored}
         added = 0
@@ -50,83 +57,155 @@ class MemoryThreadRepository:
         return added
 
     async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+        check_tenant(self._scope, tenant_id)
         return list(self._s.messages.get((tenant_id, thread_id), ()))
 
 
 class MemoryRunRepository:
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, scope: Scope) -> None:
         self._s = store
+        self._scope = scope
 
     async def get(self, tenant_id: TenantId, run_id: RunId) -> Run | None:
+        check_tenant(self._scope, tenant_id)
         run = self._s.runs.get((tenant_id, run_id))
         # A copy, as a database would hand out: changes count only through save().
         return copy.copy(run) if run is not None else None
 
     async def add(self, run: Run) -> None:
+        check_tenant(self._scope, run.tenant_id)
         key = (run.tenant_id, run.id)
         if key in self._s.runs:
             raise Conflict(f"run {run.id} already exists")
         self._s.runs[key] = copy.copy(run)
 
     async def save(self, run: Run) -> None:
+        check_tenant(self._scope, run.tenant_id)
         key = (run.tenant_id, run.id)
         if key in self._s.runs:
             self._s.runs[key] = copy.copy(run)
 
 
 class MemoryTenantRepository:
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, scope: Scope) -> None:
         self._s = store
+        self._scope = scope
+
+    def _visible(self, tenant: Tenant) -> bool:
+        scope = self._scope
+        if isinstance(scope, TenantScope):
+            return tenant.id == scope.tenant_id
+        if isinstance(scope, KeyScope):
+            key = self._s.api_keys.get(scope.prefix)
+            return key is not None and key.tenant_id == tenant.id
+        return True
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
-        return self._s.tenants.get(tenant_id)
+        if isinstance(self._scope, TenantScope):
+            check_tenant(self._scope, tenant_id)
+        tenant = self._s.tenants.get(tenant_id)
+        return tenant if tenant is not None and self._visible(tenant) else None
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
-        return next((t for t in self._s.tenants.values() if t.slug == slug), None)
+        return next(
+            (t for t in self._s.tenants.values() if t.slug == slug and self._visible(t)), None
+        )
 
     async def add(self, tenant: Tenant) -> None:
-        if tenant.id in self._s.tenants or await self.get_by_slug(tenant.slug):
+        check_tenant(self._scope, tenant.id)
+        if tenant.id in self._s.tenants or any(
+            t.slug == tenant.slug for t in self._s.tenants.values()
+        ):
             raise Conflict(f"tenant {tenant.slug} already exists")
         self._s.tenants[tenant.id] = tenant
 
     async def list(self) -> list[Tenant]:
-        return sorted(self._s.tenants.values(), key=lambda t: t.slug)
+        return sorted(
+            (t for t in self._s.tenants.values() if self._visible(t)), key=lambda t: t.slug
+        )
 
 
 class MemoryApiKeyRepository:
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, scope: Scope) -> None:
         self._s = store
+        self._scope = scope
 
     async def get_by_prefix(self, prefix: str) -> ApiKey | None:
-        return self._s.api_keys.get(prefix)
+        check_key(self._scope, prefix)
+        key = self._s.api_keys.get(prefix)
+        if key is not None and isinstance(self._scope, TenantScope):
+            return key if key.tenant_id == self._scope.tenant_id else None
+        return key
 
     async def add(self, key: ApiKey) -> None:
+        check_tenant(self._scope, key.tenant_id)
         if key.prefix in self._s.api_keys:
             raise Conflict("an API key with this prefix exists")
         self._s.api_keys[key.prefix] = key
 
 
+class MemoryAdminLog:
+    def __init__(self, entries: list[AdminLogEntry]) -> None:
+        self._entries = entries
+
+    async def recent(self, limit: int) -> list[AdminLogEntry]:
+        return self._entries[::-1][:limit]
+
+
 class MemoryTransaction:
-    def __init__(self, uow: MemoryUnitOfWork, staged: _Store) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, staged: _Store, scope: Scope) -> None:
         self._uow = uow
         self._staged = staged
-        self.threads = MemoryThreadRepository(staged)
-        self.runs = MemoryRunRepository(staged)
-        self.tenants = MemoryTenantRepository(staged)
-        self.api_keys = MemoryApiKeyRepository(staged)
+        self.threads = MemoryThreadRepository(staged, scope)
+        self.runs = MemoryRunRepository(staged, scope)
+        self.tenants = MemoryTenantRepository(staged, scope)
+        self.api_keys = MemoryApiKeyRepository(staged, scope)
 
     async def commit(self) -> None:
         self._uow._store = self._staged
 
 
+class MemoryAdminTransaction(MemoryTransaction):
+    def __init__(self, uow: MemoryUnitOfWork, staged: _Store, scope: AdminScope) -> None:
+        super().__init__(uow, staged, scope)
+        self.admin_log = MemoryAdminLog(uow.admin_entries)
+
+
 class MemoryUnitOfWork:
     """Each transaction works on a deep copy of the store and replaces it on commit, so a
     transaction left without commit leaves no trace. Last commit wins (no isolation between
-    concurrent transactions): enough for a test double, not for production."""
+    concurrent transactions): enough for a test double, not for production. Scopes are
+    enforced as the SQL adapters enforce them."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._store = _Store()
+        self._clock = clock or SystemClock()
+        self.admin_entries: list[AdminLogEntry] = []
 
     @asynccontextmanager
-    async def transaction(self, tenant_id: TenantId | None) -> AsyncIterator[MemoryTransaction]:
-        yield MemoryTransaction(self, copy.deepcopy(self._store))
+    async def _open(self, scope: TenantScope | KeyScope) -> AsyncIterator[MemoryTransaction]:
+        yield MemoryTransaction(self, copy.deepcopy(self._store), scope)
+
+    @asynccontextmanager
+    async def _open_admin(self, scope: AdminScope) -> AsyncIterator[MemoryAdminTransaction]:
+        yield MemoryAdminTransaction(self, copy.deepcopy(self._store), scope)
+
+    def transaction(self, tenant_id: TenantId) -> AbstractAsyncContextManager[MemoryTransaction]:
+        return self._open(TenantScope(tenant_id))
+
+    def key_transaction(self, key_prefix: str) -> AbstractAsyncContextManager[MemoryTransaction]:
+        return self._open(KeyScope(key_prefix))
+
+    def admin_transaction(
+        self, actor: str, action: str
+    ) -> AbstractAsyncContextManager[MemoryAdminTransaction]:
+        self.admin_entries.append(
+            AdminLogEntry(at_ms=self._clock.now_ms(), actor=actor, action=action)
+        )
+        return self._open_admin(AdminScope(actor, action))
+
+    async def ping(self) -> None:
+        return None
+
+    async def isolation_problems(self) -> list[str]:
+        return []

@@ -6,23 +6,27 @@ from collections.abc import Sequence
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.scope import TenantScope
+from adapters.sqla.scope import Database
 from adapters.sqla.tables import interrupts
-from application.errors import ServiceUnavailable
+from application.errors import ServiceUnavailable, TenantScopeViolation
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.ids import RunId, TenantId, ThreadId
 
 
 class SqlaInterruptStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def add(self, items: Sequence[Interrupt]) -> None:
         if not items:
             return
+        tenant = items[0].tenant_id
+        if any(i.tenant_id != tenant for i in items):
+            raise TenantScopeViolation("interrupts of several tenants in one call")
         try:
-            async with self._engine.begin() as conn:
+            async with self._db.begin(TenantScope(tenant)) as conn:
                 await conn.execute(
                     insert(interrupts),
                     [
@@ -47,7 +51,7 @@ class SqlaInterruptStore:
 
     async def pending(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Interrupt]:
         try:
-            async with self._engine.connect() as conn:
+            async with self._db.connect(TenantScope(tenant_id)) as conn:
                 rows = await conn.execute(
                     select(interrupts)
                     .where(
@@ -80,7 +84,7 @@ class SqlaInterruptStore:
         if not ids:
             return
         try:
-            async with self._engine.begin() as conn:
+            async with self._db.begin(TenantScope(tenant_id)) as conn:
                 await conn.execute(
                     update(interrupts)
                     .where(

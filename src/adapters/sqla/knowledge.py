@@ -1,4 +1,6 @@
-"""The knowledge store on SQLite: documents and chunks in tables, search through FTS5."""
+"""The knowledge store on SQL: documents and chunks in tables; search through SQLite FTS5 or
+Postgres full-text search (a generated, weighted ``tsvector`` with a GIN index, in the tenant's
+text-search configuration). Both sit behind one port and one contract suite."""
 
 from __future__ import annotations
 
@@ -7,27 +9,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.scope import TenantScope
+from adapters.sqla.scope import Database
 from adapters.sqla.tables import kb_chunks, kb_documents
-from application.errors import ServiceUnavailable
 from domain.ids import TenantId
 from domain.knowledge.model import Chunk, KbDocument, SearchHit
 from domain.knowledge.query import search_terms
 from domain.knowledge.text import ContentType
-
-_SEARCH = text(
-    "SELECT document_id, ordinal, title, "
-    "snippet(kb_chunks_fts, 1, '', '', '…', 48) AS snippet, bm25(kb_chunks_fts, 2.0, 1.0) AS rank "
-    "FROM kb_chunks_fts WHERE kb_chunks_fts MATCH :match AND tenant_id = :tenant "
-    "ORDER BY rank, document_id, ordinal LIMIT :limit"
-)
-_FTS_DELETE = text("DELETE FROM kb_chunks_fts WHERE tenant_id = :tenant AND document_id = :doc")
-_FTS_INSERT = text(
-    "INSERT INTO kb_chunks_fts (title, text, tenant_id, document_id, ordinal) "
-    "VALUES (:title, :text, :tenant, :doc, :ordinal)"
-)
 
 
 def _document(r: Any) -> KbDocument:
@@ -44,161 +34,233 @@ def _document(r: Any) -> KbDocument:
     )
 
 
-def fts_match(terms: list[str]) -> str:
-    # Each term quoted (so no FTS5 operator can be injected) and prefix-matched, any of them.
-    return " OR ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+class _SqlKnowledgeStore:
+    """Storage shared by both databases; subclasses index and search."""
 
-
-class SqliteKnowledgeStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None:
         tenant, doc_id = document.tenant_id, document.id
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    delete(kb_documents).where(
-                        kb_documents.c.tenant_id == tenant, kb_documents.c.id == doc_id
-                    )
+        async with self._db.begin(TenantScope(tenant)) as conn:
+            await self._unindex(conn, tenant, doc_id)
+            await conn.execute(
+                delete(kb_documents).where(
+                    kb_documents.c.tenant_id == tenant, kb_documents.c.id == doc_id
                 )
-                await conn.execute(_FTS_DELETE, {"tenant": tenant, "doc": doc_id})
-                await conn.execute(
-                    insert(kb_documents).values(
-                        tenant_id=tenant,
-                        id=doc_id,
-                        title=document.title,
-                        content_type=document.content_type.value,
-                        content=document.content,
-                        source=document.source,
-                        metadata=json.dumps(document.metadata),
-                        created_at_ms=document.created_at_ms,
-                        updated_at_ms=document.updated_at_ms,
-                    )
+            )
+            await conn.execute(
+                insert(kb_documents).values(
+                    tenant_id=tenant,
+                    id=doc_id,
+                    title=document.title,
+                    content_type=document.content_type.value,
+                    content=document.content,
+                    source=document.source,
+                    metadata=json.dumps(document.metadata),
+                    created_at_ms=document.created_at_ms,
+                    updated_at_ms=document.updated_at_ms,
                 )
-                if chunks:
-                    await conn.execute(
-                        insert(kb_chunks),
-                        [
-                            {
-                                "tenant_id": tenant,
-                                "document_id": doc_id,
-                                "ordinal": c.ordinal,
-                                "text": c.text,
-                            }
-                            for c in chunks
-                        ],
-                    )
-                    await conn.execute(
-                        _FTS_INSERT,
-                        [
-                            {
-                                "title": document.title,
-                                "text": c.text,
-                                "tenant": tenant,
-                                "doc": doc_id,
-                                "ordinal": c.ordinal,
-                            }
-                            for c in chunks
-                        ],
-                    )
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
+            )
+            if chunks:
+                await self._insert_chunks(conn, document, chunks)
+
+    async def _insert_chunks(
+        self, conn: AsyncConnection, document: KbDocument, chunks: Sequence[Chunk]
+    ) -> None:
+        await conn.execute(
+            insert(kb_chunks),
+            [
+                {
+                    "tenant_id": document.tenant_id,
+                    "document_id": document.id,
+                    "ordinal": c.ordinal,
+                    "text": c.text,
+                }
+                for c in chunks
+            ],
+        )
+
+    async def _unindex(self, conn: AsyncConnection, tenant: TenantId, doc_id: str) -> None:
+        return None
 
     async def get(self, tenant_id: TenantId, document_id: str) -> KbDocument | None:
-        try:
-            async with self._engine.connect() as conn:
-                r = (
-                    await conn.execute(
-                        select(kb_documents).where(
-                            kb_documents.c.tenant_id == tenant_id, kb_documents.c.id == document_id
-                        )
-                    )
-                ).first()
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
-        return None if r is None else _document(r)
-
-    async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]:
-        try:
-            async with self._engine.connect() as conn:
-                rows = await conn.execute(
-                    select(kb_documents)
-                    .where(kb_documents.c.tenant_id == tenant_id)
-                    .order_by(func.lower(kb_documents.c.title), kb_documents.c.id)
-                )
-                return [_document(r) for r in rows]
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
-
-    async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(_FTS_DELETE, {"tenant": tenant_id, "doc": document_id})
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            r = (
                 await conn.execute(
-                    delete(kb_chunks).where(
-                        kb_chunks.c.tenant_id == tenant_id, kb_chunks.c.document_id == document_id
-                    )
-                )
-                result = await conn.execute(
-                    delete(kb_documents).where(
+                    select(kb_documents).where(
                         kb_documents.c.tenant_id == tenant_id, kb_documents.c.id == document_id
                     )
                 )
-                return bool(result.rowcount)
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
+            ).first()
+        return None if r is None else _document(r)
+
+    async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]:
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            rows = await conn.execute(
+                select(kb_documents)
+                .where(kb_documents.c.tenant_id == tenant_id)
+                .order_by(func.lower(kb_documents.c.title), kb_documents.c.id)
+            )
+            return [_document(r) for r in rows]
+
+    async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
+        async with self._db.begin(TenantScope(tenant_id)) as conn:
+            await self._unindex(conn, tenant_id, document_id)
+            await conn.execute(
+                delete(kb_chunks).where(
+                    kb_chunks.c.tenant_id == tenant_id, kb_chunks.c.document_id == document_id
+                )
+            )
+            result = await conn.execute(
+                delete(kb_documents).where(
+                    kb_documents.c.tenant_id == tenant_id, kb_documents.c.id == document_id
+                )
+            )
+            return bool(result.rowcount)
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int:
-        try:
-            async with self._engine.connect() as conn:
-                return int(
-                    (
-                        await conn.execute(
-                            select(func.count()).where(
-                                kb_chunks.c.tenant_id == tenant_id,
-                                kb_chunks.c.document_id == document_id,
-                            )
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(
+                            kb_chunks.c.tenant_id == tenant_id,
+                            kb_chunks.c.document_id == document_id,
                         )
-                    ).scalar_one()
-                )
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
+                    )
+                ).scalar_one()
+            )
 
     async def search(self, tenant_id: TenantId, query: str, *, limit: int) -> list[SearchHit]:
         terms = search_terms(query)
         if not terms:
             return []
-        try:
-            async with self._engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        _SEARCH, {"match": fts_match(terms), "tenant": tenant_id, "limit": limit}
-                    )
-                ).all()
-                sources = {}
-                if rows:
-                    ids = {r.document_id for r in rows}
-                    sources = dict(
-                        (
-                            await conn.execute(
-                                select(kb_documents.c.id, kb_documents.c.source).where(
-                                    kb_documents.c.tenant_id == tenant_id,
-                                    kb_documents.c.id.in_(ids),
-                                )
-                            )
-                        ).all()
-                    )
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the knowledge base is unavailable: {exc}") from exc
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            rows = await self._search(conn, tenant_id, terms, limit)
         return [
             SearchHit(
                 document_id=r.document_id,
                 title=r.title,
-                source=sources.get(r.document_id, ""),
+                source=r.source,
                 ordinal=int(r.ordinal),
                 snippet=r.snippet,
-                score=-float(r.rank),
+                score=float(r.score),
             )
             for r in rows
         ]
+
+    async def _search(
+        self, conn: AsyncConnection, tenant: TenantId, terms: list[str], limit: int
+    ) -> Sequence[Any]:
+        raise NotImplementedError
+
+
+_FTS5_SEARCH = text(
+    "SELECT f.document_id, f.ordinal, f.title, d.source, f.snippet, -f.rank AS score FROM ("
+    "SELECT document_id, ordinal, title, "
+    "snippet(kb_chunks_fts, 1, '', '', '…', 48) AS snippet, bm25(kb_chunks_fts, 2.0, 1.0) AS rank "
+    "FROM kb_chunks_fts WHERE kb_chunks_fts MATCH :match AND tenant_id = :tenant "
+    "ORDER BY rank, document_id, ordinal LIMIT :limit) AS f "
+    "JOIN kb_documents d ON d.tenant_id = :tenant AND d.id = f.document_id "
+    "ORDER BY f.rank, f.document_id, f.ordinal"
+)
+_FTS5_DELETE = text("DELETE FROM kb_chunks_fts WHERE tenant_id = :tenant AND document_id = :doc")
+_FTS5_INSERT = text(
+    "INSERT INTO kb_chunks_fts (title, text, tenant_id, document_id, ordinal) "
+    "VALUES (:title, :text, :tenant, :doc, :ordinal)"
+)
+
+
+def fts_match(terms: list[str]) -> str:
+    # Each term quoted (so no FTS5 operator can be injected) and prefix-matched, any of them.
+    return " OR ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+
+
+class SqliteKnowledgeStore(_SqlKnowledgeStore):
+    """SQLite: an FTS5 table beside the chunks (unicode61 tokens, bm25 with the title weighted
+    double)."""
+
+    async def _insert_chunks(
+        self, conn: AsyncConnection, document: KbDocument, chunks: Sequence[Chunk]
+    ) -> None:
+        await super()._insert_chunks(conn, document, chunks)
+        await conn.execute(
+            _FTS5_INSERT,
+            [
+                {
+                    "title": document.title,
+                    "text": c.text,
+                    "tenant": document.tenant_id,
+                    "doc": document.id,
+                    "ordinal": c.ordinal,
+                }
+                for c in chunks
+            ],
+        )
+
+    async def _unindex(self, conn: AsyncConnection, tenant: TenantId, doc_id: str) -> None:
+        await conn.execute(_FTS5_DELETE, {"tenant": tenant, "doc": doc_id})
+
+    async def _search(
+        self, conn: AsyncConnection, tenant: TenantId, terms: list[str], limit: int
+    ) -> Sequence[Any]:
+        params = {"match": fts_match(terms), "tenant": tenant, "limit": limit}
+        return (await conn.execute(_FTS5_SEARCH, params)).all()
+
+
+# The chunk's own columns ``title`` and ``language`` feed its generated ``tsv``; the language is
+# the tenant's text-search configuration when the chunk was written.
+_PG_INSERT = text(
+    "INSERT INTO kb_chunks (tenant_id, document_id, ordinal, text, title, language) "
+    "SELECT t.id, :doc, :ordinal, :text, :title, t.kb_language::regconfig "
+    "FROM tenants t WHERE t.id = :tenant"
+)
+_PG_SEARCH = text(
+    "WITH q AS (SELECT t.kb_language::regconfig AS cfg, "
+    "to_tsquery(t.kb_language::regconfig, :query) AS query FROM tenants t WHERE t.id = :tenant), "
+    "hits AS (SELECT c.document_id, c.ordinal, c.title, c.text, q.cfg, q.query, "
+    "ts_rank_cd(c.tsv, q.query) AS score FROM kb_chunks c, q "
+    "WHERE c.tenant_id = :tenant AND c.tsv @@ q.query "
+    "ORDER BY score DESC, c.document_id, c.ordinal LIMIT :limit) "
+    "SELECT h.document_id, h.ordinal, h.title, d.source, h.score, "
+    "ts_headline(h.cfg, h.text, h.query, "
+    '\'StartSel="",StopSel="",MaxWords=40,MinWords=12,ShortWord=2,MaxFragments=1,'
+    'FragmentDelimiter=" … "\') AS snippet '
+    "FROM hits h JOIN kb_documents d ON d.tenant_id = :tenant AND d.id = h.document_id "
+    "ORDER BY h.score DESC, h.document_id, h.ordinal"
+)
+
+
+def tsquery(terms: list[str]) -> str:
+    # Terms are words (``\w+``); each is quoted anyway, so no tsquery operator can be injected,
+    # and prefix-matched, any of them.
+    return " | ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "':*" for t in terms)
+
+
+class PostgresKnowledgeStore(_SqlKnowledgeStore):
+    """Postgres: each chunk row carries a generated ``tsvector`` (title weighted A, text B) in
+    the tenant's configuration, under a GIN index; ranked with ``ts_rank_cd``."""
+
+    async def _insert_chunks(
+        self, conn: AsyncConnection, document: KbDocument, chunks: Sequence[Chunk]
+    ) -> None:
+        await conn.execute(
+            _PG_INSERT,
+            [
+                {
+                    "tenant": document.tenant_id,
+                    "doc": document.id,
+                    "ordinal": c.ordinal,
+                    "text": c.text,
+                    "title": document.title,
+                }
+                for c in chunks
+            ],
+        )
+
+    async def _search(
+        self, conn: AsyncConnection, tenant: TenantId, terms: list[str], limit: int
+    ) -> Sequence[Any]:
+        params = {"query": tsquery(terms), "tenant": tenant, "limit": limit}
+        return (await conn.execute(_PG_SEARCH, params)).all()

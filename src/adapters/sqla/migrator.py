@@ -14,6 +14,7 @@ from sqlalchemy import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.tables import metadata
 from adapters.sqla.uow import ensure_sqlite_directory
 from application.errors import ServiceUnavailable
@@ -33,22 +34,30 @@ def sync_url(url: str) -> str:
     return url
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, app_role: str = DEFAULT_APP_ROLE) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["database_url"] = url
+    cfg.attributes["app_role"] = app_role
     return cfg
 
 
+# Search structures specific to one database, made by migrations and not modelled: SQLite's FTS5
+# table (with its shadow tables), Postgres's tsvector columns and GIN index on kb_chunks.
+_PG_SEARCH_COLUMNS = frozenset({"title", "language", "tsv"})
+
+
 def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    # Alembic's own table and SQLite's FTS5 index (a virtual table and its shadow tables) are
-    # not part of the models.
-    return not (
-        type_ == "table"
-        and name is not None
-        and (name == "alembic_version" or name.startswith("kb_chunks_fts"))
-    )
+    if name is None:
+        return True
+    if type_ == "table":
+        return not (name == "alembic_version" or name.startswith("kb_chunks_fts"))
+    if type_ == "column" and reflected and compare_to is None:
+        return not (obj.table.name == "kb_chunks" and name in _PG_SEARCH_COLUMNS)
+    if type_ == "index" and reflected:
+        return name != "ix_kb_chunks_tsv"
+    return True
 
 
 def _describe(diff: Any) -> str:
@@ -61,8 +70,12 @@ def _describe(diff: Any) -> str:
 
 
 class AlembicSchemaMigrator:
-    def __init__(self, url: str) -> None:
+    """Migrates with the admin URL (the schema owner); on Postgres the migrations grant the
+    application role ``app_role`` its privileges and protect every tenant table."""
+
+    def __init__(self, url: str, *, app_role: str = DEFAULT_APP_ROLE) -> None:
         self._url = url
+        self._app_role = app_role or DEFAULT_APP_ROLE
 
     async def upgrade(self, revision: str = "head") -> None:
         await self._run(command.upgrade, revision)
@@ -101,7 +114,7 @@ class AlembicSchemaMigrator:
 
     async def _run(self, fn: object, revision: str) -> None:
         ensure_sqlite_directory(self._url)
-        cfg = alembic_config(self._url)
+        cfg = alembic_config(self._url, self._app_role)
         try:
             await asyncio.to_thread(fn, cfg, revision)  # type: ignore[arg-type]
         except SQLAlchemyError as exc:

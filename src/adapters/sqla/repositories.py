@@ -1,5 +1,6 @@
-"""Repositories over one SQLAlchemy connection. Every statement on tenant-owned rows filters by
-the tenant the caller names (on Postgres, row-level security checks it a second time)."""
+"""Repositories over one SQLAlchemy connection in one scope. Every statement on tenant-owned rows
+filters by the tenant the caller names, and the caller may only name the transaction's own
+tenant (``check_tenant``); on Postgres, row-level security checks it a second time."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.sqla.tables import api_keys, messages, runs, tenants, threads
+from adapters.scope import AdminScope, KeyScope, Scope, TenantScope, check_key, check_tenant
+from adapters.sqla.tables import admin_log, api_keys, messages, runs, tenants, threads
 from domain.conversation.model import Message, Role, Run, RunStatus, Thread, ToolCall, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
-from domain.tenancy.model import ApiKey, Tenant, TenantStatus
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
 from domain.tenancy.model import Role as KeyRole
 
 
@@ -32,10 +34,12 @@ def decode_tool_calls(raw: str | None) -> tuple[ToolCall, ...]:
 
 
 class SqlaThreadRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, scope: Scope) -> None:
         self._conn = conn
+        self._scope = scope
 
     async def get(self, tenant_id: TenantId, thread_id: ThreadId) -> Thread | None:
+        check_tenant(self._scope, tenant_id)
         row = (
             await self._conn.execute(
                 select(threads.c.created_at_ms).where(
@@ -48,6 +52,7 @@ class SqlaThreadRepository:
         return Thread(id=thread_id, tenant_id=tenant_id, created_at_ms=row.created_at_ms)
 
     async def add(self, thread: Thread) -> None:
+        check_tenant(self._scope, thread.tenant_id)
         await self._conn.execute(
             insert(threads).values(
                 tenant_id=thread.tenant_id, id=thread.id, created_at_ms=thread.created_at_ms
@@ -57,6 +62,7 @@ class SqlaThreadRepository:
     async def add_messages(
         self, tenant_id: TenantId, thread_id: ThreadId, items: Sequence[Message]
     ) -> int:
+        check_tenant(self._scope, tenant_id)
         if not items:
             return 0
         where = (messages.c.tenant_id == tenant_id, messages.c.thread_id == thread_id)
@@ -95,6 +101,7 @@ class SqlaThreadRepository:
         return len(fresh)
 
     async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+        check_tenant(self._scope, tenant_id)
         rows = await self._conn.execute(
             select(
                 messages.c.id,
@@ -132,10 +139,12 @@ def _run_values(run: Run) -> dict[str, Any]:
 
 
 class SqlaRunRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, scope: Scope) -> None:
         self._conn = conn
+        self._scope = scope
 
     async def get(self, tenant_id: TenantId, run_id: RunId) -> Run | None:
+        check_tenant(self._scope, tenant_id)
         r = (
             await self._conn.execute(
                 select(runs).where(runs.c.tenant_id == tenant_id, runs.c.id == run_id)
@@ -157,6 +166,7 @@ class SqlaRunRepository:
         )
 
     async def add(self, run: Run) -> None:
+        check_tenant(self._scope, run.tenant_id)
         await self._conn.execute(
             insert(runs).values(
                 tenant_id=run.tenant_id,
@@ -169,6 +179,7 @@ class SqlaRunRepository:
         )
 
     async def save(self, run: Run) -> None:
+        check_tenant(self._scope, run.tenant_id)
         await self._conn.execute(
             update(runs)
             .where(runs.c.tenant_id == run.tenant_id, runs.c.id == run.id)
@@ -183,22 +194,46 @@ def _tenant(r: Any) -> Tenant:
         name=r.name,
         created_at_ms=r.created_at_ms,
         status=TenantStatus(r.status),
+        kb_language=r.kb_language,
     )
 
 
+def _tenant_filter(scope: Scope) -> ColumnElement[bool]:
+    """The tenants a scope may see: its own, the one owning the key being looked up, or all."""
+    if isinstance(scope, TenantScope):
+        return tenants.c.id == scope.tenant_id
+    if isinstance(scope, KeyScope):
+        return tenants.c.id.in_(
+            select(api_keys.c.tenant_id).where(api_keys.c.prefix == scope.prefix)
+        )
+    return true()
+
+
 class SqlaTenantRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, scope: Scope) -> None:
         self._conn = conn
+        self._scope = scope
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
-        r = (await self._conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        if isinstance(self._scope, TenantScope):
+            check_tenant(self._scope, tenant_id)
+        r = (
+            await self._conn.execute(
+                select(tenants).where(tenants.c.id == tenant_id, _tenant_filter(self._scope))
+            )
+        ).first()
         return None if r is None else _tenant(r)
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
-        r = (await self._conn.execute(select(tenants).where(tenants.c.slug == slug))).first()
+        r = (
+            await self._conn.execute(
+                select(tenants).where(tenants.c.slug == slug, _tenant_filter(self._scope))
+            )
+        ).first()
         return None if r is None else _tenant(r)
 
     async def add(self, tenant: Tenant) -> None:
+        check_tenant(self._scope, tenant.id)
         await self._conn.execute(
             insert(tenants).values(
                 id=tenant.id,
@@ -206,20 +241,28 @@ class SqlaTenantRepository:
                 name=tenant.name,
                 status=tenant.status.value,
                 created_at_ms=tenant.created_at_ms,
+                kb_language=tenant.kb_language,
             )
         )
 
     async def list(self) -> list[Tenant]:
-        rows = await self._conn.execute(select(tenants).order_by(tenants.c.slug))
+        rows = await self._conn.execute(
+            select(tenants).where(_tenant_filter(self._scope)).order_by(tenants.c.slug)
+        )
         return [_tenant(r) for r in rows]
 
 
 class SqlaApiKeyRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, scope: Scope) -> None:
         self._conn = conn
+        self._scope = scope
 
     async def get_by_prefix(self, prefix: str) -> ApiKey | None:
-        r = (await self._conn.execute(select(api_keys).where(api_keys.c.prefix == prefix))).first()
+        check_key(self._scope, prefix)
+        query = select(api_keys).where(api_keys.c.prefix == prefix)
+        if isinstance(self._scope, TenantScope):
+            query = query.where(api_keys.c.tenant_id == self._scope.tenant_id)
+        r = (await self._conn.execute(query)).first()
         if r is None:
             return None
         return ApiKey(
@@ -233,6 +276,7 @@ class SqlaApiKeyRepository:
         )
 
     async def add(self, key: ApiKey) -> None:
+        check_tenant(self._scope, key.tenant_id)
         await self._conn.execute(
             insert(api_keys).values(
                 id=key.id,
@@ -244,3 +288,16 @@ class SqlaApiKeyRepository:
                 created_at_ms=key.created_at_ms,
             )
         )
+
+
+class SqlaAdminLog:
+    def __init__(self, conn: AsyncConnection, scope: AdminScope) -> None:
+        self._conn = conn
+
+    async def recent(self, limit: int) -> list[AdminLogEntry]:
+        rows = await self._conn.execute(
+            select(admin_log.c.at_ms, admin_log.c.actor, admin_log.c.action)
+            .order_by(admin_log.c.id.desc())
+            .limit(limit)
+        )
+        return [AdminLogEntry(at_ms=r.at_ms, actor=r.actor, action=r.action) for r in rows]

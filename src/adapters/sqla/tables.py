@@ -38,6 +38,8 @@ tenants = Table(
     Column("name", String(200), nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    # The text-search configuration of the tenant's knowledge base (Postgres; see 0006).
+    Column("kb_language", String(32), nullable=False, server_default="simple"),
 )
 
 api_keys = Table(
@@ -125,6 +127,8 @@ kb_chunks = Table(
     Column("document_id", ID, nullable=False),
     Column("ordinal", Integer, nullable=False),
     Column("text", Text, nullable=False),
+    # On Postgres kb_chunks also has ``title``, ``language`` and the generated ``tsv`` (with
+    # its GIN index), made by migration 0006 and not modelled here: they exist on Postgres only.
     PrimaryKeyConstraint("tenant_id", "document_id", "ordinal"),
     ForeignKeyConstraint(
         ["tenant_id", "document_id"],
@@ -163,4 +167,29 @@ interrupts = Table(
     Column("status", String(16), nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
     Index(None, "tenant_id", "thread_id", "status"),
+)
+
+# Cross-tenant (admin) transactions, one row each, written before the work. Not tenant-owned:
+# the application role has no privileges on it at all.
+admin_log = Table(
+    "admin_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(200), nullable=False),
+)
+
+# Tables whose rows belong to one tenant: each carries row-level security on Postgres.
+TENANT_TABLES = (
+    "api_keys",
+    "threads",
+    "messages",
+    "runs",
+    "kb_documents",
+    "kb_chunks",
+    "tasks",
+    "interrupts",
 )

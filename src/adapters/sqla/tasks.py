@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.scope import TenantScope
+from adapters.sqla.scope import Database
 from adapters.sqla.tables import tasks
 from application.errors import ServiceUnavailable
 from domain.ids import TenantId
@@ -13,12 +14,12 @@ from domain.tools.model import Task, TaskStatus
 
 
 class SqlaTaskRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def add(self, task: Task) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with self._db.begin(TenantScope(task.tenant_id)) as conn:
                 await conn.execute(
                     insert(tasks).values(
                         tenant_id=task.tenant_id,
@@ -36,7 +37,7 @@ class SqlaTaskRepository:
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]:
         try:
-            async with self._engine.connect() as conn:
+            async with self._db.connect(TenantScope(tenant_id)) as conn:
                 rows = await conn.execute(
                     select(tasks)
                     .where(tasks.c.tenant_id == tenant_id, tasks.c.status == TaskStatus.OPEN.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from domain.ids import TenantId
-from domain.tenancy.model import ApiKey, Tenant
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
 
 
 class TenantRepository(Protocol):
@@ -27,3 +27,9 @@ class ApiKeyRepository(Protocol):
     async def get_by_prefix(self, prefix: str) -> ApiKey | None: ...
 
     async def add(self, key: ApiKey) -> None: ...
+
+
+class AdminLog(Protocol):
+    """The append-only record of cross-tenant transactions."""
+
+    async def recent(self, limit: int) -> list[AdminLogEntry]: ...

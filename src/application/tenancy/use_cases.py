@@ -59,7 +59,7 @@ class Authenticate:
         if parts is None:
             raise Unauthenticated("the bearer credential is not a valid API key")
         prefix, secret = parts
-        async with self._uow.transaction(None) as tx:
+        async with self._uow.key_transaction(prefix) as tx:
             key = await tx.api_keys.get_by_prefix(prefix)
             tenant = await tx.tenants.get(key.tenant_id) if key is not None else None
         if key is None or not key.matches(secret) or key.revoked or tenant is None:
@@ -76,15 +76,18 @@ class CreateTenant:
         self._uow = uow
         self._clock = clock
 
-    async def __call__(self, slug: str, name: str | None = None) -> Tenant:
+    async def __call__(
+        self, slug: str, name: str | None = None, *, actor: str, kb_language: str = "simple"
+    ) -> Tenant:
         validate_slug(slug)
         tenant = Tenant(
             id=TenantId(new_id("ten")),
             slug=slug,
             name=name or slug,
             created_at_ms=self._clock.now_ms(),
+            kb_language=kb_language,
         )
-        async with self._uow.transaction(None) as tx:
+        async with self._uow.admin_transaction(actor, f"tenant.create {slug}") as tx:
             if await tx.tenants.get_by_slug(slug) is not None:
                 raise Conflict(f"a tenant with slug {slug!r} already exists")
             await tx.tenants.add(tenant)
@@ -97,8 +100,12 @@ class CreateApiKey:
         self._uow = uow
         self._clock = clock
 
-    async def __call__(self, tenant_slug: str, role: Role = Role.MEMBER) -> IssuedKey:
-        async with self._uow.transaction(None) as tx:
+    async def __call__(
+        self, tenant_slug: str, role: Role = Role.MEMBER, *, actor: str
+    ) -> IssuedKey:
+        async with self._uow.admin_transaction(
+            actor, f"apikey.create {tenant_slug} {role.value}"
+        ) as tx:
             tenant = await tx.tenants.get_by_slug(tenant_slug)
             if tenant is None:
                 raise NotFound(f"no tenant with slug {tenant_slug!r}")
@@ -121,13 +128,13 @@ class EnsureDemoTenant:
         self._create_key = CreateApiKey(uow, clock)
         self._uow = uow
 
-    async def __call__(self) -> IssuedKey | None:
-        async with self._uow.transaction(None) as tx:
+    async def __call__(self, *, actor: str = "system:seed") -> IssuedKey | None:
+        async with self._uow.admin_transaction(actor, "tenant.ensure-demo") as tx:
             existing = await tx.tenants.get_by_slug(DEMO_TENANT_SLUG)
         if existing is not None:
             return None
         try:
-            await self._create_tenant(DEMO_TENANT_SLUG, "Demo Company")
+            await self._create_tenant(DEMO_TENANT_SLUG, "Demo Company", actor=actor)
         except Conflict:
             return None  # another process created it first
-        return await self._create_key(DEMO_TENANT_SLUG, Role.ADMIN)
+        return await self._create_key(DEMO_TENANT_SLUG, Role.ADMIN, actor=actor)

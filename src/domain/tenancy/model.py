@@ -35,8 +35,53 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
+# Text-search configurations Postgres ships: the language a tenant's knowledge base is stemmed
+# in ("simple": no stemming, any language). SQLite's FTS5 index ignores it.
+KB_LANGUAGES = frozenset(
+    [
+        "simple",
+        "arabic",
+        "armenian",
+        "basque",
+        "catalan",
+        "danish",
+        "dutch",
+        "english",
+        "finnish",
+        "french",
+        "german",
+        "greek",
+        "hindi",
+        "hungarian",
+        "indonesian",
+        "irish",
+        "italian",
+        "lithuanian",
+        "nepali",
+        "norwegian",
+        "portuguese",
+        "romanian",
+        "russian",
+        "serbian",
+        "spanish",
+        "swedish",
+        "tamil",
+        "turkish",
+        "yiddish",
+    ]
+)
+
+
+def validate_kb_language(language: str) -> str:
+    if language not in KB_LANGUAGES:
+        raise InvariantViolated(
+            f"knowledge-base language {language!r} is not one of: {', '.join(sorted(KB_LANGUAGES))}"
+        )
+    return language
+
+
 class Tenant:
-    __slots__ = ("created_at_ms", "id", "name", "slug", "status")
+    __slots__ = ("created_at_ms", "id", "kb_language", "name", "slug", "status")
 
     def __init__(
         self,
@@ -46,6 +91,7 @@ class Tenant:
         name: str,
         created_at_ms: int,
         status: TenantStatus = TenantStatus.ACTIVE,
+        kb_language: str = "simple",
     ) -> None:
         self.id = id
         self.slug = validate_slug(slug)
@@ -54,6 +100,7 @@ class Tenant:
         self.name = name
         self.status = status
         self.created_at_ms = created_at_ms
+        self.kb_language = validate_kb_language(kb_language)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tenant) and self.id == other.id
@@ -130,3 +177,12 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role is not Role.READONLY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminLogEntry:
+    """One cross-tenant transaction: who, what, when. Recorded before the work starts."""
+
+    at_ms: int
+    actor: str
+    action: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -12,16 +13,24 @@ from dishka import AsyncContainer
 
 from application.errors import ApplicationError
 from application.knowledge.use_cases import IngestDocument
-from application.ports import SchemaMigrator
+from application.ports import SchemaMigrator, UnitOfWork
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.errors import DomainError
-from domain.tenancy.model import IssuedKey, Role
+from domain.tenancy.model import KB_LANGUAGES, IssuedKey, Role
 from entrypoints.ioc.container import make_container
 from entrypoints.logs import configure_logging
 from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
+
+
+def _actor() -> str:
+    """Who ran an admin command, for the admin log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def _with_container(settings: Settings, job: Callable[[AsyncContainer], Awaitable[T]]) -> T:
@@ -52,6 +61,12 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.http.app import create_app
 
     async def prepare(container: AsyncContainer) -> str | None:
+        problems = await (await container.get(UnitOfWork)).isolation_problems()
+        if problems:
+            raise SettingsError(
+                "refusing to serve: tenant isolation is weaker than designed: "
+                + "; ".join(problems)
+            )
         if not settings.seed_demo:
             return None
         issued = await _ensure_demo(container)
@@ -97,22 +112,33 @@ def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_db_check(settings: Settings, args: argparse.Namespace) -> int:
-    async def job(container: AsyncContainer) -> list[str]:
-        return await (await container.get(SchemaMigrator)).check()
+    async def job(container: AsyncContainer) -> tuple[list[str], list[str]]:
+        differences = await (await container.get(SchemaMigrator)).check()
+        return differences, await (await container.get(UnitOfWork)).isolation_problems()
 
-    differences = _with_container(settings, job)
+    differences, problems = _with_container(settings, job)
     if differences:
         print("the database schema differs from the models:")
         for line in differences:
             print(f"  {line}")
-        return 1
-    print("the database schema matches the models")
-    return 0
+    else:
+        print("the database schema matches the models")
+    if problems:
+        print("tenant isolation is weaker than designed:")
+        for line in problems:
+            print(f"  {line}")
+    elif settings.is_embedded_database:
+        print("tenant isolation: the embedded database is single-user; repositories hold scope")
+    else:
+        print("tenant isolation holds: row-level security forced, tenant work unprivileged")
+    return 1 if differences or problems else 0
 
 
 def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> str:
-        tenant = await (await container.get(CreateTenant))(args.slug, args.name)
+        tenant = await (await container.get(CreateTenant))(
+            args.slug, args.name, actor=_actor(), kb_language=args.kb_language
+        )
         return f"created tenant {tenant.slug} ({tenant.id})"
 
     print(_with_container(settings, job))
@@ -123,7 +149,9 @@ def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> str:
         if settings.seed_demo and args.tenant == "demo":
             await _ensure_demo(container)
-        issued = await (await container.get(CreateApiKey))(args.tenant, Role(args.role))
+        issued = await (await container.get(CreateApiKey))(
+            args.tenant, Role(args.role), actor=_actor()
+        )
         return issued.plaintext
 
     key = _with_container(settings, job)
@@ -153,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = tenant.add_parser("create", help="create a tenant")
     create.add_argument("slug")
     create.add_argument("--name", default=None)
+    create.add_argument(
+        "--kb-language",
+        choices=sorted(KB_LANGUAGES),
+        default="simple",
+        help="text-search configuration of the tenant's knowledge base on Postgres "
+        "(default: simple, no stemming)",
+    )
     create.set_defaults(handler=_cmd_tenant_create)
 
     apikey = sub.add_parser("apikey", help="API keys").add_subparsers(dest="apikey", required=True)
@@ -176,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ApplicationError, DomainError) as exc:
         print(f"sba: {exc.message}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        print(f"sba: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

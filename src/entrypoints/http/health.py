@@ -23,8 +23,7 @@ async def healthz() -> Health:
 @inject
 async def readyz(uow: FromDishka[UnitOfWork]) -> Response[Health]:
     try:
-        async with uow.transaction(None) as tx:
-            await tx.tenants.get_by_slug("demo")
+        await uow.ping()
     except ApplicationError:
         return Response(Health(status="unavailable"), status_code=503)
     return Response(Health(status="ready"))

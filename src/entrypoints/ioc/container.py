@@ -26,8 +26,9 @@ from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from adapters.sqla.interrupts import SqlaInterruptStore
-from adapters.sqla.knowledge import SqliteKnowledgeStore
+from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
+from adapters.sqla.scope import Database
 from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
@@ -79,14 +80,24 @@ class InfrastructureProvider(Provider):
     settings = from_context(Settings, scope=Scope.APP)
 
     @provide
-    async def engine(self, settings: Settings) -> AsyncIterator[AsyncEngine]:
-        engine = create_engine_for(settings.effective_database_url)
-        yield engine
-        await engine.dispose()
+    async def database(self, settings: Settings) -> AsyncIterator[Database]:
+        pg = settings.postgres
+
+        def engine(url: str) -> AsyncEngine:
+            return create_engine_for(
+                url, pooler=pg.pooler, pool_size=pg.pool_size, max_overflow=pg.max_overflow
+            )
+
+        main = engine(settings.effective_database_url)
+        admin = engine(settings.database_admin_url) if settings.database_admin_url else None
+        yield Database(main, admin_engine=admin, app_role=pg.app_role)
+        await main.dispose()
+        if admin is not None:
+            await admin.dispose()
 
     @provide
-    def unit_of_work(self, engine: AsyncEngine) -> UnitOfWork:
-        return SqlaUnitOfWork(engine)
+    def unit_of_work(self, db: Database) -> UnitOfWork:
+        return SqlaUnitOfWork(db)
 
     @provide
     def run_journal(self, settings: Settings, uow: UnitOfWork) -> Iterator[RunJournal]:
@@ -100,7 +111,9 @@ class InfrastructureProvider(Provider):
 
     @provide
     def migrator(self, settings: Settings) -> SchemaMigrator:
-        return AlembicSchemaMigrator(settings.effective_database_url)
+        return AlembicSchemaMigrator(
+            settings.effective_admin_url, app_role=settings.postgres.app_role
+        )
 
     @provide
     def clock(self) -> Clock:
@@ -119,21 +132,16 @@ class InfrastructureProvider(Provider):
         return MemoryRateLimiter(burst_ratio=settings.rate_limit.burst_ratio)
 
     @provide
-    def knowledge_store(self, settings: Settings, engine: AsyncEngine) -> KnowledgeStore:
-        if make_url(settings.effective_database_url).get_backend_name() != "sqlite":
-            raise SettingsError(
-                "SBA_DATABASE_URL: the knowledge base needs SQLite until the Postgres full-text "
-                "adapter lands"
-            )
-        return SqliteKnowledgeStore(engine)
+    def knowledge_store(self, db: Database) -> KnowledgeStore:
+        return PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
 
     @provide
     def knowledge_search(self, store: KnowledgeStore) -> KnowledgeSearch:
         return store
 
     @provide
-    def tasks(self, engine: AsyncEngine) -> TaskRepository:
-        return SqlaTaskRepository(engine)
+    def tasks(self, db: Database) -> TaskRepository:
+        return SqlaTaskRepository(db)
 
     @provide
     def tool_registry(
@@ -152,8 +160,8 @@ class InfrastructureProvider(Provider):
         )
 
     @provide
-    def interrupt_store(self, engine: AsyncEngine) -> InterruptStore:
-        return SqlaInterruptStore(engine)
+    def interrupt_store(self, db: Database) -> InterruptStore:
+        return SqlaInterruptStore(db)
 
     @provide
     def tool_audit(self) -> ToolAudit:
