@@ -26,7 +26,11 @@ async def sql_database(
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
         await AlembicSchemaMigrator(url).upgrade()
-    engine = create_engine_for(url, pool_size=pool_size, max_overflow=0)
+    # "postgres-pooler": the settings for a transaction-mode pooler (no prepared statement
+    # outlives its statement); the contract must hold the same with them.
+    engine = create_engine_for(
+        url, pool_size=pool_size, max_overflow=0, pooler=kind == "postgres-pooler"
+    )
     db = Database(engine, app_role=DEFAULT_APP_ROLE)
     try:
         async with SqlaUnitOfWork(db).admin_transaction("test", "seed") as tx:

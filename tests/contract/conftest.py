@@ -12,7 +12,7 @@ from application.ports import UnitOfWork
 from tests.db import sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
 
-UOW_KINDS = ["memory", "sqlite", "postgres"]
+UOW_KINDS = ["memory", "sqlite", "postgres", "postgres-pooler"]
 
 
 async def open_uow(kind: str, request, tmp_path) -> AsyncIterator[UnitOfWork]:

@@ -1,0 +1,1 @@
+from tests.pg import pg_template  # noqa: F401 - fixture
