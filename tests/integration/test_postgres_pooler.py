@@ -14,7 +14,6 @@ from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from domain.ids import TenantId, ThreadId
 from tests.pg import drop_database, fresh_database, pg_template  # noqa: F401 - fixture
 
-
 _LEFT = text(
     "SELECT count(*) FROM pg_prepared_statements "
     "WHERE statement NOT LIKE '%pg_prepared_statements%'"
