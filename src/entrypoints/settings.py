@@ -36,9 +36,32 @@ class RateLimitSettings(_Section, frozen=True):
     burst_ratio: float = 0.2
 
 
+class JwtSettings(_Section, frozen=True):
+    """Bearer JWTs from an identity provider; off while ``issuer`` is empty. The defaults fit
+    Supabase Auth: issuer ``https://<ref>.supabase.co/auth/v1``, keys at
+    ``<issuer>/.well-known/jwks.json``, audience ``authenticated``."""
+
+    issuer: str = ""
+    audience: str = "authenticated"
+    # Empty: <issuer>/.well-known/jwks.json.
+    jwks_url: str = ""
+    algorithms: tuple[str, ...] = ("ES256", "RS256")
+    # Supabase's legacy shared secret; HS256 is accepted only when it is set (and listed).
+    hs256_secret: str | None = None
+    hs256_secret_file: str | None = None
+    leeway_s: float = 30.0
+    # A token naming an unknown key refetches the key set at most this often.
+    jwks_refresh_s: float = 30.0
+    # Where the claims name the tenant (its id) and the role (admin, member, readonly).
+    tenant_claim: str = "app_metadata.tenant_id"
+    role_claim: str = "app_metadata.sba_role"
+    default_role: Literal["admin", "member", "readonly"] = "member"
+
+
 class AuthSettings(_Section, frozen=True):
-    # A verified API key is remembered this long: revocation takes effect within it.
+    # A verified credential is remembered this long: revocation takes effect within it.
     cache_ttl_ms: int = 5_000
+    jwt: JwtSettings = JwtSettings()
 
 
 class ProviderSettings(_Section, frozen=True):

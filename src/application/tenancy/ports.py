@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from domain.ids import TenantId
 from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
@@ -33,3 +34,10 @@ class AdminLog(Protocol):
     """The append-only record of cross-tenant transactions."""
 
     async def recent(self, limit: int) -> list[AdminLogEntry]: ...
+
+
+class TokenVerifier(Protocol):
+    """Verifies a bearer token issued by an identity provider (signature, issuer, audience,
+    lifetime) and returns its claims; raises ``Unauthenticated`` when it does not hold."""
+
+    async def verify(self, token: str) -> Mapping[str, Any]: ...

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from application.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from application.ports import Clock, UnitOfWork
+from application.tenancy.ports import TokenVerifier
 from domain.ids import ApiKeyId, TenantId, new_id
 from domain.tenancy.model import (
     IssuedKey,
@@ -18,23 +23,55 @@ from domain.tenancy.model import (
 )
 
 DEMO_TENANT_SLUG = "demo"
+_NEVER = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMapping:
+    """Where a token's claims say which tenant and role the person acts with (dotted paths).
+    The defaults fit Supabase Auth, whose ``app_metadata`` only the service can write."""
+
+    tenant: str = "app_metadata.tenant_id"
+    role: str = "app_metadata.sba_role"
+    default_role: Role = Role.MEMBER
+
+
+def claim_at(claims: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of the claims, or None."""
+    node: Any = claims
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
 
 
 class Authenticate:
-    """Turns a bearer API key (and an optional tenant selector) into a principal.
+    """Turns a bearer credential (an API key, or an identity provider's JWT when a verifier is
+    configured) and an optional tenant selector into a principal.
 
-    A verified key is remembered for ``cache_ttl_ms`` (by a digest of the whole key, never the
-    key itself) so that a busy client does not cost two database reads per request; a revoked
-    key or suspended tenant is therefore refused within that time, not at once."""
+    A verified credential is remembered for ``cache_ttl_ms`` (by a digest of the whole
+    credential, never the credential itself; never past a token's expiry) so that a busy client
+    does not cost database reads per request; a revoked key or suspended tenant is therefore
+    refused within that time, not at once."""
 
     def __init__(
-        self, uow: UnitOfWork, clock: Clock, *, cache_ttl_ms: int = 5_000, cache_size: int = 10_000
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        *,
+        cache_ttl_ms: int = 5_000,
+        cache_size: int = 10_000,
+        tokens: TokenVerifier | None = None,
+        claims: ClaimMapping = ClaimMapping(),
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._ttl_ms = cache_ttl_ms
         self._size = cache_size
         self._cache: dict[str, tuple[Principal, int]] = {}
+        self._tokens = tokens
+        self._claims = claims
 
     async def __call__(self, bearer: str, tenant_selector: str | None = None) -> Principal:
         digest = digest_secret(bearer)
@@ -43,10 +80,10 @@ class Authenticate:
         if cached is not None and cached[1] > now:
             principal = cached[0]
         else:
-            principal = await self._verify(bearer)
+            principal, expires_at_ms = await self._verify(bearer)
             if len(self._cache) >= self._size:
                 self._cache.clear()
-            self._cache[digest] = (principal, now + self._ttl_ms)
+            self._cache[digest] = (principal, min(now + self._ttl_ms, expires_at_ms))
         if tenant_selector is not None and tenant_selector not in (
             principal.tenant_slug,
             principal.tenant_id,
@@ -54,9 +91,11 @@ class Authenticate:
             raise Forbidden("this API key does not belong to the tenant named in X-Tenant-ID")
         return principal
 
-    async def _verify(self, bearer: str) -> Principal:
+    async def _verify(self, bearer: str) -> tuple[Principal, int]:
         parts = split_api_key(bearer)
         if parts is None:
+            if self._tokens is not None and bearer.count(".") == 2:
+                return await self._verify_token(bearer)
             raise Unauthenticated("the bearer credential is not a valid API key")
         prefix, secret = parts
         async with self._uow.key_transaction(prefix) as tx:
@@ -66,9 +105,38 @@ class Authenticate:
             raise Unauthenticated("the API key is unknown or revoked")
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
-        return Principal(
+        principal = Principal(
             tenant_id=tenant.id, tenant_slug=tenant.slug, subject=f"apikey:{key.id}", role=key.role
         )
+        return principal, _NEVER
+
+    async def _verify_token(self, bearer: str) -> tuple[Principal, int]:
+        assert self._tokens is not None
+        claims = await self._tokens.verify(bearer)
+        tenant_id = claim_at(claims, self._claims.tenant)
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise Unauthenticated(f"the token names no tenant (claim {self._claims.tenant})")
+        raw_role = claim_at(claims, self._claims.role)
+        if raw_role is None:
+            role = self._claims.default_role
+        elif isinstance(raw_role, str) and raw_role in Role.__members__.values():
+            role = Role(raw_role)
+        else:
+            raise Unauthenticated(f"the token's role {raw_role!r} is not one of ours")
+        async with self._uow.transaction(TenantId(tenant_id)) as tx:
+            tenant = await tx.tenants.get(TenantId(tenant_id))
+        if tenant is None:
+            raise Unauthenticated("the token's tenant is unknown")
+        if tenant.status is not TenantStatus.ACTIVE:
+            raise Forbidden(f"tenant {tenant.slug} is suspended")
+        principal = Principal(
+            tenant_id=tenant.id,
+            tenant_slug=tenant.slug,
+            subject=f"user:{claims.get('sub')}",
+            role=role,
+        )
+        exp = claims.get("exp")
+        return principal, int(exp * 1000) if isinstance(exp, int | float) else _NEVER
 
 
 class CreateTenant:

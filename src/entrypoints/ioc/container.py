@@ -14,6 +14,7 @@ from dishka import AsyncContainer, Provider, Scope, from_context, make_async_con
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.auth.jwt import JwtVerifier
 from adapters.llm.anthropic import AnthropicChatModel
 from adapters.llm.http import HttpRetryPolicy
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
@@ -66,13 +67,15 @@ from application.knowledge.use_cases import (
 from application.ports import Clock, SchemaMigrator, UnitOfWork
 from application.tenancy.use_cases import (
     Authenticate,
+    ClaimMapping,
     CreateApiKey,
     CreateTenant,
     EnsureDemoTenant,
 )
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
-from entrypoints.settings import ProviderSettings, Settings, SettingsError
+from domain.tenancy.model import Role
+from entrypoints.settings import JwtSettings, ProviderSettings, Settings, SettingsError
 
 
 class InfrastructureProvider(Provider):
@@ -238,6 +241,33 @@ class InfrastructureProvider(Provider):
         return launcher
 
 
+def _jwt_verifier(cfg: JwtSettings, client: httpx.AsyncClient) -> JwtVerifier:
+    for name, path in (("tenant_claim", cfg.tenant_claim), ("role_claim", cfg.role_claim)):
+        if path.split(".", 1)[0] == "user_metadata":
+            raise SettingsError(
+                f"SBA_AUTH__JWT__{name.upper()}: user_metadata is written by the user "
+                "and cannot say which tenant or role they have; use app_metadata"
+            )
+    secret = cfg.hs256_secret
+    if cfg.hs256_secret_file:
+        try:
+            secret = Path(cfg.hs256_secret_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"SBA_AUTH__JWT__HS256_SECRET_FILE: {exc}") from exc
+    if "HS256" in cfg.algorithms and not secret:
+        raise SettingsError("SBA_AUTH__JWT__ALGORITHMS: HS256 needs SBA_AUTH__JWT__HS256_SECRET")
+    return JwtVerifier(
+        client,
+        issuer=cfg.issuer,
+        audience=cfg.audience,
+        jwks_url=cfg.jwks_url or cfg.issuer.rstrip("/") + "/.well-known/jwks.json",
+        algorithms=cfg.algorithms,
+        hs256_secret=secret,
+        leeway_s=cfg.leeway_s,
+        refresh_interval_s=cfg.jwks_refresh_s,
+    )
+
+
 def _secret(p: ProviderSettings) -> str | None:
     if p.api_key_file:
         try:
@@ -342,8 +372,29 @@ class UseCaseProvider(Provider):
         )
 
     @provide
-    def authenticate(self, uow: UnitOfWork, clock: Clock, settings: Settings) -> Authenticate:
-        return Authenticate(uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms)
+    async def authenticate(
+        self, uow: UnitOfWork, clock: Clock, settings: Settings
+    ) -> AsyncIterator[Authenticate]:
+        cfg = settings.auth.jwt
+        if not cfg.issuer:
+            yield Authenticate(uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms)
+            return
+        client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        try:
+            verifier = _jwt_verifier(cfg, client)
+        except SettingsError:
+            await client.aclose()
+            raise
+        yield Authenticate(
+            uow,
+            clock,
+            cache_ttl_ms=settings.auth.cache_ttl_ms,
+            tokens=verifier,
+            claims=ClaimMapping(
+                tenant=cfg.tenant_claim, role=cfg.role_claim, default_role=Role(cfg.default_role)
+            ),
+        )
+        await client.aclose()
 
 
 def base_providers() -> list[Provider]:
