@@ -76,6 +76,49 @@ class Server:
     env: dict[str, str]
 
 
+def postgres_database(admin_dsn: str) -> tuple[str, str] | None:
+    """A fresh, migrated database for the Postgres rows: (SQLAlchemy URL, name), or None when
+    Postgres is not reachable."""
+    import asyncpg
+
+    name = f"sba_bench_{os.getpid()}_{int(time.time())}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"Postgres rows skipped: {admin_dsn} is not reachable ({exc})", file=sys.stderr)
+        return None
+    base = admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli.main", "db", "upgrade"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "SBA_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
+    return url, name
+
+
+def drop_postgres_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def start_server(extra_env: dict[str, str]) -> Server:
     data = tempfile.mkdtemp(prefix="sba-bench-")
     env = {
@@ -475,6 +518,35 @@ def git_commit() -> str:
         return "unknown"
 
 
+async def postgres_rows(
+    args: argparse.Namespace, extra: dict[str, str], quick: bool, record: dict[str, object]
+) -> list[str]:
+    """The same full runs and first-event latency with Postgres as the database (row-level
+    security on, tenant work as the application role). Postgres runs beside the two pinned
+    cores, as a database server would."""
+    made = await asyncio.to_thread(postgres_database, args.postgres)
+    if made is None:
+        return []
+    url, name = made
+    sections = []
+    server = await asyncio.to_thread(start_server, {**extra, "SBA_DATABASE_URL": url})
+    try:
+        rows = [
+            await throughput(
+                server, c, 3 if quick else args.duration, 1 if quick else 2, args.tokens
+            )
+            for c in args.clients
+        ]
+        sections.append(table(f"Full runs on Postgres, {args.tokens} tokens each", rows))
+        row = await sequential_ttfe(server, 300 if quick else 2000, args.tokens)
+        sections.append(table("Time to first event on Postgres, one client, sequential", [row]))
+        record["postgres"] = {"throughput": rows, "ttfe": row}
+    finally:
+        stop_server(server)
+        await asyncio.to_thread(drop_postgres_database, args.postgres, name)
+    return sections
+
+
 async def main_async(args: argparse.Namespace) -> None:
     raise_nofile()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -523,11 +595,15 @@ async def main_async(args: argparse.Namespace) -> None:
             record["held"] = row
     finally:
         stop_server(server)
+    if args.postgres and ("throughput" in scenarios or "ttfe" in scenarios):
+        sections.extend(await postgres_rows(args, extra, quick, record))
     if "tools" in scenarios:
         row = await tool_overhead(5_000 if quick else 20_000)
         sections.append(table("Tool invocation overhead in process (policy, schema, audit)", [row]))
         record["tool_overhead"] = row
     backend = ", ".join(f"{k}={v}" for k, v in extra.items()) or "embedded defaults (SQLite)"
+    if "postgres" in record:
+        backend += "; then Postgres (row-level security on) for the rows marked so"
     header = (
         f"# SBA benchmark\n\n- date: {record['date']}\n- commit: {record['commit']}\n"
         f"- python: {record['python']}\n- backend: {backend}\n"
@@ -552,6 +628,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--held", type=int, default=10_000)
     parser.add_argument("--env", action="append", default=[], help="extra server KEY=VALUE")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "SBA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="admin DSN for the Postgres rows (a fresh database is made and dropped); '' skips",
+    )
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.run(main_async(args))
