@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from application.errors import Conflict
 from domain.ids import TenantId
 from domain.tools.model import Task, TaskStatus, ToolInvocation
 
@@ -68,6 +69,8 @@ class MemoryTaskRepository:
         self._tasks: list[Task] = []
 
     async def add(self, task: Task) -> None:
+        if any(t.tenant_id == task.tenant_id and t.id == task.id for t in self._tasks):
+            raise Conflict(f"task {task.id} already exists")
         self._tasks.append(task)
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]:
