@@ -5,6 +5,7 @@ text-search configuration). Both sit behind one port and one contract suite."""
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ def _document(r: Any) -> KbDocument:
     )
 
 
-class _SqlKnowledgeStore:
+class _SqlKnowledgeStore(ABC):
     """Storage shared by both databases; subclasses index and search."""
 
     def __init__(self, db: Database) -> None:
@@ -150,10 +151,12 @@ class _SqlKnowledgeStore:
             for r in rows
         ]
 
+    @abstractmethod
     async def _search(
         self, conn: AsyncConnection, tenant: TenantId, terms: list[str], limit: int
     ) -> Sequence[Any]:
-        raise NotImplementedError
+        """The top ``limit`` chunks matching any of ``terms``: rows with document_id, ordinal,
+        title, source, snippet and score, best first."""
 
 
 _FTS5_SEARCH = text(
