@@ -28,7 +28,7 @@ from adapters.sqla.tables import TENANT_TABLES
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from domain.conversation.interrupts import Interrupt
-from domain.conversation.model import Message, Role, Run
+from domain.conversation.model import Message, Role, Run, Thread
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
@@ -102,8 +102,6 @@ async def seed(db: Database, tenant: TenantId, ids: Mapping[str, str], *, only_a
         )
         await tx.api_keys.add(key.key)
         if only_a:  # a thread B does not have, for the reference attacks
-            from domain.conversation.model import Thread
-
             await tx.threads.add(
                 Thread(id=ThreadId(ids["a_only"]), tenant_id=tenant, created_at_ms=1)
             )
