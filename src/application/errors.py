@@ -34,13 +34,21 @@ class InvalidInput(ApplicationError):
 
 
 class RateLimited(ApplicationError):
+    """Refused by a limit; ``decision`` (a ``RateDecision``) says which, for the headers."""
+
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_s: float, limit: int, remaining: int) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        decision: object = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
-        self.limit = limit
-        self.remaining = remaining
+        self.decision = decision
 
 
 class ServiceUnavailable(ApplicationError):

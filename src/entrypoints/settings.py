@@ -30,10 +30,76 @@ class HttpSettings(_Section, frozen=True):
     access_log: bool = False
 
 
+class PlanSettings(_Section, frozen=True):
+    """A named plan: each field left unset follows the deployment's ``rate_limit`` values."""
+
+    per_minute: int | None = None
+    routes: dict[str, int] | None = None
+    principal_per_minute: int | None = None
+    principal_routes: dict[str, int] | None = None
+    concurrent_runs: int | None = None
+    concurrent_runs_per_principal: int | None = None
+
+
 class RateLimitSettings(_Section, frozen=True):
+    """Requests per minute (sliding window with a burst), by route class: ``runs`` (starting a
+    run), ``read`` (GET), ``write`` (other changes). Zero turns a limit off."""
+
+    # Per tenant, every route class not named in ``routes``.
     default_per_minute: int = 600
+    routes: dict[str, int] = {}
+    # Per principal (API key or signed-in user) within its tenant.
+    principal_per_minute: int = 0
+    principal_routes: dict[str, int] = {}
+    # Per client address, before authentication.
+    address_per_minute: int = 6_000
+    # The client address is the peer's, or the last entry of this header when a proxy of
+    # yours sets it (for example X-Forwarded-For or CF-Connecting-IP).
+    client_address_header: str = ""
     # Share of the per-minute limit that may arrive at once.
     burst_ratio: float = 0.2
+    # When the limiter's store (Redis) cannot be reached: admit ("open") or answer 503.
+    fail_mode: Literal["open", "closed"] = "open"
+    # Runs executing at once per tenant and per principal (0: no cap); a crashed instance's
+    # places come back after the lease.
+    concurrent_runs: int = 256
+    concurrent_runs_per_principal: int = 0
+    run_lease_s: float = 30.0
+    # Named plans and which tenant (by slug) is on which.
+    plans: dict[str, PlanSettings] = {}
+    tenants: dict[str, str] = {}
+
+
+class RedisSettings(_Section, frozen=True):
+    """Redis, Upstash or ElastiCache (``SBA_REDIS_URL``, ``rediss://`` for TLS)."""
+
+    # Put before every key, so deployments can share a Redis; no braces.
+    key_prefix: str = "sba:"
+    # Redis Cluster (ElastiCache cluster mode enabled): keys used together share a hash tag.
+    cluster: bool = False
+    # The AUTH password or token, from a mounted secret (wins over one in the URL).
+    password_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_verify: bool = True
+    timeout_s: float = 1.0
+    connect_timeout_s: float = 1.0
+    max_connections: int = 256
+    # After Redis fails, calls fail fast this long before trying again.
+    retry_after_failure_s: float = 1.0
+
+
+class IdempotencySettings(_Section, frozen=True):
+    # How long a stored response answers a repeated Idempotency-Key.
+    retention_s: float = 86_400.0
+    # A request still in flight after this long (its instance died) no longer blocks retries.
+    lock_s: float = 60.0
+    # Larger responses are not stored (the key is released instead).
+    max_response_bytes: int = 1_048_576
+
+
+class CacheSettings(_Section, frozen=True):
+    # The in-memory cache's bound; Redis is bounded by its own maxmemory policy.
+    max_entries: int = 10_000
 
 
 class JwtSettings(_Section, frozen=True):
@@ -159,6 +225,11 @@ class Settings(_Section, frozen=True):
     # with BYPASSRLS); unset: the same URL as database_url.
     database_admin_url: str | None = None
     seed_demo: bool = True
+    # Unset: the rate limiter, cache, run event log and idempotency keys live in this process.
+    redis_url: str | None = None
+    redis: RedisSettings = RedisSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    cache: CacheSettings = CacheSettings()
     postgres: PostgresSettings = PostgresSettings()
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()

@@ -1,55 +1,255 @@
-"""RateLimiter contract: every adapter agrees with the domain's GCRA reference model (the Redis
-adapter joins this suite with the Redis change)."""
+"""RateLimiter and ConcurrencyGuard contract: the in-memory and Redis adapters make exactly the
+decisions of the domain's GCRA reference model, on a virtual clock, for any traffic."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
+from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
+from application.quota.ports import RateCheck, Slot, decision_of
+from domain.quota.rate_limit import RateLimitRule, decide_all
+from tests.redis_support import redis_store
 
-ADAPTERS = {"memory": lambda: MemoryRateLimiter(burst_ratio=0.25)}
-
-
-async def test_a_fresh_key_gets_its_burst_then_refusals_with_retry_after() -> None:
-    for make in ADAPTERS.values():
-        limiter = make()
-        decisions = [await limiter.hit("tenant:a", limit=8, window_s=60) for _ in range(4)]
-        assert [d.allowed for d in decisions] == [True, True, False, False]
-        assert decisions[2].retry_after_s > 0
-        assert decisions[0].limit == 8
+KINDS = ["memory", "redis"]
 
 
-async def test_keys_are_independent() -> None:
-    for make in ADAPTERS.values():
-        limiter = make()
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now_us = 1_700_000_000_000_000
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+@contextlib.asynccontextmanager
+async def limiter(kind: str, clock: Callable[[], int]) -> AsyncIterator[object]:
+    if kind == "memory":
+        yield MemoryRateLimiter(clock_us=clock)
+        return
+    async with redis_store() as store:
+        yield RedisRateLimiter(store, clock_us=clock)
+
+
+@contextlib.asynccontextmanager
+async def guard(kind: str, clock: Callable[[], int]) -> AsyncIterator[object]:
+    if kind == "memory":
+        yield MemoryConcurrencyGuard(clock_us=clock)
+        return
+    async with redis_store() as store:
+        yield RedisConcurrencyGuard(store, clock_us=clock)
+
+
+RULE = RateLimitRule.sliding(limit=8, window_s=60, burst_ratio=0.25)  # burst 2
+
+
+def check(key: str = "runs", rule: RateLimitRule = RULE, policy: str = "tenant") -> RateCheck:
+    return RateCheck(policy=policy, key=key, rule=rule)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_fresh_key_gets_its_burst_then_refusals_with_retry_after(kind) -> None:
+    clock = VirtualClock()
+    async with limiter(kind, clock) as lim:
+        decisions = [await lim.hit("t:a", [check()]) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, False, False]
+    assert decisions[2].retry_after_s == pytest.approx(7.5)
+    assert decisions[0].binding.limit == 8
+    assert [d.binding.remaining for d in decisions] == [1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_partitions_and_keys_are_independent(kind) -> None:
+    clock = VirtualClock()
+    async with limiter(kind, clock) as lim:
         for _ in range(2):
-            assert (await limiter.hit("tenant:a", limit=8, window_s=60)).allowed
-        assert not (await limiter.hit("tenant:a", limit=8, window_s=60)).allowed
-        assert (await limiter.hit("tenant:b", limit=8, window_s=60)).allowed
+            assert (await lim.hit("t:a", [check()])).allowed
+        assert not (await lim.hit("t:a", [check()])).allowed
+        assert (await lim.hit("t:b", [check()])).allowed
+        assert (await lim.hit("t:a", [check("read")])).allowed
 
 
-async def test_a_heavier_request_than_the_burst_is_refused_and_not_counted() -> None:
-    for make in ADAPTERS.values():
-        limiter = make()
-        assert not (await limiter.hit("k", limit=8, window_s=60, cost=3)).allowed
-        assert (await limiter.hit("k", limit=8, window_s=60, cost=2)).allowed
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_request_refused_by_one_counter_is_counted_by_none(kind) -> None:
+    clock = VirtualClock()
+    tight = RateLimitRule(limit=60, window_s=60, burst=1)
+    loose = RateLimitRule(limit=600, window_s=60, burst=100)
+    async with limiter(kind, clock) as lim:
+        both = [check("runs", loose), check("runs:p:k1", tight, "key")]
+        assert (await lim.hit("t:a", both)).allowed
+        refused = await lim.hit("t:a", both)
+        assert not refused.allowed
+        assert refused.binding.policy == "key"
+        # The tenant counter did not count the refused request: 99 left, as after one.
+        alone = await lim.hit("t:a", [check("runs", loose)])
+        assert alone.binding.remaining == 98
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(1, 3), max_size=30), st.integers(1, 20))
-def test_admitted_units_within_one_instant_never_exceed_the_burst(costs, limit) -> None:
-    async def scenario() -> None:
-        for make in ADAPTERS.values():
-            limiter = make()
-            burst = max(1, -(-limit * 25 // 100))
-            admitted = 0
-            for cost in costs:
-                # A window of a day: no allowance comes back during the test.
-                d = await limiter.hit("k", limit=limit, window_s=86_400, cost=cost)
-                admitted += cost if d.allowed else 0
-            assert admitted <= burst
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_heavier_request_than_the_burst_is_refused_and_not_counted(kind) -> None:
+    clock = VirtualClock()
+    rule = RateLimitRule(limit=8, window_s=60, burst=2)
+    async with limiter(kind, clock) as lim:
+        assert not (await lim.hit("t:k", [check(rule=rule)], cost=3)).allowed
+        assert (await lim.hit("t:k", [check(rule=rule)], cost=2)).allowed
 
-    asyncio.run(scenario())
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_waiting_the_retry_after_is_enough(kind) -> None:
+    clock = VirtualClock()
+    async with limiter(kind, clock) as lim:
+        for _ in range(2):
+            await lim.hit("t:a", [check()])
+        refused = await lim.hit("t:a", [check()])
+        clock.now_us += round(refused.retry_after_s * 1_000_000)
+        assert (await lim.hit("t:a", [check()])).allowed
+
+
+rules = st.builds(
+    lambda limit, window, burst: RateLimitRule(limit=limit, window_s=window, burst=burst),
+    st.integers(1, 1_000),
+    st.sampled_from([1, 10, 60, 3600]),
+    st.integers(1, 50),
+)
+# Each request: microseconds since the previous one, partition, which counters, cost.
+traffic = st.lists(
+    st.tuples(
+        st.integers(0, 5_000_000),
+        st.sampled_from(["t:1", "t:2"]),
+        st.lists(st.integers(0, 2), min_size=1, max_size=3, unique=True),
+        st.integers(1, 4),
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_adapter_decides_exactly_as_the_reference_model(kind) -> None:
+    @settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.generate])
+    @given(st.lists(rules, min_size=3, max_size=3), traffic)
+    def run(rule_set, requests) -> None:
+        async def scenario() -> None:
+            clock = VirtualClock()
+            model: dict[tuple[str, str], int] = {}
+            async with limiter(kind, clock) as lim:
+                for gap, partition, which, cost in requests:
+                    clock.now_us += gap
+                    checks = [check(f"c{i}", rule_set[i], f"p{i}") for i in which]
+                    keys = [(partition, c.key) for c in checks]
+                    allowed, outcomes = decide_all(
+                        [(c.rule, model.get(k, 0)) for c, k in zip(checks, keys, strict=True)],
+                        clock.now_us,
+                        cost,
+                    )
+                    if allowed:
+                        for k, o in zip(keys, outcomes, strict=True):
+                            model[k] = o.tat_us
+                    expected = decision_of(checks, allowed, outcomes)
+                    assert await lim.hit(partition, checks, cost=cost) == expected
+
+        asyncio.run(scenario())
+
+    run()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_cap_admits_that_many_holders_and_release_frees_a_place(kind) -> None:
+    clock = VirtualClock()
+    slots = [Slot(key="runs", cap=2)]
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", slots, "r1", lease_s=30)
+        assert await g.acquire("t:a", slots, "r2", lease_s=30)
+        assert not await g.acquire("t:a", slots, "r3", lease_s=30)
+        assert await g.acquire("t:b", slots, "r3", lease_s=30)  # another tenant
+        assert await g.held("t:a", "runs") == 2
+        await g.release("t:a", ["runs"], "r1")
+        assert await g.acquire("t:a", slots, "r3", lease_s=30)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_holder_takes_places_under_every_slot_or_none(kind) -> None:
+    clock = VirtualClock()
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", [Slot(key="runs:p:k1", cap=1)], "r1", lease_s=30)
+        both = [Slot(key="runs", cap=5), Slot(key="runs:p:k1", cap=1)]
+        assert not await g.acquire("t:a", both, "r2", lease_s=30)
+        assert await g.held("t:a", "runs") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_unreleased_holder_frees_its_place_when_its_lease_runs_out(kind) -> None:
+    clock = VirtualClock()
+    slots = [Slot(key="runs", cap=1)]
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", slots, "crashed", lease_s=30)
+        clock.now_us += 29_000_000
+        assert not await g.acquire("t:a", slots, "r2", lease_s=30)
+        clock.now_us += 1_000_001
+        assert await g.acquire("t:a", slots, "r2", lease_s=30)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_renewing_keeps_a_live_holder_past_its_first_lease(kind) -> None:
+    clock = VirtualClock()
+    slots = [Slot(key="runs", cap=1)]
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", slots, "r1", lease_s=30)
+        clock.now_us += 20_000_000
+        await g.renew("t:a", ["runs"], "r1", lease_s=30)
+        clock.now_us += 20_000_000
+        assert not await g.acquire("t:a", slots, "r2", lease_s=30)
+        # Renewing a holder that already lost its place does not bring it back.
+        clock.now_us += 31_000_000
+        await g.renew("t:a", ["runs"], "r1", lease_s=30)
+        assert await g.held("t:a", "runs") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_holders_never_exceed_the_cap_under_any_sequence(kind) -> None:
+    ops = st.lists(
+        st.tuples(
+            st.sampled_from(["acquire", "release", "wait"]),
+            st.integers(0, 5),
+            st.integers(0, 20_000_000),
+        ),
+        max_size=40,
+    )
+
+    @settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
+    @given(ops, st.integers(1, 3))
+    def run(sequence, cap) -> None:
+        async def scenario() -> None:
+            clock = VirtualClock()
+            model: dict[str, int] = {}  # holder -> lease deadline
+            async with guard(kind, clock) as g:
+                for op, n, dt in sequence:
+                    holder = f"r{n}"
+                    live = {h: d for h, d in model.items() if d > clock.now_us}
+                    if op == "acquire":
+                        expect = holder in live or len(live) < cap
+                        got = await g.acquire(
+                            "t:a", [Slot(key="runs", cap=cap)], holder, lease_s=30
+                        )
+                        assert got == expect
+                        if got:
+                            live[holder] = clock.now_us + 30_000_000
+                    elif op == "release":
+                        await g.release("t:a", ["runs"], holder)
+                        live.pop(holder, None)
+                    else:
+                        clock.now_us += dt
+                    model = live
+                    assert await g.held("t:a", "runs") == len(
+                        [d for d in model.values() if d > clock.now_us]
+                    )
+                    assert len(model) <= cap
+
+        asyncio.run(scenario())
+
+    run()

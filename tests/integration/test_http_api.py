@@ -213,9 +213,22 @@ async def test_a_run_without_a_user_message_is_a_422_problem(api: Api) -> None:
     assert_problem(await api.run(body), 422, "invalid_input")
 
 
-async def test_reusing_a_run_id_is_a_409_problem(api: Api) -> None:
+async def test_sending_a_run_again_attaches_to_it_and_starts_nothing_new(api: Api) -> None:
+    first = await api.run(run_body())
+    assert first.status_code == 200
+    again = await api.run(run_body())
+    assert again.status_code == 200
+    # The same events with the same ids: the retry saw the run it had started, not a second.
+    assert parse_sse(again.text) == parse_sse(first.text)
+    resumed = await api.run(run_body(), **{"Last-Event-ID": "3"})
+    assert parse_sse(resumed.text) == parse_sse(first.text)[3:]
+    messages = (await api.client.get("/v1/threads/t1/messages", headers=api.auth())).json()
+    assert [m["role"] for m in messages["messages"]] == ["user", "assistant"]
+
+
+async def test_a_run_id_sent_again_on_another_thread_is_a_409_problem(api: Api) -> None:
     assert (await api.run(run_body())).status_code == 200
-    assert_problem(await api.run(run_body()), 409, "conflict")
+    assert_problem(await api.run(run_body(thread_id="t2")), 409, "run_id_taken")
 
 
 async def test_a_read_only_key_cannot_start_runs(api: Api) -> None:

@@ -14,6 +14,7 @@ from adapters.memory.interrupts import MemoryInterruptStore
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
+from adapters.memory.rate_limiter import MemoryConcurrencyGuard
 from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
 from adapters.tools.builtin import BuiltinToolRegistry
 from application.conversation.ports import (
@@ -30,6 +31,7 @@ from application.conversation.use_cases import (
     StartRunCommand,
 )
 from application.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound
+from application.quota.use_cases import RunSlots
 from application.tools.use_cases import InvokeTool, ListTools
 from domain.conversation.events import (
     RunFailed,
@@ -47,6 +49,7 @@ from domain.conversation.model import Message, Role, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
+from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Principal
 from domain.tenancy.model import Role as KeyRole
 
@@ -118,7 +121,13 @@ def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -
 def world():
     uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
     start = StartRun(
-        TransactionalRunJournal(uow), log, launcher, FixedClock(), MemoryInterruptStore()
+        TransactionalRunJournal(uow),
+        log,
+        launcher,
+        FixedClock(),
+        MemoryInterruptStore(),
+        uow,
+        RunSlots(MemoryConcurrencyGuard(), QuotaPolicy(default=Plan(name="default")), lease_s=30),
     )
     return uow, log, launcher, start
 
@@ -131,8 +140,10 @@ async def all_events(log: MemoryRunEventLog, run_id: str = "r1"):
 
 async def test_starting_a_run_persists_it_logs_run_started_and_launches_it(world) -> None:
     uow, log, launcher, start = world
-    run = await start(command())
+    started = await start(command())
+    run = started.run
     assert run.status is RunStatus.PENDING
+    assert not started.attached
     events, complete = await all_events(log)
     assert events == [RunStarted(thread_id=ThreadId("t1"), run_id=RunId("r1"))]
     assert not complete
@@ -153,11 +164,29 @@ async def test_resent_history_is_stored_once(world) -> None:
         ]
 
 
-async def test_a_reused_run_id_is_a_conflict_and_nothing_is_launched_twice(world) -> None:
+async def test_a_reused_run_id_attaches_to_the_run_and_nothing_is_launched_twice(world) -> None:
+    _, _, launcher, start = world
+    first = await start(command())
+    again = await start(command())
+    assert again.attached
+    assert again.run == first.run
+    assert len(launcher.launched) == 1
+
+
+async def test_a_run_id_reused_on_another_thread_is_a_conflict(world) -> None:
     _, _, launcher, start = world
     await start(command())
-    with pytest.raises(Conflict):
-        await start(command())
+    other = StartRunCommand(
+        principal=ME,
+        agent="assistant",
+        thread_id="another-thread",
+        run_id="r1",
+        messages=[user("u9", "hi")],
+        forwarded_props={},
+    )
+    with pytest.raises(Conflict) as caught:
+        await start(other)
+    assert caught.value.code == "run_id_taken"
     assert len(launcher.launched) == 1
 
 

@@ -145,6 +145,9 @@ class RunAssignment:
     supports_interrupts: bool = False
     # Interrupts of the thread that this run answers: (interrupt, resolved?).
     resolutions: tuple[tuple[Interrupt, bool], ...] = ()
+    # The concurrency places the run holds, to give back when it ends.
+    slot_holder: str = ""
+    slot_keys: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):
@@ -204,21 +207,3 @@ class RunLauncher(Protocol):
     async def drain(self, grace_s: float) -> None:
         """Waits up to ``grace_s`` for runs in progress, then cancels the rest."""
         ...
-
-
-class RateLimiter(Protocol):
-    """Decides whether a request identified by ``key`` may proceed; a refused request is not
-    counted."""
-
-    async def hit(
-        self, key: str, *, limit: int, window_s: float, cost: int = 1
-    ) -> RateDecision: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateDecision:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_s: float
-    retry_after_s: float = 0.0

@@ -33,6 +33,7 @@ from application.errors import (
     NotFound,
 )
 from application.ports import Clock, UnitOfWork
+from application.quota.use_cases import RunSlots
 from application.tools.ports import ToolContext
 from application.tools.use_cases import InvokeTool, ListTools, error_result
 from domain.conversation.events import (
@@ -77,6 +78,15 @@ class StartRunCommand:
     resume: Sequence[tuple[str, bool]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """The run a start request stands for. ``attached``: the run id was already this tenant's
+    run on the same thread (a retried request), so nothing new was started."""
+
+    run: Run
+    attached: bool = False
+
+
 def _unanswered_tool_calls(messages: Sequence[Message]) -> bool:
     answered = {m.tool_call_id for m in messages if m.role is Role.TOOL}
     return any(c.id not in answered for m in messages for c in m.tool_calls)
@@ -84,7 +94,12 @@ def _unanswered_tool_calls(messages: Sequence[Message]) -> bool:
 
 class StartRun:
     """Records the run (with its thread and the client's new messages), logs RUN_STARTED and
-    hands the run to the launcher. Returns once the start is durable; the run goes on alone."""
+    hands the run to the launcher. Returns once the start is durable; the run goes on alone.
+
+    A run takes its concurrency places first (429 ``concurrency_limited`` when its tenant or
+    principal is at the cap). A run id the tenant already used on the same thread is a retry:
+    the existing run is returned, marked attached, and nothing starts twice; on another thread
+    it is a conflict."""
 
     def __init__(
         self,
@@ -93,12 +108,16 @@ class StartRun:
         launcher: RunLauncher,
         clock: Clock,
         interrupts: InterruptStore,
+        uow: UnitOfWork,
+        slots: RunSlots,
     ) -> None:
         self._journal = journal
         self._events = events
         self._launcher = launcher
         self._clock = clock
         self._interrupts = interrupts
+        self._uow = uow
+        self._slots = slots
 
     async def _answers(self, cmd: StartRunCommand, run: Run) -> tuple[tuple[Interrupt, bool], ...]:
         """Checks the client's answers against the thread's open interrupts. Only a run that
@@ -125,7 +144,11 @@ class StartRun:
             )
         return tuple(answers)
 
-    async def __call__(self, cmd: StartRunCommand) -> Run:
+    async def _existing(self, run: Run) -> Run | None:
+        async with self._uow.transaction(run.tenant_id) as tx:
+            return await tx.runs.get(run.tenant_id, run.id)
+
+    async def __call__(self, cmd: StartRunCommand) -> RunStart:
         principal = cmd.principal
         if not principal.can_write:
             raise Forbidden("a read-only principal cannot start runs")
@@ -144,8 +167,28 @@ class StartRun:
             Thread(id=run.thread_id, tenant_id=run.tenant_id, created_at_ms=run.created_at_ms)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
-        answers = await self._answers(cmd, run)
-        await self._journal.record_start(run, cmd.messages)
+        holder = f"{run.id}:{new_id('s')}"
+        slot_keys = await self._slots.acquire(principal, holder)
+        try:
+            try:
+                answers = await self._answers(cmd, run)
+                await self._journal.record_start(run, cmd.messages)
+            except (Conflict, InvalidInput):
+                # A retried start: its interrupts were answered and its id recorded by the
+                # first attempt. Anything else is the client's error as raised.
+                existing = await self._existing(run)
+                if existing is None:
+                    raise
+                if existing.thread_id != run.thread_id:
+                    raise Conflict(
+                        f"run id {run.id} is already used on another thread",
+                        code="run_id_taken",
+                    ) from None
+                await self._slots.release(principal.tenant_id, slot_keys, holder)
+                return RunStart(existing, attached=True)
+        except BaseException:
+            await self._slots.release(principal.tenant_id, slot_keys, holder)
+            raise
         for status in (InterruptStatus.RESOLVED, InterruptStatus.CANCELLED):
             ids = [i.id for i, ok in answers if ok == (status is InterruptStatus.RESOLVED)]
             await self._interrupts.close(run.tenant_id, ids, status)
@@ -168,9 +211,11 @@ class StartRun:
                 state=cmd.state,
                 supports_interrupts=cmd.supports_interrupts,
                 resolutions=answers,
+                slot_holder=holder,
+                slot_keys=tuple(slot_keys),
             )
         )
-        return run
+        return RunStart(run)
 
 
 @dataclass(slots=True)
@@ -207,7 +252,9 @@ class ExecuteRun:
         *,
         max_steps: int = 8,
         approval_ttl_ms: int = 3_600_000,
+        slots: RunSlots | None = None,
     ) -> None:
+        self._slots = slots
         self._interrupts = interrupts
         self._approval_ttl_ms = approval_ttl_ms
         self._journal = journal
@@ -219,6 +266,24 @@ class ExecuteRun:
         self._max_steps = max_steps
 
     async def __call__(self, job: RunAssignment) -> None:
+        slots = self._slots
+        if slots is None or not job.slot_keys:
+            await self._execute(job)
+            return
+        slots.keep(job.tenant_id, job.slot_keys, job.slot_holder)
+        try:
+            await self._execute(job)
+        finally:
+            await slots.end(job.tenant_id, job.slot_keys, job.slot_holder)
+
+    async def _end(self, job: RunAssignment, event: RunEvent) -> None:
+        """Logs the terminal event, giving the run's places back first: a client that saw the
+        run end may start the next one at once."""
+        if self._slots is not None and job.slot_keys:
+            await self._slots.end(job.tenant_id, job.slot_keys, job.slot_holder)
+        await self._events.append(job.tenant_id, job.run_id, (event,))
+
+    async def _execute(self, job: RunAssignment) -> None:
         run = Run(
             id=job.run_id,
             tenant_id=job.tenant_id,
@@ -382,9 +447,7 @@ class ExecuteRun:
         except asyncio.CancelledError:
             run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
             await self._record_failure(run, added)
-            await log.append(
-                tenant_id, run_id, (RunFailed(code="cancelled", message="the run was cancelled"),)
-            )
+            await self._end(job, RunFailed(code="cancelled", message="the run was cancelled"))
             raise
         except ApplicationError as exc:
             run.fail(
@@ -400,13 +463,11 @@ class ExecuteRun:
                 at_ms=self._clock.now_ms(),
             )
             await self._record_failure(run, added)
-            await log.append(
-                tenant_id,
-                run_id,
-                (RunFailed(code="internal_error", message="the run failed unexpectedly"),),
+            await self._end(
+                job, RunFailed(code="internal_error", message="the run failed unexpectedly")
             )
             raise
-        await log.append(tenant_id, run_id, (outcome,))
+        await self._end(job, outcome)
 
     async def _model_step(
         self, job: RunAssignment, request: ChatRequest, step: int, tally: _Tally

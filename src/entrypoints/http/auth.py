@@ -1,19 +1,28 @@
-"""Who is calling: the principal is a REQUEST-scoped dependency resolved from the bearer key,
-after which the tenant's rate limit is checked."""
+"""Who is calling: the principal is a REQUEST-scoped dependency resolved from the bearer
+credential. The client address's rate limit is checked before authentication, the tenant's
+and principal's after it; the binding limit is sent back in the ``RateLimit`` headers."""
 
 from __future__ import annotations
 
-from dishka import Provider, Scope, provide
-from litestar import Request
+from typing import Any
 
-from application.conversation.ports import RateLimiter
-from application.errors import RateLimited, Unauthenticated
+from dishka import Provider, provide
+from dishka import Scope as DiScope
+from litestar import Request
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from application.errors import Unauthenticated
+from application.quota.use_cases import AdmitRequest
 from application.tenancy.use_cases import Authenticate
+from domain.quota.policy import RouteClass
 from domain.tenancy.model import Principal
+from entrypoints.http.problems import rate_headers
 from entrypoints.settings import Settings
 
+RATE_STATE = "sba_rate"
 
-def bearer_token(request: Request) -> str:
+
+def bearer_token(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthenticated("missing Authorization header: send 'Bearer <api key>'")
@@ -23,25 +32,63 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def client_address(request: Request[Any, Any, Any], header: str) -> str:
+    if header:
+        # The last entry is the one your own proxy appended; earlier ones are the client's word.
+        value = request.headers.get(header)
+        if value:
+            return value.rsplit(",", 1)[-1].strip()
+    client = request.client
+    return client.host if client is not None else "unknown"
+
+
+def route_class(request: Request[Any, Any, Any]) -> RouteClass:
+    declared = request.route_handler.opt.get("rate_class")
+    if declared is not None:
+        return RouteClass(declared)
+    return RouteClass.READ if request.method in ("GET", "HEAD", "OPTIONS") else RouteClass.WRITE
+
+
+def rate_headers_middleware(app: ASGIApp) -> ASGIApp:
+    """Adds the ``RateLimit`` headers of the request's decision to its answer, streams
+    included (headers leave before the first event)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get(RATE_STATE)
+                if decision is not None:
+                    present = {name.lower() for name, _ in message.get("headers", ())}
+                    if b"ratelimit" not in present:
+                        extra = [
+                            (k.encode(), v.encode()) for k, v in rate_headers(decision).items()
+                        ]
+                        message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return middleware
+
+
 class PrincipalProvider(Provider):
-    scope = Scope.REQUEST
+    scope = DiScope.REQUEST
 
     @provide
     async def principal(
         self,
-        request: Request,
+        request: Request,  # dishka registers the bare class
         authenticate: Authenticate,
-        limiter: RateLimiter,
+        admit: AdmitRequest,
         settings: Settings,
     ) -> Principal:
+        await admit.address(client_address(request, settings.rate_limit.client_address_header))
         principal = await authenticate(bearer_token(request), request.headers.get("x-tenant-id"))
-        limit = settings.rate_limit.default_per_minute
-        decision = await limiter.hit(f"tenant:{principal.tenant_id}", limit=limit, window_s=60.0)
-        if not decision.allowed:
-            raise RateLimited(
-                f"tenant {principal.tenant_slug} exceeded {limit} requests per minute",
-                retry_after_s=decision.retry_after_s,
-                limit=decision.limit,
-                remaining=decision.remaining,
-            )
+        decision = await admit.principal(principal, route_class(request))
+        if decision is not None and decision.results:
+            request.state[RATE_STATE] = decision
         return principal

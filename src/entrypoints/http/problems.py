@@ -11,6 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from application.errors import ApplicationError, RateLimited
+from application.quota.ports import RateDecision
 from domain.errors import DomainError
 
 log = logging.getLogger("sba.http")
@@ -101,6 +102,20 @@ def problem(
     )
 
 
+def rate_headers(decision: RateDecision) -> dict[str, str]:
+    """draft-ietf-httpapi-ratelimit-headers: every policy in ``RateLimit-Policy``, the binding
+    one's remaining quota and reset (seconds) in ``RateLimit``."""
+    binding = decision.binding
+    if binding is None:
+        return {}
+    policies = ", ".join(f'"{r.policy}";q={r.limit};w={r.window_s:g}' for r in decision.results)
+    reset = max(0, round(binding.reset_s))
+    return {
+        "RateLimit-Policy": policies,
+        "RateLimit": f'"{binding.policy}";r={binding.remaining};t={reset}',
+    }
+
+
 def status_for(exc: ApplicationError | DomainError) -> int:
     """The code's own row, else the row of the error's class (a specific ``model_timeout`` is
     still a model error), else 500."""
@@ -116,6 +131,8 @@ def on_application_error(request: Request, exc: ApplicationError) -> Response[by
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        if isinstance(exc.decision, RateDecision):
+            headers.update(rate_headers(exc.decision))
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": 'Bearer realm="sba"'}
     return problem(

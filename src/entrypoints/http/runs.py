@@ -21,7 +21,7 @@ from application.conversation.use_cases import (
     StartRunCommand,
     TailRun,
 )
-from application.errors import InvalidInput, NotFound
+from application.errors import Conflict, InvalidInput, NotFound
 from domain.conversation.events import RunFailed, RunFinished, RunStarted
 from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall
 from domain.errors import DomainError
@@ -170,6 +170,53 @@ def _replay_from_store(run: Run, messages: list[Message]) -> bytes:
     )
 
 
+def _resume_point(last_event_id: str | None, after: int | None) -> int:
+    start = after if after is not None else 0
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput("Last-Event-ID must be the integer id of a received event")
+        start = int(last_event_id)
+    if start < 0:
+        raise InvalidInput("after must be zero or more")
+    return start
+
+
+async def _resume(
+    principal: Principal,
+    run_id: RunId,
+    start: int,
+    tail_run: TailRun,
+    get_run: GetRun,
+    messages: GetThreadMessages,
+    settings: Settings,
+    *,
+    v1: bool,
+) -> EventStream:
+    """The run's events after ``start``, then its live tail; a finished run whose live log
+    has expired is replayed from the store."""
+    try:
+        # Probe without waiting so that an unknown run is a 404, not an empty stream.
+        await tail_run(principal, run_id, after=start, wait_s=0)
+    except NotFound:
+        run = await get_run(principal, run_id)
+        if not run.status.is_terminal:
+            raise Conflict(
+                f"run {run_id} is starting or its instance stopped; retry shortly",
+                code="run_not_streaming",
+            ) from None
+        history = await messages(principal, run.thread_id)
+        return EventStream(iter((_replay_from_store(run, history),)))
+    stream = tail(
+        tail_run,
+        principal,
+        run_id,
+        after=start,
+        heartbeat_s=settings.http.heartbeat_s,
+        v1=v1,
+    )
+    return EventStream(stream)
+
+
 class RunController(Controller):
     path = "/v1"
     tags = ["runs"]
@@ -179,7 +226,10 @@ class RunController(Controller):
         status_code=200,
         summary="Start an AG-UI run and stream its events",
         description="Body: AG-UI RunAgentInput. Answer: text/event-stream of AG-UI events, each "
-        "frame with an `id:` for resuming through GET /v1/runs/{runId}/events.",
+        "frame with an `id:` for resuming through GET /v1/runs/{runId}/events. Sending a "
+        "`runId` again (a retry) attaches to that run instead of starting another: its events "
+        "from the start, or after `Last-Event-ID`.",
+        opt={"rate_class": "runs"},
     )
     @inject
     async def start(
@@ -189,14 +239,17 @@ class RunController(Controller):
         principal: FromDishka[Principal],
         start_run: FromDishka[StartRun],
         tail_run: FromDishka[TailRun],
+        get_run: FromDishka[GetRun],
+        messages: FromDishka[GetThreadMessages],
         settings: FromDishka[Settings],
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> EventStream | Response[bytes]:
         try:
             body: RunAgentInput = run_input_decoder.decode(await request.body())
         except msgspec.DecodeError as exc:
             return decode_error(exc, request.url.path)
         forwarded = body.forwarded_props if isinstance(body.forwarded_props, dict) else {}
-        run = await start_run(
+        started = await start_run(
             StartRunCommand(
                 principal=principal,
                 agent=agent,
@@ -210,13 +263,25 @@ class RunController(Controller):
                 resume=[(r.interrupt_id, r.status == "resolved") for r in body.resume or ()],
             )
         )
+        v1 = body.protocol_version is not None
+        if started.attached:
+            return await _resume(
+                principal,
+                started.run.id,
+                _resume_point(last_event_id, None),
+                tail_run,
+                get_run,
+                messages,
+                settings,
+                v1=v1,
+            )
         stream = tail(
             tail_run,
             principal,
-            run.id,
+            started.run.id,
             after=0,
             heartbeat_s=settings.http.heartbeat_s,
-            v1=body.protocol_version is not None,
+            v1=v1,
         )
         return EventStream(stream)
 
@@ -238,31 +303,16 @@ class RunController(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
         after: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> EventStream:
-        start = after if after is not None else 0
-        if last_event_id is not None:
-            if not last_event_id.strip().isdigit():
-                raise InvalidInput("Last-Event-ID must be the integer id of a received event")
-            start = int(last_event_id)
-        if start < 0:
-            raise InvalidInput("after must be zero or more")
-        try:
-            # Probe without waiting so that an unknown run is a 404, not an empty stream.
-            await tail_run(principal, run_id, after=start, wait_s=0)
-        except NotFound:
-            run = await get_run(principal, run_id)
-            if not run.status.is_terminal:
-                raise
-            history = await messages(principal, run.thread_id)
-            return EventStream(iter((_replay_from_store(run, history),)))
-        stream = tail(
-            tail_run,
+        return await _resume(
             principal,
-            run_id,
-            after=start,
-            heartbeat_s=settings.http.heartbeat_s,
+            RunId(run_id),
+            _resume_point(last_event_id, after),
+            tail_run,
+            get_run,
+            messages,
+            settings,
             v1=False,
         )
-        return EventStream(stream)
 
     @get("/runs/{run_id:str}", summary="A run's status and usage")
     @inject

@@ -7,7 +7,9 @@ which are appended last and so override what came before."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from dishka import AsyncContainer, Provider, Scope, from_context, make_async_container, provide
@@ -24,8 +26,10 @@ from adapters.memory.clock import SystemClock
 from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
-from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.redis.client import RedisStore, create_client
+from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
@@ -43,7 +47,6 @@ from application.conversation.models import (
 from application.conversation.ports import (
     ChatModel,
     InterruptStore,
-    RateLimiter,
     RunEventLog,
     RunJournal,
     RunLauncher,
@@ -65,6 +68,8 @@ from application.knowledge.use_cases import (
     SearchKnowledge,
 )
 from application.ports import Clock, SchemaMigrator, UnitOfWork
+from application.quota.ports import ConcurrencyGuard, RateLimiter
+from application.quota.use_cases import AdmitRequest, RunSlots
 from application.tenancy.use_cases import (
     Authenticate,
     ClaimMapping,
@@ -74,8 +79,57 @@ from application.tenancy.use_cases import (
 )
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
+from domain.errors import DomainError
+from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
-from entrypoints.settings import JwtSettings, ProviderSettings, Settings, SettingsError
+from entrypoints.settings import (
+    JwtSettings,
+    PlanSettings,
+    ProviderSettings,
+    RateLimitSettings,
+    Settings,
+    SettingsError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHolder:
+    """The shared Redis store, or None when ``SBA_REDIS_URL`` is unset (in-process adapters)."""
+
+    store: RedisStore | None
+
+
+def _plan(name: str, rl: RateLimitSettings, over: PlanSettings | None = None) -> Plan:
+    o = over or PlanSettings()
+
+    def pick(value: object, default: object) -> Any:
+        return default if value is None else value
+
+    return Plan(
+        name=name,
+        tenant_per_minute=pick(o.per_minute, rl.default_per_minute),
+        tenant_routes=pick(o.routes, rl.routes),
+        principal_per_minute=pick(o.principal_per_minute, rl.principal_per_minute),
+        principal_routes=pick(o.principal_routes, rl.principal_routes),
+        concurrent_runs=pick(o.concurrent_runs, rl.concurrent_runs),
+        concurrent_runs_per_principal=pick(
+            o.concurrent_runs_per_principal, rl.concurrent_runs_per_principal
+        ),
+    )
+
+
+def quota_policy(settings: Settings) -> QuotaPolicy:
+    rl = settings.rate_limit
+    try:
+        return QuotaPolicy(
+            default=_plan("default", rl),
+            plans={name: _plan(name, rl, over) for name, over in rl.plans.items()},
+            tenant_plans=rl.tenants,
+            address_per_minute=rl.address_per_minute,
+            burst_ratio=rl.burst_ratio,
+        )
+    except DomainError as exc:
+        raise SettingsError(f"SBA_RATE_LIMIT: {exc.message}") from exc
 
 
 class InfrastructureProvider(Provider):
@@ -131,8 +185,46 @@ class InfrastructureProvider(Provider):
         )
 
     @provide
-    def rate_limiter(self, settings: Settings) -> RateLimiter:
-        return MemoryRateLimiter(burst_ratio=settings.rate_limit.burst_ratio)
+    async def redis(self, settings: Settings) -> AsyncIterator[RedisHolder]:
+        if not settings.redis_url:
+            yield RedisHolder(None)
+            return
+        cfg = settings.redis
+        password = _read_secret(cfg.password_file, "SBA_REDIS__PASSWORD_FILE")
+        try:
+            client = create_client(
+                settings.redis_url,
+                cluster=cfg.cluster,
+                password=password,
+                tls_ca_file=cfg.tls_ca_file,
+                tls_verify=cfg.tls_verify,
+                timeout_s=cfg.timeout_s,
+                connect_timeout_s=cfg.connect_timeout_s,
+                max_connections=cfg.max_connections,
+            )
+            store = RedisStore(
+                client, prefix=cfg.key_prefix, retry_after_s=cfg.retry_after_failure_s
+            )
+        except ValueError as exc:
+            raise SettingsError(f"SBA_REDIS_URL / SBA_REDIS__KEY_PREFIX: {exc}") from exc
+        yield RedisHolder(store)
+        await store.close()
+
+    @provide
+    def quota_policy(self, settings: Settings) -> QuotaPolicy:
+        return quota_policy(settings)
+
+    @provide
+    def rate_limiter(self, redis: RedisHolder) -> RateLimiter:
+        if redis.store is not None:
+            return RedisRateLimiter(redis.store)
+        return MemoryRateLimiter()
+
+    @provide
+    def concurrency_guard(self, redis: RedisHolder) -> ConcurrencyGuard:
+        if redis.store is not None:
+            return RedisConcurrencyGuard(redis.store)
+        return MemoryConcurrencyGuard()
 
     @provide
     def knowledge_store(self, db: Database) -> KnowledgeStore:
@@ -268,6 +360,15 @@ def _jwt_verifier(cfg: JwtSettings, client: httpx.AsyncClient) -> JwtVerifier:
     )
 
 
+def _read_secret(path: str | None, name: str) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}: {exc}") from exc
+
+
 def _secret(p: ProviderSettings) -> str | None:
     if p.api_key_file:
         try:
@@ -321,6 +422,7 @@ class UseCaseProvider(Provider):
         invoke_tool: InvokeTool,
         list_tools: ListTools,
         interrupts: InterruptStore,
+        slots: RunSlots,
         settings: Settings,
     ) -> ExecuteRun:
         return ExecuteRun(
@@ -333,6 +435,7 @@ class UseCaseProvider(Provider):
             interrupts,
             max_steps=settings.runs.max_steps,
             approval_ttl_ms=int(settings.tools.approval_ttl_s * 1000),
+            slots=slots,
         )
 
     @provide
@@ -347,6 +450,20 @@ class UseCaseProvider(Provider):
         return InvokeTool(registry, policy, audit, clock, timeout_s=settings.tools.timeout_s)
 
     tail_run = provide(TailRun)
+
+    @provide
+    def admit_request(
+        self, limiter: RateLimiter, policy: QuotaPolicy, settings: Settings
+    ) -> AdmitRequest:
+        return AdmitRequest(limiter, policy, fail_open=settings.rate_limit.fail_mode == "open")
+
+    @provide
+    def run_slots(
+        self, guard: ConcurrencyGuard, policy: QuotaPolicy, settings: Settings
+    ) -> RunSlots:
+        rl = settings.rate_limit
+        return RunSlots(guard, policy, lease_s=rl.run_lease_s, fail_open=rl.fail_mode == "open")
+
     cancel_run = provide(CancelRun)
     get_run = provide(GetRun)
     get_thread_messages = provide(GetThreadMessages)
