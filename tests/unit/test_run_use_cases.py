@@ -19,6 +19,7 @@ from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticT
 from adapters.tools.builtin import BuiltinToolRegistry
 from application.conversation.ports import (
     ChatChunk,
+    ChatModel,
     ChatRequest,
     RunAssignment,
     TextChunk,
@@ -30,7 +31,14 @@ from application.conversation.use_cases import (
     StartRun,
     StartRunCommand,
 )
-from application.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound
+from application.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    RateLimited,
+)
 from application.quota.use_cases import RunSlots
 from application.tools.use_cases import InvokeTool, ListTools
 from domain.conversation.events import (
@@ -86,6 +94,7 @@ def executor(
     audit: MemoryToolAudit | None = None,
     max_steps: int = 8,
     policy: StaticToolPolicy | None = None,
+    slots: RunSlots | None = None,
 ) -> ExecuteRun:
     clock = FixedClock()
     registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
@@ -99,6 +108,7 @@ def executor(
         ListTools(registry, policy),
         MemoryInterruptStore(),
         max_steps=max_steps,
+        slots=slots,
     )
 
 
@@ -188,6 +198,87 @@ async def test_a_run_id_reused_on_another_thread_is_a_conflict(world) -> None:
         await start(other)
     assert caught.value.code == "run_id_taken"
     assert len(launcher.launched) == 1
+
+
+class StuckModel:
+    """Streams one chunk, then fails or waits until cancelled."""
+
+    def __init__(self, *, fail: bool) -> None:
+        self.fail = fail
+        self.streaming = asyncio.Event()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        yield TextChunk("thinking")
+        self.streaming.set()
+        if self.fail:
+            raise ModelError("the provider went away", code="model_unavailable")
+        await asyncio.Event().wait()
+
+
+def capped(guard: MemoryConcurrencyGuard, *, tenant: int, principal: int = 0) -> RunSlots:
+    plan = Plan(name="default", concurrent_runs=tenant, concurrent_runs_per_principal=principal)
+    return RunSlots(guard, QuotaPolicy(default=plan), lease_s=30)
+
+
+@pytest.mark.parametrize("outcome", ["finished", "failed", "cancelled"])
+async def test_a_tenant_at_its_run_cap_is_refused_until_a_run_ends_however_it_ends(
+    outcome,
+) -> None:
+    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
+    guard = MemoryConcurrencyGuard()
+    slots = capped(guard, tenant=1)
+    start = StartRun(
+        TransactionalRunJournal(uow),
+        log,
+        launcher,
+        FixedClock(),
+        MemoryInterruptStore(),
+        uow,
+        slots,
+    )
+    await start(command("r1"))
+    with pytest.raises(RateLimited) as caught:
+        await start(command("r2", user("u2", "again")))
+    assert caught.value.code == "concurrency_limited"
+    assert await guard.held(f"t:{TENANT}", "runs") == 1
+
+    model: ChatModel = LoadTestChatModel(OfflineChatModel())
+    if outcome != "finished":
+        model = StuckModel(fail=outcome == "failed")
+    job = launcher.launched[0]
+    run = executor(uow, log, model, slots=slots)
+    if outcome == "cancelled":
+        task = asyncio.ensure_future(run(job))
+        await model.streaming.wait()  # cancelled mid-run, not before it began
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        await run(job)
+    assert await guard.held(f"t:{TENANT}", "runs") == 0
+    assert (await start(command("r3", user("u3", "now")))).run.id == "r3"
+
+
+async def test_a_principal_cap_leaves_the_tenants_other_principals_free() -> None:
+    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
+    slots = capped(MemoryConcurrencyGuard(), tenant=10, principal=1)
+    start = StartRun(
+        TransactionalRunJournal(uow),
+        log,
+        launcher,
+        FixedClock(),
+        MemoryInterruptStore(),
+        uow,
+        slots,
+    )
+    await start(command("r1"))
+    with pytest.raises(RateLimited):
+        await start(command("r2", user("u2", "x")))
+    colleague = Principal(
+        tenant_id=TENANT, tenant_slug="demo", subject="apikey:other", role=KeyRole.MEMBER
+    )
+    await start(command("r3", user("u3", "y"), principal=colleague))
+    assert [a.run_id for a in launcher.launched] == ["r1", "r3"]
 
 
 @pytest.mark.parametrize(
