@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from application.conversation.ports import RunRepository, ThreadRepository
@@ -86,4 +88,44 @@ class SchemaMigrator(Protocol):
     async def check(self) -> list[str]:
         """The differences between the database's schema and the models; empty when they
         match."""
+        ...
+
+
+# Cached model answers carry this tag in their tenant's scope: answers are grounded on the
+# knowledge base, so a change to it drops them.
+KB_CACHE_TAG = "kb"
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counted per process: what a deployment exports as its hit ratio."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    invalidated: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else 0.0
+
+
+class Cache(Protocol):
+    """Bytes by key within a scope (a tenant id, or ``global``), each entry with a time to live
+    and tags; ``invalidate`` drops every entry of the scope carrying one of the tags, at once
+    for every instance sharing the store. Entries may be evicted early, never served late.
+    Raises ``ServiceUnavailable`` when the store cannot be reached (callers treat a read as a
+    miss); counts hits and misses in ``stats``."""
+
+    stats: CacheStats
+
+    async def get(self, scope: str, key: str) -> bytes | None: ...
+
+    async def set(
+        self, scope: str, key: str, value: bytes, *, ttl_s: float, tags: Sequence[str] = ()
+    ) -> None: ...
+
+    async def invalidate(self, scope: str, tags: Sequence[str]) -> int:
+        """Drops the scope's entries carrying any of ``tags``; returns how many."""
         ...

@@ -8,15 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.memory.cache import MemoryResponseCache
+from adapters.llm.cache import CachedResponses
+from adapters.memory.cache import MemoryCache
 from application.conversation.models import (
+    KB_TAG,
     CachingChatModel,
     FallbackChatModel,
     NamedModel,
     cache_key,
 )
 from application.conversation.ports import ChatChunk, ChatRequest, TextChunk, UsageChunk
-from application.errors import ModelError
+from application.errors import ModelError, ServiceUnavailable
 from domain.conversation.model import Message, Role, Usage
 from domain.ids import MessageId, TenantId
 
@@ -124,7 +126,7 @@ async def test_an_open_breaker_skips_the_model_until_it_cools_down() -> None:
 
 async def test_a_repeated_request_is_served_from_the_cache_and_counted() -> None:
     inner = Scripted("m")
-    cached = CachingChatModel(inner, MemoryResponseCache(), model_name="m")
+    cached = CachingChatModel(inner, CachedResponses(MemoryCache()), model_name="m")
     first, second = await text(cached), await text(cached)
     assert first == second == "answer from m"
     assert inner.calls == 1
@@ -133,15 +135,41 @@ async def test_a_repeated_request_is_served_from_the_cache_and_counted() -> None
 
 async def test_the_cache_is_never_shared_across_tenants() -> None:
     inner = Scripted("m")
-    cached = CachingChatModel(inner, MemoryResponseCache(), model_name="m")
+    cached = CachingChatModel(inner, CachedResponses(MemoryCache()), model_name="m")
     await text(cached, request("t1"))
     await text(cached, request("t2"))
     assert inner.calls == 2
 
 
+async def test_a_knowledge_base_change_drops_the_tenants_cached_answers_only() -> None:
+    inner, store = Scripted("m"), MemoryCache()
+    cached = CachingChatModel(inner, CachedResponses(store), model_name="m")
+    await text(cached, request("t1"))
+    await text(cached, request("t2"))
+    assert await store.invalidate("t1", [KB_TAG]) == 1
+    await text(cached, request("t1"))
+    await text(cached, request("t2"))
+    assert inner.calls == 3
+
+
+class DownCache:
+    async def get(self, tenant_id, key):
+        raise ServiceUnavailable("redis is unreachable")
+
+    async def set(self, tenant_id, key, chunks, *, ttl_s, tags=()):
+        raise ServiceUnavailable("redis is unreachable")
+
+
+async def test_an_unreachable_cache_is_a_miss_and_the_model_answers() -> None:
+    inner = Scripted("m")
+    cached = CachingChatModel(inner, DownCache(), model_name="m")
+    assert [await text(cached) for _ in range(2)] == ["answer from m"] * 2
+    assert inner.calls == 2
+
+
 async def test_a_failed_response_is_not_cached() -> None:
     inner = Scripted("m", fail="model_timeout")
-    cached = CachingChatModel(inner, MemoryResponseCache(), model_name="m")
+    cached = CachingChatModel(inner, CachedResponses(MemoryCache()), model_name="m")
     for _ in range(2):
         with pytest.raises(ModelError):
             await text(cached)

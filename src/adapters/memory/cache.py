@@ -1,4 +1,4 @@
-"""In-process response cache with expiry and a size bound."""
+"""In-process cache: least recently used entries go first past ``max_entries``."""
 
 from __future__ import annotations
 
@@ -6,27 +6,58 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from application.conversation.ports import ChatChunk
+from application.ports import CacheStats
+
+_Key = tuple[str, str]
 
 
-class MemoryResponseCache:
+class MemoryCache:
     def __init__(self, *, max_entries: int = 10_000) -> None:
-        self._entries: OrderedDict[str, tuple[float, tuple[ChatChunk, ...]]] = OrderedDict()
+        self._entries: OrderedDict[_Key, tuple[float, bytes, tuple[str, ...]]] = OrderedDict()
+        self._tagged: dict[tuple[str, str], set[str]] = {}
         self._max = max_entries
+        self.stats = CacheStats()
 
-    async def get(self, key: str) -> Sequence[ChatChunk] | None:
-        entry = self._entries.get(key)
-        if entry is None:
+    async def get(self, scope: str, key: str) -> bytes | None:
+        entry = self._entries.get((scope, key))
+        if entry is None or entry[0] <= time.monotonic():
+            if entry is not None:
+                self._drop((scope, key))
+            self.stats.misses += 1
             return None
-        expires, chunks = entry
-        if expires <= time.monotonic():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return chunks
+        self._entries.move_to_end((scope, key))
+        self.stats.hits += 1
+        return entry[1]
 
-    async def set(self, key: str, chunks: Sequence[ChatChunk], ttl_s: float) -> None:
-        self._entries[key] = (time.monotonic() + ttl_s, tuple(chunks))
-        self._entries.move_to_end(key)
+    async def set(
+        self, scope: str, key: str, value: bytes, *, ttl_s: float, tags: Sequence[str] = ()
+    ) -> None:
+        if (scope, key) in self._entries:
+            self._drop((scope, key))
+        self._entries[(scope, key)] = (time.monotonic() + ttl_s, value, tuple(tags))
+        for tag in tags:
+            self._tagged.setdefault((scope, tag), set()).add(key)
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
+
+    async def invalidate(self, scope: str, tags: Sequence[str]) -> int:
+        dropped = 0
+        for tag in tags:
+            for key in self._tagged.pop((scope, tag), set()):
+                if (scope, key) in self._entries:
+                    self._drop((scope, key))
+                    dropped += 1
+        self.stats.invalidated += dropped
+        return dropped
+
+    def _drop(self, full: _Key) -> None:
+        _, _, tags = self._entries.pop(full)
+        for tag in tags:
+            keys = self._tagged.get((full[0], tag))
+            if keys is not None:
+                keys.discard(full[1])
+                if not keys:
+                    del self._tagged[(full[0], tag)]
+
+    def __len__(self) -> int:
+        return len(self._entries)

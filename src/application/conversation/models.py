@@ -3,6 +3,7 @@ tenant-scoped response cache. Both are ``ChatModel``s themselves."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -15,8 +16,8 @@ from application.conversation.ports import (
     ChatRequest,
     UsageChunk,
 )
-from application.errors import ModelError
-from application.ports import Clock
+from application.errors import ModelError, ServiceUnavailable
+from application.ports import KB_CACHE_TAG, Clock
 
 # Failures worth trying the next model for; a bad request or bad auth would fail there too.
 FALLBACK_CODES = frozenset({"model_timeout", "model_unavailable", "model_rate_limited"})
@@ -106,12 +107,24 @@ class FallbackChatModel:
             breaker.failures = 0
 
 
+KB_TAG = KB_CACHE_TAG
+
+
 class ResponseCache(Protocol):
-    """Stored responses by key, with a time to live. ``get`` returns None after expiry."""
+    """Stored responses by tenant and key, with a time to live and tags. ``get`` returns None
+    after expiry or invalidation; both raise ``ServiceUnavailable`` when the store is down."""
 
-    async def get(self, key: str) -> Sequence[ChatChunk] | None: ...
+    async def get(self, tenant_id: str, key: str) -> Sequence[ChatChunk] | None: ...
 
-    async def set(self, key: str, chunks: Sequence[ChatChunk], ttl_s: float) -> None: ...
+    async def set(
+        self,
+        tenant_id: str,
+        key: str,
+        chunks: Sequence[ChatChunk],
+        *,
+        ttl_s: float,
+        tags: Sequence[str] = (),
+    ) -> None: ...
 
 
 def cache_key(request: ChatRequest, model_name: str) -> str:
@@ -131,13 +144,14 @@ def cache_key(request: ChatRequest, model_name: str) -> str:
         "tools": [[t.name, t.description, t.parameters] for t in request.tools],
     }
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return f"chat:{request.tenant_id}:{hashlib.sha256(encoded.encode()).hexdigest()}"
+    return f"chat:{hashlib.sha256(encoded.encode()).hexdigest()}"
 
 
 class CachingChatModel:
     """Answers a request it has seen within ``ttl_s`` from the cache, counting hits and misses.
     Only complete responses are stored; usage is not replayed (a cached answer costs no
-    tokens)."""
+    tokens). A cache that cannot be reached is a miss, and a write to it is skipped: the model
+    answers as if there were no cache."""
 
     def __init__(
         self, inner: ChatModel, cache: ResponseCache, *, model_name: str, ttl_s: float = 300.0
@@ -151,7 +165,10 @@ class CachingChatModel:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         key = cache_key(request, self._model_name)
-        cached = await self._cache.get(key)
+        try:
+            cached = await self._cache.get(request.tenant_id, key)
+        except ServiceUnavailable:
+            cached = None
         if cached is not None:
             self.hits += 1
             for chunk in cached:
@@ -163,7 +180,8 @@ class CachingChatModel:
             if not isinstance(chunk, UsageChunk):
                 kept.append(chunk)
             yield chunk
-        await self._cache.set(key, kept, self._ttl_s)
+        with contextlib.suppress(ServiceUnavailable):
+            await self._cache.set(request.tenant_id, key, kept, ttl_s=self._ttl_s, tags=(KB_TAG,))
 
 
 class TenantRoutedChatModel:

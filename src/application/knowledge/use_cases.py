@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from application.errors import Forbidden, InvalidInput, NotFound
+from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from application.knowledge.ports import KnowledgeStore
-from application.ports import Clock
+from application.ports import KB_CACHE_TAG, Cache, Clock
 from domain.errors import DomainError
 from domain.ids import new_id
 from domain.knowledge.model import KbDocument, SearchHit
@@ -15,6 +16,7 @@ from domain.knowledge.text import ContentType
 from domain.tenancy.model import Principal
 
 MAX_QUERY = 500
+log = logging.getLogger("sba.knowledge")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +37,17 @@ class Ingested:
     replaced: bool
 
 
+async def forget_answers(cache: Cache | None, tenant_id: str) -> None:
+    """The knowledge base changed: cached answers grounded on it are dropped. If the cache
+    cannot be reached they expire with their time to live instead."""
+    if cache is None:
+        return
+    try:
+        await cache.invalidate(tenant_id, [KB_CACHE_TAG])
+    except ServiceUnavailable as exc:
+        log.warning("cached answers of %s not dropped now (%s)", tenant_id, exc.message)
+
+
 class IngestDocument:
     """Validates, chunks and stores a document; an existing id is replaced (re-ingest)."""
 
@@ -46,7 +59,9 @@ class IngestDocument:
         max_bytes: int = 512 * 1024,
         chunk_chars: int = 800,
         chunk_overlap: int = 120,
+        cache: Cache | None = None,
     ) -> None:
+        self._cache = cache
         self._store = store
         self._clock = clock
         self._max_bytes = max_bytes
@@ -85,6 +100,7 @@ class IngestDocument:
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
         await self._store.put(document, chunks)
+        await forget_answers(self._cache, tenant)
         return Ingested(document=document, chunks=len(chunks), replaced=existing is not None)
 
 
@@ -108,14 +124,16 @@ class ListDocuments:
 
 
 class DeleteDocument:
-    def __init__(self, store: KnowledgeStore) -> None:
+    def __init__(self, store: KnowledgeStore, cache: Cache | None = None) -> None:
         self._store = store
+        self._cache = cache
 
     async def __call__(self, principal: Principal, document_id: str) -> None:
         if not principal.can_write:
             raise Forbidden("a read-only principal cannot change the knowledge base")
         if not await self._store.delete(principal.tenant_id, document_id):
             raise NotFound(f"no document {document_id}")
+        await forget_answers(self._cache, principal.tenant_id)
 
 
 class SearchKnowledge:

@@ -18,16 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.auth.jwt import JwtVerifier
 from adapters.llm.anthropic import AnthropicChatModel
+from adapters.llm.cache import CachedResponses
 from adapters.llm.http import HttpRetryPolicy
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.llm.openai import OpenAiChatModel
-from adapters.memory.cache import MemoryResponseCache
+from adapters.memory.cache import MemoryCache
 from adapters.memory.clock import SystemClock
 from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.sqla.interrupts import SqlaInterruptStore
@@ -67,7 +69,7 @@ from application.knowledge.use_cases import (
     ListDocuments,
     SearchKnowledge,
 )
-from application.ports import Clock, SchemaMigrator, UnitOfWork
+from application.ports import Cache, Clock, SchemaMigrator, UnitOfWork
 from application.quota.ports import ConcurrencyGuard, RateLimiter
 from application.quota.use_cases import AdmitRequest, RunSlots
 from application.tenancy.use_cases import (
@@ -211,6 +213,12 @@ class InfrastructureProvider(Provider):
         await store.close()
 
     @provide
+    def cache(self, redis: RedisHolder, settings: Settings) -> Cache:
+        if redis.store is not None:
+            return RedisCache(redis.store)
+        return MemoryCache(max_entries=settings.cache.max_entries)
+
+    @provide
     def quota_policy(self, settings: Settings) -> QuotaPolicy:
         return quota_policy(settings)
 
@@ -264,7 +272,7 @@ class InfrastructureProvider(Provider):
 
     @provide
     async def chat_model(
-        self, settings: Settings, knowledge: KnowledgeSearch, clock: Clock
+        self, settings: Settings, knowledge: KnowledgeSearch, clock: Clock, store: Cache
     ) -> AsyncIterator[ChatModel]:
         llm = settings.llm
         offline = OfflineChatModel(
@@ -301,7 +309,7 @@ class InfrastructureProvider(Provider):
             if cache and llm.cache_ttl_s > 0:
                 model = CachingChatModel(
                     model,
-                    MemoryResponseCache(),
+                    CachedResponses(store),
                     model_name=chain[0].name if chain else "offline",
                     ttl_s=llm.cache_ttl_s,
                 )
@@ -472,12 +480,16 @@ class UseCaseProvider(Provider):
     ensure_demo_tenant = provide(EnsureDemoTenant)
     get_document = provide(GetDocument)
     list_documents = provide(ListDocuments)
-    delete_document = provide(DeleteDocument)
+
+    @provide
+    def delete_document(self, store: KnowledgeStore, cache: Cache) -> DeleteDocument:
+        return DeleteDocument(store, cache)
+
     search_knowledge = provide(SearchKnowledge)
 
     @provide
     def ingest_document(
-        self, store: KnowledgeStore, clock: Clock, settings: Settings
+        self, store: KnowledgeStore, clock: Clock, settings: Settings, cache: Cache
     ) -> IngestDocument:
         kb = settings.kb
         return IngestDocument(
@@ -486,6 +498,7 @@ class UseCaseProvider(Provider):
             max_bytes=kb.max_document_bytes,
             chunk_chars=kb.chunk_chars,
             chunk_overlap=kb.chunk_overlap,
+            cache=cache,
         )
 
     @provide
