@@ -1,19 +1,41 @@
-"""RunEventLog contract, run against every adapter (the Redis Streams log joins it later)."""
+"""RunEventLog contract, run against every adapter: in memory, on Redis read by the writing
+instance, and on Redis read by another instance (a client that resumed elsewhere). Redis
+reaches other instances by write-behind: ``settle`` waits for it where a test reads at once
+without waiting."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from adapters.memory.event_log import MemoryRunEventLog
+from adapters.redis.event_log import RedisRunEventLog, decode_event, encode_event
 from application.conversation.ports import RunEventLog
-from domain.conversation.events import RunFinished, RunStarted, TextDelta
+from domain.conversation.events import (
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StateDelta,
+    StateSnapshot,
+    StepFinished,
+    StepStarted,
+    TextDelta,
+    TextMessageEnded,
+    TextMessageStarted,
+    ToolCallArgs,
+    ToolCallEnded,
+    ToolCallResult,
+    ToolCallStarted,
+)
 from domain.conversation.model import Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
+from tests.redis_support import redis_store
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 RUN = RunId("run-1")
@@ -25,18 +47,53 @@ def delta(i: int) -> TextDelta:
     return TextDelta(MessageId("m"), f"tok{i}")
 
 
-FACTORIES: dict[str, Callable[..., RunEventLog]] = {
-    "memory": lambda **kw: MemoryRunEventLog(**kw),
-}
+class Split:
+    """Writes through one log and reads through another (or the same)."""
+
+    def __init__(self, writer: RunEventLog, reader: RunEventLog) -> None:
+        self.writer, self.reader = writer, reader
+
+    async def open(self, tenant_id, run_id) -> None:
+        await self.writer.open(tenant_id, run_id)
+
+    async def append(self, tenant_id, run_id, events) -> int:
+        return await self.writer.append(tenant_id, run_id, events)
+
+    async def read(self, tenant_id, run_id, *, after, wait_s):
+        if isinstance(self.writer, RedisRunEventLog):
+            await self.writer.flushed()
+        return await self.reader.read(tenant_id, run_id, after=after, wait_s=wait_s)
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def make_log(request) -> Callable[..., RunEventLog]:
-    return FACTORIES[request.param]
+KINDS = ["memory", "redis-same-instance", "redis-other-instance"]
+
+
+@contextlib.asynccontextmanager
+async def open_log(kind: str, **kw) -> AsyncIterator[Split]:
+    if kind == "memory":
+        log = MemoryRunEventLog(**kw)
+        yield Split(log, log)
+        return
+    options = {"max_events": kw.get("max_events_per_run", 10_000)}
+    async with redis_store() as store:
+        writer = RedisRunEventLog(store, **options)
+        reader = writer if kind == "redis-same-instance" else RedisRunEventLog(store, **options)
+        yield Split(writer, reader)
+        await writer.flushed()
+
+
+@pytest.fixture(params=KINDS)
+async def make_log(request) -> AsyncIterator[Callable[..., Any]]:
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**kw) -> Split:
+            return await stack.enter_async_context(open_log(request.param, **kw))
+
+        yield make
 
 
 async def test_sequence_numbers_start_at_one_and_have_no_gaps(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     assert await log.append(A, RUN, [START]) == 1
     assert await log.append(A, RUN, [delta(0), delta(1)]) == 3
@@ -50,7 +107,7 @@ async def test_sequence_numbers_start_at_one_and_have_no_gaps(make_log) -> None:
 
 
 async def test_reading_after_a_sequence_number_returns_only_later_events(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START, delta(0), delta(1), delta(2)])
     batch = await log.read(A, RUN, after=2, wait_s=0)
@@ -59,14 +116,14 @@ async def test_reading_after_a_sequence_number_returns_only_later_events(make_lo
 
 
 async def test_another_tenant_cannot_read_the_run(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START])
     assert await log.read(B, RUN, after=0, wait_s=0) is None
 
 
 async def test_two_tenants_may_use_the_same_run_id_without_mixing(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START, delta(0)])
     await log.open(B, RUN)
@@ -77,11 +134,11 @@ async def test_two_tenants_may_use_the_same_run_id_without_mixing(make_log) -> N
 
 
 async def test_unknown_run_reads_as_none(make_log) -> None:
-    assert await make_log().read(A, RunId("nope"), after=0, wait_s=0) is None
+    assert await (await make_log()).read(A, RunId("nope"), after=0, wait_s=0) is None
 
 
 async def test_a_waiting_reader_is_woken_by_an_append(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START])
     reader = asyncio.create_task(log.read(A, RUN, after=1, wait_s=30))
@@ -93,7 +150,7 @@ async def test_a_waiting_reader_is_woken_by_an_append(make_log) -> None:
 
 
 async def test_a_waiting_reader_times_out_with_an_empty_open_batch(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START])
     batch = await log.read(A, RUN, after=1, wait_s=0.01)
@@ -102,7 +159,7 @@ async def test_a_waiting_reader_times_out_with_an_empty_open_batch(make_log) -> 
 
 
 async def test_the_terminal_event_completes_the_log_and_later_appends_fail(make_log) -> None:
-    log = make_log()
+    log = await make_log()
     await log.open(A, RUN)
     await log.append(A, RUN, [START, END])
     batch = await log.read(A, RUN, after=0, wait_s=0)
@@ -115,7 +172,7 @@ async def test_the_terminal_event_completes_the_log_and_later_appends_fail(make_
 
 
 async def test_a_full_buffer_drops_the_oldest_and_shows_the_gap(make_log) -> None:
-    log = make_log(max_events_per_run=3)
+    log = await make_log(max_events_per_run=3)
     await log.open(A, RUN)
     await log.append(A, RUN, [START, delta(0), delta(1), delta(2), delta(3)])
     batch = await log.read(A, RUN, after=0, wait_s=0)
@@ -123,8 +180,8 @@ async def test_a_full_buffer_drops_the_oldest_and_shows_the_gap(make_log) -> Non
     assert (batch.first_seq, list(batch.events)) == (3, [delta(1), delta(2), delta(3)])
 
 
-async def test_finished_runs_beyond_the_retention_count_are_forgotten(make_log) -> None:
-    log = make_log(max_finished_runs=2)
+async def test_finished_runs_beyond_the_retention_count_are_forgotten() -> None:
+    log = MemoryRunEventLog(max_finished_runs=2)
     for i in range(3):
         run = RunId(f"r{i}")
         await log.open(A, run)
@@ -133,22 +190,72 @@ async def test_finished_runs_beyond_the_retention_count_are_forgotten(make_log) 
     assert await log.read(A, RunId("r2"), after=0, wait_s=0) is not None
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(1, 6), min_size=1, max_size=20), st.integers(0, 40))
-def test_any_append_pattern_reads_back_in_order_from_any_point(sizes, after) -> None:
-    async def scenario() -> None:
-        for factory in FACTORIES.values():
-            log = factory()
-            await log.open(A, RUN)
-            events = [delta(i) for i in range(sum(sizes))]
-            i = 0
-            for size in sizes:
-                await log.append(A, RUN, events[i : i + size])
-                i += size
-            batch = await log.read(A, RUN, after=after, wait_s=0)
-            assert batch is not None
-            assert list(batch.events) == events[after:]
-            if batch.events:
-                assert batch.first_seq == after + 1
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_append_pattern_reads_back_in_order_from_any_point(kind) -> None:
+    @settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
+    @given(st.lists(st.integers(1, 6), min_size=1, max_size=20), st.integers(0, 40))
+    def run(sizes, after) -> None:
+        async def scenario() -> None:
+            async with open_log(kind) as log:
+                await log.open(A, RUN)
+                events = [delta(i) for i in range(sum(sizes))]
+                i = 0
+                for size in sizes:
+                    await log.append(A, RUN, events[i : i + size])
+                    i += size
+                batch = await log.read(A, RUN, after=after, wait_s=0)
+                assert batch is not None
+                assert list(batch.events) == events[after:]
+                if batch.events:
+                    assert batch.first_seq == after + 1
 
-    asyncio.run(scenario())
+        asyncio.run(scenario())
+
+    run()
+
+
+async def test_events_of_every_kind_survive_the_trip_through_redis() -> None:
+    from domain.conversation.interrupts import Interrupt
+
+    interrupt = Interrupt(
+        id="int_1",
+        tenant_id=A,
+        thread_id=ThreadId("th"),
+        run_id=RUN,
+        tool_call_id="c1",
+        tool_name="create_task",
+        arguments='{"title": "x"}',
+        reason="tool_approval",
+        message="Approve?",
+        expires_at_ms=1,
+    )
+    events = [
+        START,
+        TextMessageStarted(message_id=MessageId("m")),
+        delta(0),
+        TextMessageEnded(message_id=MessageId("m")),
+        ToolCallStarted(call_id="c1", name="kb_search", parent_message_id=MessageId("m")),
+        ToolCallArgs("c1", '{"q"'),
+        ToolCallEnded(call_id="c1"),
+        ToolCallResult(message_id=MessageId("t"), call_id="c1", content="[]"),
+        StepStarted(name="step 1"),
+        StepFinished(name="step 1"),
+        StateSnapshot(snapshot={"sba": {"step": 0, "toolCalls": []}, "n": 1.5}),
+        StateDelta(operations=({"op": "replace", "path": "/sba/step", "value": 1},)),
+        RunFinished(
+            thread_id=ThreadId("th"),
+            run_id=RUN,
+            usage=Usage(input_tokens=3, output_tokens=4),
+            pending_tool_call_ids=("c9",),
+            interrupts=(interrupt,),
+        ),
+    ]
+    async with open_log("redis-other-instance") as log:
+        await log.open(A, RUN)
+        await log.append(A, RUN, events)
+        batch = await log.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None and batch.complete
+    assert list(batch.events) == events
+    assert RunFailed(code="x", message="y") == decode_event(
+        encode_event(RunFailed(code="x", message="y"))
+    )

@@ -76,6 +76,9 @@ class MemoryRunEventLog:
                 _wake(fut)
         return buf.last_seq
 
+    def holds(self, tenant_id: TenantId, run_id: RunId) -> bool:
+        return (tenant_id, run_id) in self._runs
+
     async def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
     ) -> EventBatch | None:

@@ -31,6 +31,7 @@ from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimit
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
+from adapters.redis.event_log import RedisRunEventLog
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
@@ -179,8 +180,19 @@ class InfrastructureProvider(Provider):
         return SystemClock()
 
     @provide
-    def event_log(self, settings: Settings) -> RunEventLog:
-        return MemoryRunEventLog(
+    async def event_log(self, settings: Settings, redis: RedisHolder) -> AsyncIterator[RunEventLog]:
+        runs = settings.runs
+        if redis.store is not None:
+            log = RedisRunEventLog(
+                redis.store,
+                max_events=runs.max_events_per_run,
+                retention_s=runs.retention_s,
+                max_finished_local=runs.max_finished_runs,
+            )
+            yield log
+            await log.flushed()
+            return
+        yield MemoryRunEventLog(
             max_events_per_run=settings.runs.max_events_per_run,
             retention_s=settings.runs.retention_s,
             max_finished_runs=settings.runs.max_finished_runs,
