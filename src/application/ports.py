@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -129,3 +130,46 @@ class Cache(Protocol):
     async def invalidate(self, scope: str, tags: Sequence[str]) -> int:
         """Drops the scope's entries carrying any of ``tags``; returns how many."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class ClaimOutcome(enum.StrEnum):
+    STARTED = "started"  # the key is new: the caller runs the request and holds the key
+    REPLAY = "replay"  # the same request already completed: its response is returned
+    MISMATCH = "mismatch"  # the key was used for a different request
+    IN_FLIGHT = "in_flight"  # the same request is still running elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: ClaimOutcome
+    response: StoredResponse | None = None
+
+
+class IdempotencyStore(Protocol):
+    """Outcomes of mutating requests by idempotency key, within a scope (one principal).
+    ``claim`` is atomic: of concurrent claims of a new key exactly one is STARTED. A started
+    key is held for ``lock_s`` (so a crashed holder cannot block retries for ever) until
+    ``complete`` stores its response for ``retention_s`` or ``release`` forgets it; both act
+    only for the fingerprint that holds the key. Raises ``ServiceUnavailable`` when the store
+    cannot be reached."""
+
+    async def claim(self, scope: str, key: str, fingerprint: str, *, lock_s: float) -> Claim: ...
+
+    async def complete(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        *,
+        retention_s: float,
+    ) -> None: ...
+
+    async def release(self, scope: str, key: str, fingerprint: str) -> None: ...

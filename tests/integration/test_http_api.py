@@ -21,6 +21,7 @@ from application.ports import SchemaMigrator
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.tenancy.model import Role
 from entrypoints.http.app import create_app
+from entrypoints.ioc.container import make_container
 from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import load_settings
 
@@ -86,16 +87,25 @@ def types(frames: list[tuple[int | None, dict]]) -> list[str]:
     return [data["type"] for _, data in frames]
 
 
-async def make_api(tmp_path, *providers: Provider, **env: str) -> AsyncIterator[Api]:
+async def make_api(
+    tmp_path, *providers: Provider, own_setup: bool = False, **env: str
+) -> AsyncIterator[Api]:
+    """The app on the embedded defaults plus ``env``, with the demo tenant seeded. With
+    ``own_setup`` the test's own calls go through a container of their own: the app's clients
+    (a Redis pool, say) belong to the app's event loop, which the test client runs apart."""
     settings = load_settings({"SBA_DATA_DIR": str(tmp_path), **env})
     app = create_app(settings, *providers)
     async with AsyncTestClient(app) as client:
-        container = app.state.dishka_container
-        await (await container.get(SchemaMigrator)).upgrade()
-        issued = await (await container.get(EnsureDemoTenant))()
-        assert issued is not None
-        await seed_demo_knowledge(await container.get(IngestDocument), issued.key.tenant_id)
-        yield Api(client=client, key=issued.plaintext, container=container)
+        container = make_container(settings) if own_setup else app.state.dishka_container
+        try:
+            await (await container.get(SchemaMigrator)).upgrade()
+            issued = await (await container.get(EnsureDemoTenant))()
+            assert issued is not None
+            await seed_demo_knowledge(await container.get(IngestDocument), issued.key.tenant_id)
+            yield Api(client=client, key=issued.plaintext, container=container)
+        finally:
+            if own_setup:
+                await container.close()
 
 
 @pytest.fixture

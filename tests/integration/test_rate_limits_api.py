@@ -22,7 +22,8 @@ async def limited_api(tmp_path, kind: str, **env: str) -> AsyncIterator[Api]:
         require_redis()
         env = {**env, "SBA_REDIS_URL": REDIS_URL, "SBA_REDIS__KEY_PREFIX": prefix}
     try:
-        async for api in make_api(tmp_path, SBA_LLM__LOADTEST="true", **env):
+        own = kind == "redis"
+        async for api in make_api(tmp_path, own_setup=own, SBA_LLM__LOADTEST="true", **env):
             yield api
     finally:
         if kind == "redis":

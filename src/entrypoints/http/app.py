@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from application.conversation.ports import RunLauncher
 from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
 from entrypoints.http.health import healthz, readyz
+from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.runs import RunController
@@ -47,7 +48,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
     app = Litestar(
         route_handlers=[RunController, KnowledgeController, list_tools, healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[rate_headers_middleware],
+        middleware=[rate_headers_middleware, idempotency_middleware],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=settings.http.max_body_bytes,

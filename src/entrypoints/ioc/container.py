@@ -25,6 +25,7 @@ from adapters.llm.openai import OpenAiChatModel
 from adapters.memory.cache import MemoryCache
 from adapters.memory.clock import SystemClock
 from adapters.memory.event_log import MemoryRunEventLog
+from adapters.memory.idempotency import MemoryIdempotencyStore
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
@@ -32,6 +33,7 @@ from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
+from adapters.redis.idempotency import RedisIdempotencyStore
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
@@ -70,7 +72,7 @@ from application.knowledge.use_cases import (
     ListDocuments,
     SearchKnowledge,
 )
-from application.ports import Cache, Clock, SchemaMigrator, UnitOfWork
+from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, UnitOfWork
 from application.quota.ports import ConcurrencyGuard, RateLimiter
 from application.quota.use_cases import AdmitRequest, RunSlots
 from application.tenancy.use_cases import (
@@ -229,6 +231,12 @@ class InfrastructureProvider(Provider):
         if redis.store is not None:
             return RedisCache(redis.store)
         return MemoryCache(max_entries=settings.cache.max_entries)
+
+    @provide
+    def idempotency_store(self, redis: RedisHolder) -> IdempotencyStore:
+        if redis.store is not None:
+            return RedisIdempotencyStore(redis.store)
+        return MemoryIdempotencyStore()
 
     @provide
     def quota_policy(self, settings: Settings) -> QuotaPolicy:
