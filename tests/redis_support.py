@@ -73,7 +73,7 @@ class RedisServer:
         self._binary = binary or "redis-server"
         self.port = free_port()
         self._dir = workdir
-        self._extra = extra
+        self.extra = extra
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,7 +94,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self._dir),
-                *self._extra,
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
