@@ -126,7 +126,10 @@ def start_server(extra_env: dict[str, str]) -> Server:
         "PYTHONPATH": str(ROOT / "src"),
         "SBA_DATA_DIR": data,
         "SBA_LLM__LOADTEST": "true",
+        # Limits high enough never to refuse, so their cost is measured and not their effect.
         "SBA_RATE_LIMIT__DEFAULT_PER_MINUTE": "100000000",
+        "SBA_RATE_LIMIT__ADDRESS_PER_MINUTE": "100000000",
+        "SBA_RATE_LIMIT__CONCURRENT_RUNS": "1000000",
         "SBA_LOG__LEVEL": "WARNING",
         **extra_env,
     }
@@ -547,6 +550,98 @@ async def postgres_rows(
     return sections
 
 
+async def limiter_decisions(url: str, seconds: float) -> list[dict[str, float]]:
+    """Rate-limit decisions straight through the adapters (tenant and key counters in one
+    atomic decision, as every request makes): decisions/s and latency, on Redis and in memory."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from adapters.memory.rate_limiter import MemoryRateLimiter
+    from adapters.redis.client import RedisStore, create_client
+    from adapters.redis.rate_limiter import RedisRateLimiter
+    from application.quota.ports import RateCheck
+    from domain.quota.rate_limit import RateLimitRule
+
+    rule = RateLimitRule.sliding(limit=100_000_000, window_s=60, burst_ratio=0.2)
+    checks = [
+        RateCheck(policy="tenant", key="runs", rule=rule),
+        RateCheck(policy="key", key="runs:p:k", rule=rule),
+    ]
+    prefix = f"sbabench:{os.getpid()}:"
+    store = RedisStore(create_client(url, max_connections=128), prefix=prefix)
+    rows = []
+    try:
+        for name, limiter in (("redis", RedisRateLimiter(store)), ("memory", MemoryRateLimiter())):
+            for concurrency in (1, 32):
+                lat: list[float] = []
+                stop = time.perf_counter() + seconds
+
+                async def worker(i: int, limiter=limiter, lat=lat, stop=stop) -> None:
+                    partition = f"t:{i % 8}"
+                    while time.perf_counter() < stop:
+                        t = time.perf_counter()
+                        await limiter.hit(partition, checks)
+                        lat.append((time.perf_counter() - t) * 1e6)
+
+                began = time.perf_counter()
+                await asyncio.gather(*(worker(i) for i in range(concurrency)))
+                rows.append(
+                    {
+                        "store": name,
+                        "concurrency": concurrency,
+                        "decisions_per_s": len(lat) / (time.perf_counter() - began),
+                        "p50_us": pct(lat, 50),
+                        "p99_us": pct(lat, 99),
+                    }
+                )
+    finally:
+        await store.close()
+        await drop_redis_prefix(url, prefix)
+    return rows
+
+
+async def drop_redis_prefix(url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+    finally:
+        await client.aclose()
+
+
+async def redis_rows(
+    args: argparse.Namespace, extra: dict[str, str], quick: bool, record: dict[str, object]
+) -> list[str]:
+    """Full runs with the limiter, run caps, event log and idempotency store on Redis."""
+    sections = []
+    decisions = await limiter_decisions(args.redis, 1.0 if quick else 5.0)
+    sections.append(table("Rate-limit decisions (tenant + key, one atomic step)", decisions))
+    record["limiter"] = decisions
+    prefix = f"sbabench:{os.getpid()}:run:"
+    env = {**extra, "SBA_REDIS_URL": args.redis, "SBA_REDIS__KEY_PREFIX": prefix}
+    server = await asyncio.to_thread(start_server, env)
+    try:
+        rows = [
+            await throughput(
+                server, c, 3 if quick else args.duration, 1 if quick else 2, args.tokens
+            )
+            for c in args.clients
+        ]
+        sections.append(
+            table(
+                f"Full runs with Redis (limiter, run caps, event log), {args.tokens} tokens", rows
+            )
+        )
+        row = await sequential_ttfe(server, 300 if quick else 2000, args.tokens)
+        sections.append(table("Time to first event with Redis, one client, sequential", [row]))
+        record["redis"] = {"throughput": rows, "ttfe": row}
+    finally:
+        stop_server(server)
+        await drop_redis_prefix(args.redis, prefix)
+    return sections
+
+
 async def main_async(args: argparse.Namespace) -> None:
     raise_nofile()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -597,6 +692,8 @@ async def main_async(args: argparse.Namespace) -> None:
         stop_server(server)
     if args.postgres and ("throughput" in scenarios or "ttfe" in scenarios):
         sections.extend(await postgres_rows(args, extra, quick, record))
+    if args.redis and ("throughput" in scenarios or "ttfe" in scenarios):
+        sections.extend(await redis_rows(args, extra, quick, record))
     if "tools" in scenarios:
         row = await tool_overhead(5_000 if quick else 20_000)
         sections.append(table("Tool invocation overhead in process (policy, schema, audit)", [row]))
@@ -604,6 +701,8 @@ async def main_async(args: argparse.Namespace) -> None:
     backend = ", ".join(f"{k}={v}" for k, v in extra.items()) or "embedded defaults (SQLite)"
     if "postgres" in record:
         backend += "; then Postgres (row-level security on) for the rows marked so"
+    if "redis" in record:
+        backend += "; then Redis (local, loopback) for the rows marked so"
     header = (
         f"# SBA benchmark\n\n- date: {record['date']}\n- commit: {record['commit']}\n"
         f"- python: {record['python']}\n- backend: {backend}\n"
@@ -634,6 +733,11 @@ def main() -> None:
             "SBA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
         help="admin DSN for the Postgres rows (a fresh database is made and dropped); '' skips",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("SBA_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+        help="Redis URL for the Redis rows (keys under a bench prefix, removed); '' skips",
     )
     args = parser.parse_args()
     if uvloop is not None:

@@ -128,3 +128,13 @@ def test_a_plan_naming_an_unknown_route_class_or_missing_plan_is_refused() -> No
         Plan(name="x", tenant_routes={"run": 5})
     with pytest.raises(InvariantViolated, match="not defined"):
         QuotaPolicy(default=Plan(name="default"), tenant_plans={"acme": "gold"})
+
+
+def test_a_limit_beyond_a_million_a_second_means_practically_unlimited() -> None:
+    rule = RateLimitRule.sliding(limit=100_000_000, window_s=60, burst_ratio=0.2)
+    assert rule.interval_us == 1
+    tat = 0
+    for _ in range(1000):
+        outcome = decide(rule, tat, T0)
+        assert outcome.allowed
+        tat = outcome.tat_us

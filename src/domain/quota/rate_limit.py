@@ -29,8 +29,6 @@ class RateLimitRule:
     def __post_init__(self) -> None:
         if self.limit < 1 or self.burst < 1 or not self.window_s > 0:
             raise InvariantViolated("a rate limit needs limit ≥ 1, burst ≥ 1 and a window > 0")
-        if self.window_s * US_PER_S < self.limit:
-            raise InvariantViolated("a rate limit cannot admit more than one request per µs")
 
     @classmethod
     def sliding(cls, *, limit: int, window_s: float, burst_ratio: float) -> RateLimitRule:
@@ -42,9 +40,9 @@ class RateLimitRule:
     @property
     def interval_us(self) -> int:
         """Time one request's worth of allowance takes to come back, rounded up so that the
-        average never exceeds the limit."""
+        average never exceeds the limit; at least 1 µs (a million a second is no limit)."""
         window_us = round(self.window_s * US_PER_S)
-        return -(-window_us // self.limit)
+        return max(1, -(-window_us // self.limit))
 
     @property
     def tolerance_us(self) -> int:
