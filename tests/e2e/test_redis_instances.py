@@ -178,3 +178,21 @@ async def test_one_run_cap_holds_across_instances_and_frees_when_the_run_ends(pa
         again = await client.post(start_b, json=body("cap-3", 3, 0), headers=auth(pair.solo_key))
         assert again.status_code == 200
         assert frames(again.text)[-1][1]["type"] == "RUN_FINISHED"
+
+
+async def test_a_run_whose_client_disconnected_frees_its_place_when_it_finishes(pair) -> None:
+    start_a = f"{pair.a}/v1/agents/assistant/runs"
+    async with httpx.AsyncClient(timeout=30) as client:
+        head = await first_frames(client, start_a, pair.solo_key, body("gone-1", 30, 10), 2)
+        assert head[0][1]["type"] == "RUN_STARTED"
+        # The client is gone; the run goes on and still holds the tenant's one place.
+        refused = await client.post(start_a, json=body("gone-2"), headers=auth(pair.solo_key))
+        assert refused.status_code == 429
+        # Follow the run to its end from the other instance, as a returning client would.
+        rest = await client.get(
+            f"{pair.b}/v1/runs/gone-1/events",
+            headers=auth(pair.solo_key, **{"Last-Event-ID": str(head[-1][0])}),
+        )
+        assert frames(rest.text)[-1][1]["type"] == "RUN_FINISHED"
+        again = await client.post(start_a, json=body("gone-3", 2, 0), headers=auth(pair.solo_key))
+        assert again.status_code == 200
