@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ROOT, free_port, sba, start_server, stop_server
-from tests.pg import ADMIN_DSN, _admin, _run, _url
+from tests.pg import ADMIN_DSN, _admin, _run, _url, drop_database
 from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, require_redis
 
 pytestmark = pytest.mark.e2e
@@ -77,11 +77,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         stop_server(a)
 
         async def drop() -> None:
-            conn = await _admin()
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
+            await drop_database(name)
             await drop_prefix(REDIS_URL, prefix)
 
         _run(drop)

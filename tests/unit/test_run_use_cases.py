@@ -127,19 +127,17 @@ def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -
     )
 
 
+def capped_world(slots: RunSlots):
+    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
+    journal = TransactionalRunJournal(uow)
+    start = StartRun(journal, log, launcher, FixedClock(), MemoryInterruptStore(), uow, slots)
+    return uow, log, launcher, start
+
+
 @pytest.fixture
 def world():
-    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
-    start = StartRun(
-        TransactionalRunJournal(uow),
-        log,
-        launcher,
-        FixedClock(),
-        MemoryInterruptStore(),
-        uow,
-        RunSlots(MemoryConcurrencyGuard(), QuotaPolicy(default=Plan(name="default")), lease_s=30),
-    )
-    return uow, log, launcher, start
+    guard, policy = MemoryConcurrencyGuard(), QuotaPolicy(default=Plan(name="default"))
+    return capped_world(RunSlots(guard, policy, lease_s=30))
 
 
 async def all_events(log: MemoryRunEventLog, run_id: str = "r1"):
@@ -224,18 +222,9 @@ def capped(guard: MemoryConcurrencyGuard, *, tenant: int, principal: int = 0) ->
 async def test_a_tenant_at_its_run_cap_is_refused_until_a_run_ends_however_it_ends(
     outcome,
 ) -> None:
-    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
     guard = MemoryConcurrencyGuard()
     slots = capped(guard, tenant=1)
-    start = StartRun(
-        TransactionalRunJournal(uow),
-        log,
-        launcher,
-        FixedClock(),
-        MemoryInterruptStore(),
-        uow,
-        slots,
-    )
+    uow, log, launcher, start = capped_world(slots)
     await start(command("r1"))
     with pytest.raises(RateLimited) as caught:
         await start(command("r2", user("u2", "again")))
@@ -260,17 +249,7 @@ async def test_a_tenant_at_its_run_cap_is_refused_until_a_run_ends_however_it_en
 
 
 async def test_a_principal_cap_leaves_the_tenants_other_principals_free() -> None:
-    uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
-    slots = capped(MemoryConcurrencyGuard(), tenant=10, principal=1)
-    start = StartRun(
-        TransactionalRunJournal(uow),
-        log,
-        launcher,
-        FixedClock(),
-        MemoryInterruptStore(),
-        uow,
-        slots,
-    )
+    _, _, launcher, start = capped_world(capped(MemoryConcurrencyGuard(), tenant=10, principal=1))
     await start(command("r1"))
     with pytest.raises(RateLimited):
         await start(command("r2", user("u2", "x")))
