@@ -78,10 +78,6 @@ class RedisStore:
     def script(self, source: str) -> Any:
         return self.client.register_script(source)
 
-    @property
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
     async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         if time.monotonic() < self._down_until:
             raise ServiceUnavailable(f"redis is unreachable ({what} skipped)")

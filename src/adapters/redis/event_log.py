@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -27,30 +27,15 @@ from adapters.memory.event_log import MemoryRunEventLog
 from adapters.redis.client import RedisStore
 from application.conversation.ports import EventBatch
 from application.errors import ServiceUnavailable
-from domain.conversation import events as ev
 from domain.conversation.events import RunEvent, is_terminal
 from domain.ids import RunId, TenantId
 
 log = logging.getLogger("sba.redis")
 
-_TYPES: tuple[type[Any], ...] = (
-    ev.RunStarted,
-    ev.TextMessageStarted,
-    ev.TextDelta,
-    ev.TextMessageEnded,
-    ev.ToolCallStarted,
-    ev.ToolCallArgs,
-    ev.ToolCallEnded,
-    ev.ToolCallResult,
-    ev.StepStarted,
-    ev.StepFinished,
-    ev.StateSnapshot,
-    ev.StateDelta,
-    ev.RunFinished,
-    ev.RunFailed,
-)
-_CODE = {t: str(i).encode() for i, t in enumerate(_TYPES)}
-_DECODERS = {str(i).encode(): msgspec.msgpack.Decoder(t) for i, t in enumerate(_TYPES)}
+# Entries name their event type, so a reordering of the union never misreads a stream.
+_TYPES: tuple[type[Any], ...] = get_args(RunEvent)
+_CODE = {t: t.__name__.encode() for t in _TYPES}
+_DECODERS = {t.__name__.encode(): msgspec.msgpack.Decoder(t) for t in _TYPES}
 _encode = msgspec.msgpack.Encoder().encode
 
 
