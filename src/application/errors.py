@@ -69,3 +69,16 @@ class TenantScopeViolation(ApplicationError):
     error. The database refuses it too (row-level security)."""
 
     code = "tenant_scope_violation"
+
+
+class ContentSchemaError(ApplicationError):
+    """A content source answered in a shape we do not understand (its schema drifted); the
+    message names the field."""
+
+    code = "content_schema_changed"
+
+
+class TemplateFailed(ApplicationError):
+    """A template is invalid, or tried to reach what the sandbox does not allow."""
+
+    code = "template_failed"

@@ -193,6 +193,62 @@ class KnowledgeSettings(_Section, frozen=True):
     chunk_overlap: int = 120
 
 
+class WorkerSettings(_Section, frozen=True):
+    """Background jobs (``SBA_BROKER_URL``; unset: they run inside ``sba serve``)."""
+
+    # The Redis stream (and its consumer group) jobs travel on.
+    queue: str = "sba:jobs"
+    # Jobs one worker process runs at once.
+    concurrency: int = 32
+    # Attempts per job before it goes to the dead-letter store, and the backoff between them
+    # (exponential from base to cap, with jitter).
+    max_attempts: int = 5
+    retry_base_ms: int = 500
+    retry_cap_ms: int = 60_000
+    # A job taken by a worker that died is given to another after it has been idle this long.
+    redeliver_after_s: float = 60.0
+
+
+class ContentSourceSettings(_Section, frozen=True):
+    """A tenant's content source: a folder of Markdown files, or a BaseHub repository."""
+
+    kind: Literal["folder", "basehub"]
+    path: str = ""
+    token: str | None = None
+    token_file: str | None = None
+    endpoint: str = "https://api.basehub.com/graphql"
+    ref: str | None = None
+    draft: bool = False
+    # The list block holding the documents, and their rich-text field.
+    collection: str = "documents"
+    body_field: str = "body"
+    webhook_secret: str | None = None
+    webhook_secret_file: str | None = None
+    timeout_s: float = 10.0
+    max_attempts: int = 3
+
+
+class ContentSettings(_Section, frozen=True):
+    # Content sources by tenant slug (JSON in SBA_CONTENT__TENANTS).
+    tenants: dict[str, ContentSourceSettings] = {}
+    # How long fetched content and cached search results are kept.
+    cache_ttl_s: float = 300.0
+    # Accepted webhook bodies are remembered this long; a repeat is refused as a replay.
+    replay_window_s: float = 86_400.0
+
+
+class RenderSettings(_Section, frozen=True):
+    # Where artifacts go: a local folder (empty: <data_dir>/artifacts) or an S3 bucket.
+    blob_path: str = ""
+    # Signs download links; unset, a random secret is made at start (links then work only on
+    # this process until it restarts).
+    link_secret: str | None = None
+    link_secret_file: str | None = None
+    link_ttl_s: int = 900
+    # How long the render_document tool waits for the render before answering "queued".
+    tool_wait_s: float = 8.0
+
+
 class RuntimeSettings(_Section, frozen=True):
     # Python's cyclic GC: objects alive at start-up are frozen out of its scans, and young
     # collections run every this many allocations (CPython's default of 700 makes the full
@@ -228,6 +284,11 @@ class Settings(_Section, frozen=True):
     # Unset: the rate limiter, cache, run event log and idempotency keys live in this process.
     redis_url: str | None = None
     redis: RedisSettings = RedisSettings()
+    # Unset: background jobs run in this process (taskiq's in-memory broker).
+    broker_url: str | None = None
+    worker: WorkerSettings = WorkerSettings()
+    content: ContentSettings = ContentSettings()
+    render: RenderSettings = RenderSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     cache: CacheSettings = CacheSettings()
     postgres: PostgresSettings = PostgresSettings()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.scope import TenantScope
 from adapters.sqla.interrupts import SqlaInterruptStore
+from adapters.sqla.jobs import SqlaRenderJobRepository
 from adapters.sqla.knowledge import PostgresKnowledgeStore
 from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.scope import Database
@@ -32,6 +33,7 @@ from domain.conversation.model import Message, Role, Run, Thread
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
+from domain.render.model import RenderJob
 from domain.tenancy.model import Role as KeyRole
 from domain.tenancy.model import Tenant, mint_api_key
 from domain.tools.model import Task
@@ -61,6 +63,9 @@ INSERTS = {
     "interrupts": "INSERT INTO interrupts (tenant_id, id, thread_id, run_id, tool_call_id, "
     "tool_name, arguments, reason, message, expires_at_ms, status) "
     "VALUES (:t, :n, 'x', 'x', 'x', 'x', '{}', 'x', 'x', 0, 'pending')",
+    "render_jobs": "INSERT INTO render_jobs (tenant_id, id, template, data, formats, "
+    "requested_by, state, attempts, artifacts, created_at_ms, updated_at_ms) "
+    "VALUES (:t, :n, 'inline:x', '{}', 'markdown', 'x', 'queued', 0, '{}', 0, 0)",
 }
 # Rows of B pointing at rows only A has: the composite foreign keys refuse them.
 REFERENCES = ("messages", "runs", "kb_chunks")
@@ -136,6 +141,9 @@ async def seed(db: Database, tenant: TenantId, ids: Mapping[str, str], *, only_a
                 expires_at_ms=10**15,
             )
         ]
+    )
+    await SqlaRenderJobRepository(db).add(
+        RenderJob(id=f"r{ids['render']}", tenant_id=tenant, template="inline:secret")
     )
 
 
@@ -246,7 +254,7 @@ async def attack(url: str, names: Mapping[str, str]) -> None:
 )
 @given(
     names=st.fixed_dictionaries(
-        dict.fromkeys(("thread", "run", "message", "doc", "task", "interrupt"), ids)
+        dict.fromkeys(("thread", "run", "message", "doc", "task", "interrupt", "render"), ids)
     ).flatmap(
         lambda d: ids.filter(lambda x: x not in (d["thread"], d["doc"])).map(
             lambda a_only: {**d, "a_only": a_only}

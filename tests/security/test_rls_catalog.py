@@ -26,7 +26,10 @@ async def test_every_table_with_tenant_rows_is_protected_and_forced(request) -> 
     _, engine, name = await _db(request)
     try:
         # The models agree with the list: every table with a tenant_id column is in it.
-        assert {t.name for t in metadata.sorted_tables if "tenant_id" in t.c} == set(TENANT_TABLES)
+        assert {t.name for t in metadata.sorted_tables if "tenant_id" in t.c} == {
+            *TENANT_TABLES,
+            "dead_letters",
+        }
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -50,6 +53,10 @@ async def test_every_table_with_tenant_rows_is_protected_and_forced(request) -> 
             "api_keys": {"key_lookup"},
             "tenants": {"key_lookup"},
         }
+        # Dead letters: forced, and no policy at all, so only the admin path sees them.
+        dead = by_table["dead_letters"]
+        assert dead.relrowsecurity and dead.relforcerowsecurity
+        assert dead.policies == [None]
     finally:
         await engine.dispose()
         await drop_database(name)
@@ -78,11 +85,12 @@ async def test_the_application_role_is_unprivileged_and_cannot_touch_admin_table
                         {"r": DEFAULT_APP_ROLE, "t": table},
                     )
                 ).scalar_one()
-                for table in ("admin_log", "alembic_version", *PROTECTED)
+                for table in ("admin_log", "alembic_version", "dead_letters", *PROTECTED)
             }
         assert privileges == {
             "admin_log": False,
             "alembic_version": False,
+            "dead_letters": False,
             **dict.fromkeys(PROTECTED, True),
         }
         assert await SqlaUnitOfWork(db).isolation_problems() == []

@@ -6,9 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from adapters.memory.knowledge import MemoryKnowledgeStore
-from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
-from adapters.tools.builtin import BuiltinToolRegistry
+from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from application.conversation.ports import (
     ChatChunk,
     ChatRequest,
@@ -23,6 +21,7 @@ from domain.conversation.events import RunFailed, RunFinished, ToolCallResult
 from domain.conversation.model import Role
 from domain.ids import RunId, TenantId
 from domain.tools.model import ToolOutcome
+from tests.support import builtin_tools
 from tests.unit.test_run_use_cases import TENANT, FixedClock, command, executor
 from tests.unit.test_run_use_cases import world as world
 
@@ -106,7 +105,7 @@ async def test_a_tool_that_overruns_its_timeout_times_out_and_is_audited() -> No
 
 async def test_an_unknown_tool_is_reported_to_the_model() -> None:
     clock = FixedClock()
-    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
+    registry = builtin_tools(clock)
     ctx = ToolContext(tenant_id=TenantId("t"), tenant_slug="t", subject="s", run_id="r")
     result = await registry.run("teleport", "{}", ctx)
     assert result.outcome is ToolOutcome.UNKNOWN_TOOL
@@ -115,7 +114,7 @@ async def test_an_unknown_tool_is_reported_to_the_model() -> None:
 async def test_the_audit_keeps_a_latency_histogram_per_tool() -> None:
     audit = MemoryToolAudit()
     clock = FixedClock()
-    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
+    registry = builtin_tools(clock)
     invoke = InvokeTool(registry, StaticToolPolicy(["*"], {}), audit, clock)
     ctx = ToolContext(tenant_id=TenantId("t"), tenant_slug="t", subject="s", run_id="r")
     for _ in range(3):

@@ -15,8 +15,7 @@ from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard
-from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
-from adapters.tools.builtin import BuiltinToolRegistry
+from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from application.conversation.ports import (
     ChatChunk,
     ChatModel,
@@ -60,6 +59,7 @@ from domain.knowledge.text import ContentType
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Principal
 from domain.tenancy.model import Role as KeyRole
+from tests.support import builtin_tools
 
 TENANT = TenantId("ten_1")
 ME = Principal(tenant_id=TENANT, tenant_slug="demo", subject="apikey:k", role=KeyRole.MEMBER)
@@ -97,7 +97,7 @@ def executor(
     slots: RunSlots | None = None,
 ) -> ExecuteRun:
     clock = FixedClock()
-    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), clock)
+    registry = builtin_tools(clock)
     policy = policy or StaticToolPolicy(["*"], {})
     return ExecuteRun(
         TransactionalRunJournal(uow),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 from domain.ids import TenantId
-from domain.knowledge.model import Chunk, KbDocument, SearchHit
+from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms, stem
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -21,9 +22,77 @@ def _matches(term: str, word: str) -> bool:
 class MemoryKnowledgeStore:
     def __init__(self) -> None:
         self._docs: dict[tuple[TenantId, str], tuple[KbDocument, tuple[Chunk, ...]]] = {}
+        self._status: dict[tuple[TenantId, str], IndexStatus] = {}
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None:
-        self._docs[(document.tenant_id, document.id)] = (document, tuple(chunks))
+        await self.save(document)
+        await self.index(
+            document.tenant_id,
+            document.id,
+            document.digest(),
+            chunks,
+            now_ms=document.updated_at_ms,
+        )
+
+    async def save(self, document: KbDocument) -> IndexStatus:
+        key = (document.tenant_id, document.id)
+        digest = document.digest()
+        old = self._status.get(key)
+        chunks = self._docs[key][1] if key in self._docs else ()
+        self._docs[key] = (document, chunks)
+        if old is not None and old.indexed_digest == digest:
+            status = replace(old, state=IndexState.INDEXED, digest=digest, error=None)
+        else:
+            status = IndexStatus(
+                state=IndexState.QUEUED,
+                digest=digest,
+                indexed_digest=old.indexed_digest if old else None,
+                chunks=old.chunks if old else 0,
+                generation=old.generation if old else 0,
+                updated_at_ms=document.updated_at_ms,
+            )
+        self._status[key] = status
+        return status
+
+    async def index(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        chunks: Sequence[Chunk],
+        *,
+        now_ms: int,
+    ) -> IndexStatus | None:
+        key = (tenant_id, document_id)
+        status = self._status.get(key)
+        if status is None:
+            return None
+        if status.digest != digest or status.indexed_digest == digest:
+            return status
+        self._docs[key] = (self._docs[key][0], tuple(chunks))
+        status = IndexStatus(
+            state=IndexState.INDEXED,
+            digest=digest,
+            indexed_digest=digest,
+            chunks=len(chunks),
+            generation=status.generation + 1,
+            updated_at_ms=now_ms,
+        )
+        self._status[key] = status
+        return status
+
+    async def mark_failed(
+        self, tenant_id: TenantId, document_id: str, digest: str, error: str, *, now_ms: int
+    ) -> None:
+        key = (tenant_id, document_id)
+        status = self._status.get(key)
+        if status is not None and status.digest == digest and status.indexed_digest != digest:
+            self._status[key] = replace(
+                status, state=IndexState.FAILED, error=error[:2000], updated_at_ms=now_ms
+            )
+
+    async def status(self, tenant_id: TenantId, document_id: str) -> IndexStatus | None:
+        return self._status.get((tenant_id, document_id))
 
     async def get(self, tenant_id: TenantId, document_id: str) -> KbDocument | None:
         entry = self._docs.get((tenant_id, document_id))
@@ -34,6 +103,7 @@ class MemoryKnowledgeStore:
         return sorted(docs, key=lambda d: (d.title.lower(), d.id))
 
     async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
+        self._status.pop((tenant_id, document_id), None)
         return self._docs.pop((tenant_id, document_id), None) is not None
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int:

@@ -9,14 +9,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import TenantScope
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import kb_chunks, kb_documents
 from domain.ids import TenantId
-from domain.knowledge.model import Chunk, KbDocument, SearchHit
+from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms
 from domain.knowledge.text import ContentType
 
@@ -42,29 +42,162 @@ class _SqlKnowledgeStore(ABC):
         self._db = db
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None:
-        tenant, doc_id = document.tenant_id, document.id
-        async with self._db.begin(TenantScope(tenant)) as conn:
-            await self._unindex(conn, tenant, doc_id)
-            await conn.execute(
-                delete(kb_documents).where(
-                    kb_documents.c.tenant_id == tenant, kb_documents.c.id == doc_id
-                )
+        async with self._db.begin(TenantScope(document.tenant_id)) as conn:
+            await self._save(conn, document)
+            await self._index(
+                conn, document, document.digest(), chunks, now_ms=document.updated_at_ms
             )
+
+    async def save(self, document: KbDocument) -> IndexStatus:
+        async with self._db.begin(TenantScope(document.tenant_id)) as conn:
+            return await self._save(conn, document)
+
+    async def _save(self, conn: AsyncConnection, document: KbDocument) -> IndexStatus:
+        tenant, doc_id = document.tenant_id, document.id
+        digest = document.digest()
+        old = await self._status_row(conn, tenant, doc_id, lock=True)
+        values: dict[str, object] = {
+            "title": document.title,
+            "content_type": document.content_type.value,
+            "content": document.content,
+            "source": document.source,
+            "metadata": json.dumps(document.metadata),
+            "updated_at_ms": document.updated_at_ms,
+            "digest": digest,
+        }
+        if old is not None and old.indexed_digest == digest:
+            values.update(index_state=IndexState.INDEXED.value, index_error=None)
+        else:
+            values.update(
+                index_state=IndexState.QUEUED.value,
+                index_error=None,
+                index_updated_at_ms=document.updated_at_ms,
+            )
+        if old is None:
             await conn.execute(
                 insert(kb_documents).values(
-                    tenant_id=tenant,
-                    id=doc_id,
-                    title=document.title,
-                    content_type=document.content_type.value,
-                    content=document.content,
-                    source=document.source,
-                    metadata=json.dumps(document.metadata),
-                    created_at_ms=document.created_at_ms,
-                    updated_at_ms=document.updated_at_ms,
+                    tenant_id=tenant, id=doc_id, created_at_ms=document.created_at_ms, **values
                 )
             )
-            if chunks:
-                await self._insert_chunks(conn, document, chunks)
+        else:
+            await conn.execute(
+                update(kb_documents)
+                .where(kb_documents.c.tenant_id == tenant, kb_documents.c.id == doc_id)
+                .values(**values)
+            )
+        status = await self._status_row(conn, tenant, doc_id)
+        assert status is not None
+        return status
+
+    async def index(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        chunks: Sequence[Chunk],
+        *,
+        now_ms: int,
+    ) -> IndexStatus | None:
+        async with self._db.begin(TenantScope(tenant_id)) as conn:
+            status = await self._status_row(conn, tenant_id, document_id, lock=True)
+            if status is None or status.digest != digest or status.indexed_digest == digest:
+                return status
+            r = (
+                await conn.execute(
+                    select(kb_documents).where(
+                        kb_documents.c.tenant_id == tenant_id, kb_documents.c.id == document_id
+                    )
+                )
+            ).one()
+            return await self._index(conn, _document(r), digest, chunks, now_ms=now_ms)
+
+    async def _index(
+        self,
+        conn: AsyncConnection,
+        document: KbDocument,
+        digest: str,
+        chunks: Sequence[Chunk],
+        *,
+        now_ms: int,
+    ) -> IndexStatus:
+        tenant, doc_id = document.tenant_id, document.id
+        await self._unindex(conn, tenant, doc_id)
+        await conn.execute(
+            delete(kb_chunks).where(
+                kb_chunks.c.tenant_id == tenant, kb_chunks.c.document_id == doc_id
+            )
+        )
+        if chunks:
+            await self._insert_chunks(conn, document, chunks)
+        await conn.execute(
+            update(kb_documents)
+            .where(kb_documents.c.tenant_id == tenant, kb_documents.c.id == doc_id)
+            .values(
+                index_state=IndexState.INDEXED.value,
+                indexed_digest=digest,
+                index_chunks=len(chunks),
+                index_generation=kb_documents.c.index_generation + 1,
+                index_error=None,
+                index_updated_at_ms=now_ms,
+            )
+        )
+        status = await self._status_row(conn, tenant, doc_id)
+        assert status is not None
+        return status
+
+    async def mark_failed(
+        self, tenant_id: TenantId, document_id: str, digest: str, error: str, *, now_ms: int
+    ) -> None:
+        async with self._db.begin(TenantScope(tenant_id)) as conn:
+            await conn.execute(
+                update(kb_documents)
+                .where(
+                    kb_documents.c.tenant_id == tenant_id,
+                    kb_documents.c.id == document_id,
+                    kb_documents.c.digest == digest,
+                    or_(
+                        kb_documents.c.indexed_digest.is_(None),
+                        kb_documents.c.indexed_digest != digest,
+                    ),
+                )
+                .values(
+                    index_state=IndexState.FAILED.value,
+                    index_error=error[:2000],
+                    index_updated_at_ms=now_ms,
+                )
+            )
+
+    async def status(self, tenant_id: TenantId, document_id: str) -> IndexStatus | None:
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            return await self._status_row(conn, tenant_id, document_id)
+
+    async def _status_row(
+        self, conn: AsyncConnection, tenant: TenantId, doc_id: str, *, lock: bool = False
+    ) -> IndexStatus | None:
+        c = kb_documents.c
+        stmt = select(
+            c.digest,
+            c.index_state,
+            c.indexed_digest,
+            c.index_chunks,
+            c.index_generation,
+            c.index_error,
+            c.index_updated_at_ms,
+        ).where(c.tenant_id == tenant, c.id == doc_id)
+        if lock and self._db.is_postgres:
+            stmt = stmt.with_for_update()
+        r = (await conn.execute(stmt)).first()
+        if r is None:
+            return None
+        return IndexStatus(
+            state=IndexState(r.index_state),
+            digest=r.digest,
+            indexed_digest=r.indexed_digest,
+            chunks=int(r.index_chunks),
+            generation=int(r.index_generation),
+            error=r.index_error,
+            updated_at_ms=int(r.index_updated_at_ms),
+        )
 
     async def _insert_chunks(
         self, conn: AsyncConnection, document: KbDocument, chunks: Sequence[Chunk]

@@ -117,6 +117,15 @@ kb_documents = Table(
     Column("metadata", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+    # Indexing (0007): ``digest`` names the stored version, ``indexed_digest`` the version the
+    # chunks were made from; ``index_generation`` counts committed indexings.
+    Column("digest", String(64), nullable=False, server_default=""),
+    Column("index_state", String(16), nullable=False, server_default="indexed"),
+    Column("indexed_digest", String(64)),
+    Column("index_chunks", Integer, nullable=False, server_default="0"),
+    Column("index_generation", Integer, nullable=False, server_default="0"),
+    Column("index_error", Text),
+    Column("index_updated_at_ms", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant_id", "id"),
 )
 
@@ -169,6 +178,39 @@ interrupts = Table(
     Index(None, "tenant_id", "thread_id", "status"),
 )
 
+render_jobs = Table(
+    "render_jobs",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("id", ID, nullable=False),
+    Column("template", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("formats", String(64), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),
+    Column("artifacts", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+# Jobs that failed on every attempt (0007). Operational, cross-tenant, read and written on the
+# admin path only: the application role has no privileges on it.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("tenant_id", ID, nullable=False),
+    Column("job_key", Text, nullable=False),
+    Column("job", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("failed_at_ms", BigInteger, nullable=False),
+    Index(None, "failed_at_ms"),
+)
+
 # Cross-tenant (admin) transactions, one row each, written before the work. Not tenant-owned:
 # the application role has no privileges on it at all.
 admin_log = Table(
@@ -192,4 +234,5 @@ TENANT_TABLES = (
     "kb_chunks",
     "tasks",
     "interrupts",
+    "render_jobs",
 )

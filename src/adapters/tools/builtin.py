@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from application.content.use_cases import ReadDocument
 from application.conversation.ports import ToolSpec
 from application.errors import ApplicationError
-from application.knowledge.ports import KnowledgeStore
+from application.knowledge.ports import KnowledgeSearch
 from application.ports import Clock
+from application.render.use_cases import GetRender, LinkSigner, RenderCommand, RequestRender
 from application.tools.ports import TaskRepository, ToolContext, ToolResult
 from domain.errors import DomainError
 from domain.ids import new_id
+from domain.render.model import RenderJob
+from domain.tenancy.model import Principal, Role
 from domain.tools.model import Task, ToolOutcome
 
 log = logging.getLogger("sba.tools")
@@ -54,8 +60,65 @@ class ListTasksArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RenderDocumentArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Render a document from a template and data."""
 
+    # "kb:<document id>", "content:<ref>", or "inline:<Jinja template text>"
     template: str
     data: dict[str, Any] = {}
+    formats: list[str] = msgspec.field(default_factory=lambda: ["markdown", "html"])
+
+
+class RenderTools:
+    """What ``render_document`` needs: it queues the render, then waits for it (up to
+    ``wait_s``) so the finished render, with its download links, comes back in the run."""
+
+    def __init__(
+        self,
+        request: RequestRender,
+        get: GetRender,
+        links: LinkSigner,
+        *,
+        wait_s: float = 8.0,
+        poll_s: float = 0.05,
+    ) -> None:
+        self.request = request
+        self.get = get
+        self.links = links
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+
+    async def render(self, args: RenderDocumentArgs, ctx: ToolContext) -> dict[str, Any]:
+        principal = Principal(
+            tenant_id=ctx.tenant_id,
+            tenant_slug=ctx.tenant_slug,
+            subject=ctx.subject,
+            role=Role.MEMBER,
+        )
+        job = await self.request(
+            RenderCommand(
+                principal=principal, template=args.template, data=args.data, formats=args.formats
+            )
+        )
+        deadline = time.monotonic() + self.wait_s
+        while not job.finished and time.monotonic() < deadline:
+            await asyncio.sleep(self.poll_s)
+            job = await self.get(principal, job.id)
+        return self._describe(job)
+
+    def _describe(self, job: RenderJob) -> dict[str, Any]:
+        out: dict[str, Any] = {"renderId": job.id, "status": job.state.value}
+        if job.error:
+            out["error"] = job.error
+        if job.state.value == "done":
+            links = {}
+            for fmt in job.artifacts:
+                expires, sig = self.links.sign(job.tenant_id, job.id, fmt)
+                links[fmt] = (
+                    f"/v1/renders/{job.id}/artifacts/{fmt}"
+                    f"?tenant={job.tenant_id}&expires={expires}&signature={sig}"
+                )
+            out["downloads"] = links
+        elif not job.finished:
+            out["message"] = f"The render is {job.state.value}; see /v1/renders/{job.id}."
+        return out
 
 
 def _schema(args: type[msgspec.Struct]) -> dict[str, Any]:
@@ -84,14 +147,24 @@ def _result(outcome: ToolOutcome, payload: Any) -> ToolResult:
 
 
 class BuiltinToolRegistry:
-    """``kb_search``, ``get_document``, ``create_task``, ``list_tasks`` and
-    ``render_document`` (which accepts and acknowledges the request: the render pipeline that
-    carries it out comes with the workers)."""
+    """``kb_search`` and ``get_document`` (both through the tenant's cache), ``create_task``,
+    ``list_tasks`` and ``render_document`` (queues a render and reports it finished, with
+    download links, or still queued)."""
 
-    def __init__(self, knowledge: KnowledgeStore, tasks: TaskRepository, clock: Clock) -> None:
+    def __init__(
+        self,
+        knowledge: KnowledgeSearch,
+        documents: ReadDocument,
+        tasks: TaskRepository,
+        clock: Clock,
+        *,
+        renders: RenderTools | None = None,
+    ) -> None:
         self._knowledge = knowledge
+        self._documents = documents
         self._tasks = tasks
         self._clock = clock
+        self._renders = renders
         tools: list[Tool[Any]] = [
             Tool(
                 "kb_search",
@@ -120,7 +193,8 @@ class BuiltinToolRegistry:
             ),
             Tool(
                 "render_document",
-                "Queue a document render from a template and data.",
+                "Render a document from a template and data into Markdown, HTML or PDF; "
+                "returns download links when done.",
                 RenderDocumentArgs,
                 self._render_document,
             ),
@@ -177,15 +251,10 @@ class BuiltinToolRegistry:
         }
 
     async def _get_document(self, args: GetDocumentArgs, ctx: ToolContext) -> Any:
-        doc = await self._knowledge.get(ctx.tenant_id, args.document_id)
+        doc = await self._documents(ctx.tenant_id, ctx.tenant_slug, args.document_id)
         if doc is None:
             return {"error": "not_found", "message": f"no document {args.document_id}"}
-        return {
-            "documentId": doc.id,
-            "title": doc.title,
-            "source": doc.source,
-            "content": doc.content,
-        }
+        return doc
 
     async def _create_task(self, args: CreateTaskArgs, ctx: ToolContext) -> Any:
         task = Task(
@@ -209,9 +278,6 @@ class BuiltinToolRegistry:
         }
 
     async def _render_document(self, args: RenderDocumentArgs, ctx: ToolContext) -> Any:
-        return {
-            "status": "accepted",
-            "template": args.template,
-            "message": "The render request was accepted. Rendering itself arrives with the "
-            "render pipeline; no document is produced yet.",
-        }
+        if self._renders is None:
+            return {"error": "unavailable", "message": "rendering is not configured"}
+        return await self._renders.render(args, ctx)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from domain.ids import TenantId
-from domain.knowledge.model import Chunk, KbDocument, SearchHit
+from domain.knowledge.model import Chunk, IndexStatus, KbDocument, SearchHit
 
 
 class KnowledgeSearch(Protocol):
@@ -17,10 +17,34 @@ class KnowledgeSearch(Protocol):
 
 
 class KnowledgeStore(KnowledgeSearch, Protocol):
-    """A tenant's documents and their chunks. ``put`` replaces a document with the same id
-    (and all its chunks) atomically; search sees a document as soon as ``put`` returns."""
+    """A tenant's documents, their chunks and where their indexing stands.
+
+    ``save`` stores a document's new version (its chunks stay those of the last indexed version
+    until ``index``); it returns the status, QUEUED unless this very version is already indexed.
+    ``index`` replaces the chunks atomically, but only for the version (digest) the document
+    still has, and only once per version: a stale or repeated call changes nothing and returns
+    the status as it is (None when the document is gone). ``put`` saves and indexes at once.
+    Search sees chunks as soon as the call that wrote them returns."""
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None: ...
+
+    async def save(self, document: KbDocument) -> IndexStatus: ...
+
+    async def index(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        chunks: Sequence[Chunk],
+        *,
+        now_ms: int,
+    ) -> IndexStatus | None: ...
+
+    async def mark_failed(
+        self, tenant_id: TenantId, document_id: str, digest: str, error: str, *, now_ms: int
+    ) -> None: ...
+
+    async def status(self, tenant_id: TenantId, document_id: str) -> IndexStatus | None: ...
 
     async def get(self, tenant_id: TenantId, document_id: str) -> KbDocument | None: ...
 

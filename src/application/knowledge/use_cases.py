@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
-from application.knowledge.ports import KnowledgeStore
+from application.jobs.ports import JobQueue
+from application.knowledge.ports import KnowledgeSearch, KnowledgeStore
 from application.ports import KB_CACHE_TAG, Cache, Clock
 from domain.errors import DomainError
-from domain.ids import new_id
-from domain.knowledge.model import KbDocument, SearchHit
-from domain.knowledge.text import ContentType
+from domain.ids import TenantId, new_id
+from domain.jobs.model import Job
+from domain.knowledge.model import IndexState, IndexStatus, KbDocument, SearchHit
+from domain.knowledge.text import ContentType, to_plain_text
 from domain.tenancy.model import Principal
 
 MAX_QUERY = 500
 log = logging.getLogger("sba.knowledge")
+
+INDEX_JOB = "kb.index"
+
+
+def document_tag(document_id: str) -> str:
+    """The cache tag of everything cached from one knowledge-base document."""
+    return f"doc:{document_id}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,40 +46,50 @@ class IngestCommand:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ingested:
     document: KbDocument
-    chunks: int
+    status: IndexStatus
     replaced: bool
 
 
-async def forget_answers(cache: Cache | None, tenant_id: str) -> None:
-    """The knowledge base changed: cached answers grounded on it are dropped. If the cache
-    cannot be reached they expire with their time to live instead."""
+async def forget_answers(cache: Cache | None, tenant_id: str, *tags: str) -> None:
+    """The knowledge base changed: cached answers grounded on it (and entries carrying
+    ``tags``) are dropped. If the cache cannot be reached they expire with their time to live
+    instead."""
     if cache is None:
         return
     try:
-        await cache.invalidate(tenant_id, [KB_CACHE_TAG])
+        await cache.invalidate(tenant_id, [KB_CACHE_TAG, *tags])
     except ServiceUnavailable as exc:
         log.warning("cached answers of %s not dropped now (%s)", tenant_id, exc.message)
 
 
+def index_job(tenant_id: TenantId, document_id: str, digest: str) -> Job:
+    return Job(
+        kind=INDEX_JOB,
+        tenant_id=tenant_id,
+        key=f"{document_id}@{digest}",
+        args={"document_id": document_id, "digest": digest},
+    )
+
+
 class IngestDocument:
-    """Validates, chunks and stores a document; an existing id is replaced (re-ingest)."""
+    """Validates and saves a document (an existing id is a new version of it), then queues its
+    chunking and indexing. With the in-process queue indexing is done when this returns; with
+    a broker the status says QUEUED until a worker has indexed it."""
 
     def __init__(
         self,
         store: KnowledgeStore,
         clock: Clock,
+        queue: JobQueue,
         *,
         max_bytes: int = 512 * 1024,
-        chunk_chars: int = 800,
-        chunk_overlap: int = 120,
         cache: Cache | None = None,
     ) -> None:
         self._cache = cache
         self._store = store
         self._clock = clock
+        self._queue = queue
         self._max_bytes = max_bytes
-        self._chunk_chars = chunk_chars
-        self._chunk_overlap = chunk_overlap
 
     async def __call__(self, cmd: IngestCommand) -> Ingested:
         if not cmd.principal.can_write:
@@ -96,23 +119,76 @@ class IngestDocument:
                 created_at_ms=existing.created_at_ms if existing else now,
                 updated_at_ms=now,
             )
-            chunks = document.chunks(max_chars=self._chunk_chars, overlap=self._chunk_overlap)
+            # Refused now rather than failing in the indexing job: a document must have text.
+            to_plain_text(document.content, document.content_type)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
-        await self._store.put(document, chunks)
-        await forget_answers(self._cache, tenant)
-        return Ingested(document=document, chunks=len(chunks), replaced=existing is not None)
+        status = await self._store.save(document)
+        await forget_answers(self._cache, tenant, document_tag(document.id))
+        if status.state is not IndexState.INDEXED:
+            await self._queue.enqueue(index_job(tenant, document.id, status.digest))
+            status = await self._store.status(tenant, document.id) or status
+        return Ingested(document=document, status=status, replaced=existing is not None)
+
+
+class IndexDocument:
+    """The ``kb.index`` job: chunks the version the job names and swaps its chunks in. A job
+    for a version that is no longer current, or already indexed, does nothing, so a redelivered
+    or overtaken job never indexes twice. The last failed attempt marks the document FAILED."""
+
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        clock: Clock,
+        *,
+        chunk_chars: int = 800,
+        chunk_overlap: int = 120,
+        cache: Cache | None = None,
+        last_attempt: int = 5,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._chunk_chars = chunk_chars
+        self._chunk_overlap = chunk_overlap
+        self._cache = cache
+        self._last_attempt = last_attempt
+
+    async def __call__(self, job: Job) -> None:
+        tenant, doc_id, digest = job.tenant_id, job.args["document_id"], job.args["digest"]
+        document = await self._store.get(tenant, doc_id)
+        if document is None or document.digest() != digest:
+            return
+        status = await self._store.status(tenant, doc_id)
+        if status is not None and status.indexed_digest == digest:
+            return
+        try:
+            chunks = document.chunks(max_chars=self._chunk_chars, overlap=self._chunk_overlap)
+            await self._store.index(tenant, doc_id, digest, chunks, now_ms=self._clock.now_ms())
+        except Exception as exc:
+            if job.attempt >= self._last_attempt:
+                await self._store.mark_failed(
+                    tenant,
+                    doc_id,
+                    digest,
+                    str(exc) or type(exc).__name__,
+                    now_ms=self._clock.now_ms(),
+                )
+            raise
+        await forget_answers(self._cache, tenant, document_tag(doc_id))
 
 
 class GetDocument:
     def __init__(self, store: KnowledgeStore) -> None:
         self._store = store
 
-    async def __call__(self, principal: Principal, document_id: str) -> tuple[KbDocument, int]:
+    async def __call__(
+        self, principal: Principal, document_id: str
+    ) -> tuple[KbDocument, IndexStatus]:
         document = await self._store.get(principal.tenant_id, document_id)
-        if document is None:
+        status = await self._store.status(principal.tenant_id, document_id)
+        if document is None or status is None:
             raise NotFound(f"no document {document_id}")
-        return document, await self._store.chunk_count(principal.tenant_id, document_id)
+        return document, status
 
 
 class ListDocuments:
@@ -133,7 +209,7 @@ class DeleteDocument:
             raise Forbidden("a read-only principal cannot change the knowledge base")
         if not await self._store.delete(principal.tenant_id, document_id):
             raise NotFound(f"no document {document_id}")
-        await forget_answers(self._cache, principal.tenant_id)
+        await forget_answers(self._cache, principal.tenant_id, document_tag(document_id))
 
 
 class SearchKnowledge:
@@ -149,3 +225,32 @@ class SearchKnowledge:
         if not 1 <= limit <= 50:
             raise InvalidInput("limit must be between 1 and 50")
         return await self._store.search(principal.tenant_id, query, limit=limit)
+
+
+class CachedKnowledgeSearch:
+    """``KnowledgeSearch`` through the tenant's cache: results carry the ``kb`` tag, which
+    every change to the tenant's knowledge base drops. An unreachable cache is a miss."""
+
+    def __init__(self, inner: KnowledgeSearch, cache: Cache, *, ttl_s: float = 300.0) -> None:
+        self._inner = inner
+        self._cache = cache
+        self._ttl_s = ttl_s
+
+    async def search(self, tenant_id: TenantId, query: str, *, limit: int) -> list[SearchHit]:
+        key = "kbs:" + hashlib.sha256(f"{limit}\0{query}".encode()).hexdigest()[:32]
+        try:
+            raw = await self._cache.get(tenant_id, key)
+        except ServiceUnavailable:
+            raw = None
+        if raw is not None:
+            return [SearchHit(**h) for h in json.loads(raw)]
+        hits = await self._inner.search(tenant_id, query, limit=limit)
+        with contextlib.suppress(ServiceUnavailable):
+            await self._cache.set(
+                tenant_id,
+                key,
+                json.dumps([dataclasses.asdict(h) for h in hits]).encode(),
+                ttl_s=self._ttl_s,
+                tags=(KB_CACHE_TAG,),
+            )
+        return hits

@@ -12,12 +12,15 @@ from typing import TypeVar
 from dishka import AsyncContainer
 
 from application.errors import ApplicationError
+from application.jobs.use_cases import ManageDeadLetters
 from application.knowledge.use_cases import IngestDocument
 from application.ports import SchemaMigrator, UnitOfWork
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
 from domain.errors import DomainError
+from domain.jobs.model import DeadLetter
 from domain.tenancy.model import KB_LANGUAGES, IssuedKey, Role
 from entrypoints.ioc.container import make_container
+from entrypoints.ioc.jobs import start_jobs, work
 from entrypoints.logs import configure_logging
 from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import Settings, SettingsError, load_settings
@@ -40,6 +43,7 @@ def _with_container(settings: Settings, job: Callable[[AsyncContainer], Awaitabl
             if settings.is_embedded_database:
                 # The embedded database is ours to manage: bring it up to date before use.
                 await (await container.get(SchemaMigrator)).upgrade()
+            await start_jobs(container)
             return await job(container)
         finally:
             await container.close()
@@ -160,6 +164,61 @@ def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> None:
+        print(f"SBA worker consuming {settings.worker.queue}", flush=True)
+        await work(container, settings)
+
+    _with_container(settings, job)
+    return 0
+
+
+def _letter_line(letter: DeadLetter) -> str:
+    job = letter.job
+    return (
+        f"{letter.id}  {job.kind}  tenant={job.tenant_id}  key={job.key}  "
+        f"attempt={job.attempt}  error={letter.error}"
+    )
+
+
+def _cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> list[DeadLetter]:
+        return await (await container.get(ManageDeadLetters)).list(args.limit)
+
+    letters = _with_container(settings, job)
+    for letter in letters:
+        print(_letter_line(letter))
+    print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
+def _cmd_dlq_retry(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> int:
+        manage = await container.get(ManageDeadLetters)
+        if args.all:
+            return await manage.retry_all()
+        for letter_id in args.ids:
+            await manage.retry(letter_id)
+        return len(args.ids)
+
+    if not args.all and not args.ids:
+        print("sba: name the dead letters to retry, or --all", file=sys.stderr)
+        return 2
+    print(f"queued {_with_container(settings, job)} job(s) again")
+    return 0
+
+
+def _cmd_dlq_drop(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> None:
+        manage = await container.get(ManageDeadLetters)
+        for letter_id in args.ids:
+            await manage.drop(letter_id)
+
+    _with_container(settings, job)
+    print(f"dropped {len(args.ids)} dead letter(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sba", description="Smart Business Assistant")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: simple, no stemming)",
     )
     create.set_defaults(handler=_cmd_tenant_create)
+
+    sub.add_parser("worker", help="run background jobs (needs SBA_BROKER_URL)").set_defaults(
+        handler=_cmd_worker
+    )
+
+    dlq = sub.add_parser("dlq", help="jobs that failed on every attempt").add_subparsers(
+        dest="dlq", required=True
+    )
+    dlq_list = dlq.add_parser("list", help="list dead letters, oldest first")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.set_defaults(handler=_cmd_dlq_list)
+    dlq_retry = dlq.add_parser("retry", help="queue dead-lettered jobs again, from attempt 1")
+    dlq_retry.add_argument("ids", nargs="*")
+    dlq_retry.add_argument("--all", action="store_true")
+    dlq_retry.set_defaults(handler=_cmd_dlq_retry)
+    dlq_drop = dlq.add_parser("drop", help="forget dead letters")
+    dlq_drop.add_argument("ids", nargs="+")
+    dlq_drop.set_defaults(handler=_cmd_dlq_drop)
 
     apikey = sub.add_parser("apikey", help="API keys").add_subparsers(dest="apikey", required=True)
     key = apikey.add_parser("create", help="create an API key; prints it on the last line")

@@ -17,9 +17,12 @@ from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
 from entrypoints.http.tools import list_tools
+from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
+from entrypoints.ioc.jobs import start_jobs
 from entrypoints.settings import Settings
 
 log = logging.getLogger("sba.http")
@@ -35,6 +38,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         # Build what the first request would, then freeze everything alive so far out of the
         # cyclic GC's scans: they only ever grow with live requests and runs after this.
         await container.get(RunLauncher)
+        await start_jobs(container)
         rt = settings.runtime
         gc.collect()
         gc.freeze()
@@ -46,7 +50,16 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[RunController, KnowledgeController, list_tools, healthz, readyz],
+        route_handlers=[
+            RunController,
+            KnowledgeController,
+            RenderController,
+            download_artifact,
+            basehub_webhook,
+            list_tools,
+            healthz,
+            readyz,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, idempotency_middleware],
         on_startup=[on_startup],

@@ -54,7 +54,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         headers = Headers.from_scope(scope)
         raw_key = headers.get("idempotency-key")
         handler = scope.get("route_handler")
-        exempt = handler is not None and handler.opt.get("idempotency") == "run_id"
+        exempt = handler is not None and handler.opt.get("idempotency") in ("run_id", "exempt")
         if raw_key is None or exempt:
             await app(scope, receive, send)
             return

@@ -20,7 +20,7 @@ from application.knowledge.use_cases import (
     ListDocuments,
     SearchKnowledge,
 )
-from domain.knowledge.model import KbDocument
+from domain.knowledge.model import IndexStatus, KbDocument
 from domain.tenancy.model import Principal
 from entrypoints.http.problems import decode_error
 
@@ -34,6 +34,31 @@ class DocumentIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     id: str | None = None
 
 
+class IndexOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """Where indexing of the document stands: ``queued`` (search may still show the previous
+    version), ``indexed`` (search reflects this version) or ``failed``."""
+
+    state: str
+    digest: str
+    indexed_digest: str | None = None
+    chunks: int = 0
+    generation: int = 0
+    error: str | None = None
+    updated_at_ms: int = 0
+
+    @classmethod
+    def of(cls, s: IndexStatus) -> IndexOut:
+        return cls(
+            state=s.state.value,
+            digest=s.digest,
+            indexed_digest=s.indexed_digest,
+            chunks=s.chunks,
+            generation=s.generation,
+            error=s.error,
+            updated_at_ms=s.updated_at_ms,
+        )
+
+
 class DocumentOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     id: str
     title: str
@@ -44,9 +69,12 @@ class DocumentOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
     updated_at_ms: int
     chunks: int | None = None
     content: str | None = None
+    index: IndexOut | None = None
 
     @classmethod
-    def of(cls, d: KbDocument, *, chunks: int | None = None, content: bool = False) -> DocumentOut:
+    def of(
+        cls, d: KbDocument, *, status: IndexStatus | None = None, content: bool = False
+    ) -> DocumentOut:
         return cls(
             id=d.id,
             title=d.title,
@@ -55,8 +83,9 @@ class DocumentOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
             metadata=d.metadata,
             created_at_ms=d.created_at_ms,
             updated_at_ms=d.updated_at_ms,
-            chunks=chunks,
+            chunks=status.chunks if status else None,
             content=d.content if content else None,
+            index=IndexOut.of(status) if status else None,
         )
 
 
@@ -106,7 +135,7 @@ async def _ingest(
         )
     )
     status = 200 if done.replaced else 201
-    return Response(DocumentOut.of(done.document, chunks=done.chunks), status_code=status)
+    return Response(DocumentOut.of(done.document, status=done.status), status_code=status)
 
 
 class KnowledgeController(Controller):
@@ -149,8 +178,8 @@ class KnowledgeController(Controller):
         principal: FromDishka[Principal],
         get_document: FromDishka[GetDocument],
     ) -> DocumentOut:
-        document, chunks = await get_document(principal, document_id)
-        return DocumentOut.of(document, chunks=chunks, content=True)
+        document, status = await get_document(principal, document_id)
+        return DocumentOut.of(document, status=status, content=True)
 
     @delete("/documents/{document_id:str}", summary="Delete a document", status_code=204)
     @inject

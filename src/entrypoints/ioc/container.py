@@ -29,12 +29,14 @@ from adapters.memory.idempotency import MemoryIdempotencyStore
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
+from adapters.memory.replay import MemoryReplayGuard
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
 from adapters.redis.idempotency import RedisIdempotencyStore
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
+from adapters.redis.replay import RedisReplayGuard
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
@@ -42,7 +44,9 @@ from adapters.sqla.scope import Database
 from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
-from adapters.tools.builtin import BuiltinToolRegistry
+from adapters.tools.builtin import BuiltinToolRegistry, RenderTools
+from application.content.ports import ReplayGuard
+from application.content.use_cases import ReadDocument
 from application.conversation.models import (
     CachingChatModel,
     FallbackChatModel,
@@ -64,8 +68,10 @@ from application.conversation.use_cases import (
     StartRun,
     TailRun,
 )
+from application.jobs.ports import JobQueue
 from application.knowledge.ports import KnowledgeSearch, KnowledgeStore
 from application.knowledge.use_cases import (
+    CachedKnowledgeSearch,
     DeleteDocument,
     GetDocument,
     IngestDocument,
@@ -75,6 +81,7 @@ from application.knowledge.use_cases import (
 from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, UnitOfWork
 from application.quota.ports import ConcurrencyGuard, RateLimiter
 from application.quota.use_cases import AdmitRequest, RunSlots
+from application.render.use_cases import GetRender, LinkSigner, RequestRender
 from application.tenancy.use_cases import (
     Authenticate,
     ClaimMapping,
@@ -87,6 +94,7 @@ from application.tools.use_cases import InvokeTool, ListTools
 from domain.errors import DomainError
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
+from entrypoints.ioc.jobs import JobProvider
 from entrypoints.settings import (
     JwtSettings,
     PlanSettings,
@@ -233,6 +241,12 @@ class InfrastructureProvider(Provider):
         return MemoryCache(max_entries=settings.cache.max_entries)
 
     @provide
+    def replay_guard(self, redis: RedisHolder) -> ReplayGuard:
+        if redis.store is not None:
+            return RedisReplayGuard(redis.store)
+        return MemoryReplayGuard()
+
+    @provide
     def idempotency_store(self, redis: RedisHolder) -> IdempotencyStore:
         if redis.store is not None:
             return RedisIdempotencyStore(redis.store)
@@ -268,9 +282,26 @@ class InfrastructureProvider(Provider):
 
     @provide
     def tool_registry(
-        self, knowledge: KnowledgeStore, tasks: TaskRepository, clock: Clock
+        self,
+        knowledge: KnowledgeStore,
+        tasks: TaskRepository,
+        clock: Clock,
+        cache: Cache,
+        documents: ReadDocument,
+        request_render: RequestRender,
+        get_render: GetRender,
+        links: LinkSigner,
+        settings: Settings,
     ) -> ToolRegistry:
-        return BuiltinToolRegistry(knowledge, tasks, clock)
+        return BuiltinToolRegistry(
+            CachedKnowledgeSearch(knowledge, cache, ttl_s=settings.content.cache_ttl_s),
+            documents,
+            tasks,
+            clock,
+            renders=RenderTools(
+                request_render, get_render, links, wait_s=settings.render.tool_wait_s
+            ),
+        )
 
     @provide
     def tool_policy(self, settings: Settings) -> ToolPolicy:
@@ -509,16 +540,15 @@ class UseCaseProvider(Provider):
 
     @provide
     def ingest_document(
-        self, store: KnowledgeStore, clock: Clock, settings: Settings, cache: Cache
+        self,
+        store: KnowledgeStore,
+        clock: Clock,
+        queue: JobQueue,
+        settings: Settings,
+        cache: Cache,
     ) -> IngestDocument:
-        kb = settings.kb
         return IngestDocument(
-            store,
-            clock,
-            max_bytes=kb.max_document_bytes,
-            chunk_chars=kb.chunk_chars,
-            chunk_overlap=kb.chunk_overlap,
-            cache=cache,
+            store, clock, queue, max_bytes=settings.kb.max_document_bytes, cache=cache
         )
 
     @provide
@@ -548,7 +578,7 @@ class UseCaseProvider(Provider):
 
 
 def base_providers() -> list[Provider]:
-    return [InfrastructureProvider(), UseCaseProvider()]
+    return [InfrastructureProvider(), UseCaseProvider(), JobProvider()]
 
 
 def make_container(settings: Settings, *extra: Provider) -> AsyncContainer:

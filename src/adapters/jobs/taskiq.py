@@ -1,0 +1,185 @@
+"""Jobs on taskiq: one task, ``sba.job``, carries every job as a msgspec-encoded envelope; the
+application's ``RunJob`` dispatches it. In-process (the embedded default) the broker runs a job
+as soon as it is queued; on Redis a stream with a consumer group holds it until a worker has
+finished it (acknowledged after execution), and a job whose worker died is claimed by another
+worker once it has been idle for ``redeliver_after_s``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from taskiq import AsyncBroker, InMemoryBroker
+from taskiq.acks import AcknowledgeType
+from taskiq.api import run_receiver_task
+
+from application.errors import ServiceUnavailable
+from domain.ids import TenantId
+from domain.jobs.model import Job
+
+log = logging.getLogger("sba.jobs")
+
+TASK_NAME = "sba.job"
+
+
+class JobMessage(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    tenant_id: str
+    key: str
+    args: dict[str, str] = {}
+    attempt: int = 1
+    trace: dict[str, str] = {}
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(JobMessage)
+
+
+def encode_job(job: Job) -> str:
+    return _encoder.encode(
+        JobMessage(
+            kind=job.kind,
+            tenant_id=job.tenant_id,
+            key=job.key,
+            args=dict(job.args),
+            attempt=job.attempt,
+            trace=dict(job.trace),
+        )
+    ).decode()
+
+
+def decode_job(raw: str | bytes) -> Job:
+    m = _decoder.decode(raw)
+    return Job(
+        kind=m.kind,
+        tenant_id=TenantId(m.tenant_id),
+        key=m.key,
+        args=m.args,
+        attempt=m.attempt,
+        trace=m.trace,
+    )
+
+
+def with_trace(job: Job) -> Job:
+    """The job carrying the current W3C trace context (``traceparent``/``tracestate``), unless
+    it carries one already (a retry keeps its original trace)."""
+    if job.trace:
+        return job
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return job
+    return Job(
+        kind=job.kind,
+        tenant_id=job.tenant_id,
+        key=job.key,
+        args=job.args,
+        attempt=job.attempt,
+        trace=carrier,
+    )
+
+
+def attach_trace(job: Job) -> object:
+    """Makes the job's trace context current; returns the token to detach it with."""
+    return otel_context.attach(propagate.extract(dict(job.trace)))
+
+
+def detach_trace(token: object) -> None:
+    otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def create_broker(
+    url: str | None,
+    *,
+    queue_name: str = "sba:jobs",
+    redeliver_after_s: float = 60.0,
+    max_async_tasks: int = 64,
+) -> AsyncBroker:
+    if not url:
+        # Runs a job inside ``kick``: queued in-process work is done when enqueue returns.
+        return InMemoryBroker(await_inplace=True, max_async_tasks=max_async_tasks)
+    from taskiq_redis import RedisStreamBroker
+
+    return RedisStreamBroker(
+        url,
+        queue_name=queue_name,
+        consumer_group_name=f"{queue_name}:workers",
+        # A group created after jobs were queued still sees them.
+        consumer_id="0",
+        idle_timeout=int(redeliver_after_s * 1000),
+        # The claim lock must expire if its holder is killed, or no job is ever reclaimed.
+        unacknowledged_lock_timeout=max(redeliver_after_s, 5.0),
+        xread_block=1000,
+        maxlen=100_000,
+    )
+
+
+class TaskiqJobQueue:
+    """``JobQueue`` on a taskiq broker."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self._broker = broker
+        self._in_process = isinstance(broker, InMemoryBroker)
+        self._later: set[asyncio.TimerHandle | asyncio.Task[None]] = set()
+
+    async def enqueue(self, job: Job) -> None:
+        task = self._broker.find_task(TASK_NAME)
+        if task is None:
+            raise ServiceUnavailable("the job task is not registered with the broker")
+        try:
+            await task.kiq(encode_job(with_trace(job)))
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            raise ServiceUnavailable(f"the job queue is unavailable: {exc}") from exc
+
+    async def enqueue_later(self, job: Job, delay_ms: int) -> None:
+        if self._in_process:
+            # In-process jobs live and die with this process anyway; a timer keeps the
+            # retry from holding up whoever queued the first attempt.
+            loop = asyncio.get_running_loop()
+
+            def fire() -> None:
+                self._later.discard(handle)
+                t = loop.create_task(self._retry(job))
+                self._later.add(t)
+                t.add_done_callback(self._later.discard)
+
+            handle = loop.call_later(delay_ms / 1000, fire)
+            self._later.add(handle)
+            return
+        # On a broker the delivery that failed is acknowledged only after this returns, so
+        # waiting here keeps the job durable through the backoff.
+        await asyncio.sleep(delay_ms / 1000)
+        await self.enqueue(job)
+
+    async def _retry(self, job: Job) -> None:
+        try:
+            await self.enqueue(job)
+        except Exception:
+            log.exception("could not queue the retry of job %s %s", job.kind, job.key)
+
+    def pending_retries(self) -> int:
+        return len(self._later)
+
+    def close(self) -> None:
+        for h in list(self._later):
+            h.cancel()
+        self._later.clear()
+
+
+async def run_worker(broker: AsyncBroker, *, max_async_tasks: int = 64) -> None:
+    """Consumes jobs until cancelled; each is acknowledged only after it has run."""
+    await run_receiver_task(
+        broker,
+        max_async_tasks=max_async_tasks,
+        ack_time=AcknowledgeType.WHEN_EXECUTED,
+        run_startup=False,
+    )
+
+
+def is_in_process(broker: AsyncBroker) -> bool:
+    return isinstance(broker, InMemoryBroker)

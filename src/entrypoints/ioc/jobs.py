@@ -1,0 +1,318 @@
+"""Providers of background work, content, and the render pipeline."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NewType
+
+import httpx
+from dishka import AsyncContainer, Provider, Scope, from_context, provide
+from dishka.integrations.taskiq import FromDishka, inject
+from dishka.integrations.taskiq import setup_dishka as setup_taskiq_dishka
+from taskiq import AsyncBroker
+
+from adapters.blob.local import LocalBlobStore
+from adapters.content.basehub import BaseHubContentSource
+from adapters.content.folder import FolderContentSource
+from adapters.jobs.taskiq import (
+    TASK_NAME,
+    TaskiqJobQueue,
+    attach_trace,
+    create_broker,
+    decode_job,
+    detach_trace,
+    is_in_process,
+    run_worker,
+)
+from adapters.llm.http import HttpRetryPolicy
+from adapters.render.convert import MarkdownConverter
+from adapters.render.jinja import SandboxedTemplateEngine
+from adapters.sqla.jobs import SqlaDeadLetterStore, SqlaRenderJobRepository
+from adapters.sqla.scope import Database
+from application.content.ports import ContentSource, ContentSources, ReplayGuard
+from application.content.use_cases import (
+    SYNC_JOB,
+    HandleContentWebhook,
+    ReadContent,
+    ReadDocument,
+    SyncContent,
+)
+from application.jobs.ports import DeadLetterStore, JobHandler, JobQueue
+from application.jobs.use_cases import ManageDeadLetters, RunJob
+from application.knowledge.ports import KnowledgeStore
+from application.knowledge.use_cases import INDEX_JOB, IndexDocument, IngestDocument
+from application.ports import Cache, Clock, UnitOfWork
+from application.render.ports import (
+    BlobStore,
+    DocumentConverter,
+    RenderJobRepository,
+    TemplateEngine,
+)
+from application.render.use_cases import (
+    RENDER_JOB,
+    DownloadArtifact,
+    ExecuteRender,
+    GetRender,
+    LinkSigner,
+    RequestRender,
+)
+from domain.jobs.model import RetryPolicy
+from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
+
+ContentClient = NewType("ContentClient", httpx.AsyncClient)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticContentSources:
+    sources: Mapping[str, ContentSource]
+    secrets: Mapping[str, bytes]
+
+    def for_tenant(self, tenant_slug: str) -> ContentSource | None:
+        return self.sources.get(tenant_slug)
+
+    def webhook_secret(self, tenant_slug: str) -> bytes | None:
+        return self.secrets.get(tenant_slug)
+
+
+def _secret(value: str | None, path: str | None, name: str) -> str | None:
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}: {exc}") from exc
+    return value
+
+
+def _source(slug: str, cfg: ContentSourceSettings, client: httpx.AsyncClient) -> ContentSource:
+    where = f"SBA_CONTENT__TENANTS ({slug})"
+    if cfg.kind == "folder":
+        if not cfg.path:
+            raise SettingsError(f"{where}: a folder source needs a path")
+        return FolderContentSource(cfg.path)
+    token = _secret(cfg.token, cfg.token_file, f"{where}: token_file")
+    if not token:
+        raise SettingsError(f"{where}: a BaseHub source needs a token or token_file")
+    try:
+        return BaseHubContentSource(
+            client,
+            token=token,
+            collection=cfg.collection,
+            body_field=cfg.body_field,
+            endpoint=cfg.endpoint,
+            ref=cfg.ref,
+            draft=cfg.draft,
+            retry=HttpRetryPolicy(max_attempts=cfg.max_attempts),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
+
+
+async def run_job_task(payload: str, runner: FromDishka[RunJob]) -> None:
+    """The one taskiq task: every job travels as an envelope and ``RunJob`` dispatches it."""
+    job = decode_job(payload)
+    token = attach_trace(job)
+    try:
+        await runner(job)
+    finally:
+        detach_trace(token)
+
+
+class JobProvider(Provider):
+    scope = Scope.APP
+    settings = from_context(Settings, scope=Scope.APP)
+
+    @provide
+    async def broker(self, settings: Settings) -> AsyncIterator[AsyncBroker]:
+        w = settings.worker
+        broker = create_broker(
+            settings.broker_url,
+            queue_name=w.queue,
+            redeliver_after_s=w.redeliver_after_s,
+            max_async_tasks=w.concurrency,
+        )
+        broker.register_task(inject(run_job_task, patch_module=True), task_name=TASK_NAME)
+        yield broker
+        await broker.shutdown()
+
+    @provide
+    async def job_queue(self, broker: AsyncBroker) -> AsyncIterator[JobQueue]:
+        queue = TaskiqJobQueue(broker)
+        yield queue
+        queue.close()
+
+    @provide
+    def dead_letters(self, db: Database) -> DeadLetterStore:
+        return SqlaDeadLetterStore(db)
+
+    @provide
+    def retry_policy(self, settings: Settings) -> RetryPolicy:
+        w = settings.worker
+        try:
+            return RetryPolicy(
+                max_attempts=w.max_attempts, base_ms=w.retry_base_ms, cap_ms=w.retry_cap_ms
+            )
+        except ValueError as exc:
+            raise SettingsError(f"SBA_WORKER: {exc}") from exc
+
+    @provide
+    def run_job(
+        self,
+        queue: JobQueue,
+        dead: DeadLetterStore,
+        clock: Clock,
+        policy: RetryPolicy,
+        index: IndexDocument,
+        sync: SyncContent,
+        render: ExecuteRender,
+    ) -> RunJob:
+        handlers: dict[str, JobHandler] = {INDEX_JOB: index, SYNC_JOB: sync, RENDER_JOB: render}
+        return RunJob(handlers, queue, dead, clock, policy)
+
+    manage_dead_letters = provide(ManageDeadLetters)
+
+    @provide
+    def index_document(
+        self, store: KnowledgeStore, clock: Clock, settings: Settings, cache: Cache
+    ) -> IndexDocument:
+        kb = settings.kb
+        return IndexDocument(
+            store,
+            clock,
+            chunk_chars=kb.chunk_chars,
+            chunk_overlap=kb.chunk_overlap,
+            cache=cache,
+            last_attempt=settings.worker.max_attempts,
+        )
+
+    @provide
+    async def content_client(self) -> AsyncIterator[ContentClient]:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        yield ContentClient(client)
+        await client.aclose()
+
+    @provide
+    def content_sources(self, settings: Settings, client: ContentClient) -> ContentSources:
+        sources: dict[str, ContentSource] = {}
+        hooks: dict[str, bytes] = {}
+        for slug, cfg in settings.content.tenants.items():
+            sources[slug] = _source(slug, cfg, client)
+            secret = _secret(
+                cfg.webhook_secret,
+                cfg.webhook_secret_file,
+                f"SBA_CONTENT__TENANTS ({slug}): webhook_secret_file",
+            )
+            if secret:
+                hooks[slug] = secret.encode()
+        return StaticContentSources(sources, hooks)
+
+    @provide
+    def read_content(
+        self, sources: ContentSources, cache: Cache, settings: Settings
+    ) -> ReadContent:
+        return ReadContent(sources, cache, ttl_s=settings.content.cache_ttl_s)
+
+    @provide
+    def read_document(
+        self, store: KnowledgeStore, content: ReadContent, cache: Cache, settings: Settings
+    ) -> ReadDocument:
+        return ReadDocument(store, content, cache, ttl_s=settings.content.cache_ttl_s)
+
+    @provide
+    def sync_content(
+        self, sources: ContentSources, ingest: IngestDocument, store: KnowledgeStore
+    ) -> SyncContent:
+        return SyncContent(sources, ingest, store)
+
+    @provide
+    def content_webhook(
+        self,
+        sources: ContentSources,
+        replay: ReplayGuard,
+        cache: Cache,
+        queue: JobQueue,
+        uow: UnitOfWork,
+        settings: Settings,
+    ) -> HandleContentWebhook:
+        return HandleContentWebhook(
+            sources, replay, cache, queue, uow, replay_window_s=settings.content.replay_window_s
+        )
+
+    @provide
+    def template_engine(self) -> TemplateEngine:
+        return SandboxedTemplateEngine()
+
+    @provide
+    def converter(self) -> DocumentConverter:
+        return MarkdownConverter()
+
+    @provide
+    def blob_store(self, settings: Settings) -> BlobStore:
+        path = settings.render.blob_path or str(Path(settings.data_dir).expanduser() / "artifacts")
+        return LocalBlobStore(path)
+
+    @provide
+    def render_jobs(self, db: Database) -> RenderJobRepository:
+        return SqlaRenderJobRepository(db)
+
+    @provide
+    def link_signer(self, settings: Settings, clock: Clock) -> LinkSigner:
+        r = settings.render
+        secret = _secret(r.link_secret, r.link_secret_file, "SBA_RENDER__LINK_SECRET_FILE")
+        try:
+            return LinkSigner(
+                secret.encode() if secret else secrets.token_bytes(32), clock, ttl_s=r.link_ttl_s
+            )
+        except ValueError as exc:
+            raise SettingsError(f"SBA_RENDER__LINK_SECRET: {exc}") from exc
+
+    request_render = provide(RequestRender)
+    get_render = provide(GetRender)
+    download_artifact = provide(DownloadArtifact)
+
+    @provide
+    def execute_render(
+        self,
+        renders: RenderJobRepository,
+        engine: TemplateEngine,
+        converter: DocumentConverter,
+        blobs: BlobStore,
+        knowledge: KnowledgeStore,
+        content: ReadContent,
+        clock: Clock,
+        settings: Settings,
+    ) -> ExecuteRender:
+        return ExecuteRender(
+            renders,
+            engine,
+            converter,
+            blobs,
+            knowledge,
+            content,
+            clock,
+            last_attempt=settings.worker.max_attempts,
+        )
+
+
+async def start_jobs(container: AsyncContainer) -> AsyncBroker:
+    """Connects the container's broker to the container (each job runs in its own request
+    scope) and starts it; harmless to call twice."""
+    broker = await container.get(AsyncBroker)
+    if not broker.state.get("sba_started"):
+        setup_taskiq_dishka(container, broker)
+        await broker.startup()
+        broker.state["sba_started"] = True
+    return broker
+
+
+async def work(container: AsyncContainer, settings: Settings) -> None:
+    """``sba worker``: consumes jobs until cancelled."""
+    broker = await start_jobs(container)
+    if is_in_process(broker):
+        raise SettingsError(
+            "SBA_BROKER_URL is unset: jobs run inside `sba serve`; a worker needs a broker "
+            "(redis://…)"
+        )
+    await run_worker(broker, max_async_tasks=settings.worker.concurrency)
