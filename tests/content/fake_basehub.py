@@ -1,0 +1,133 @@
+"""A fake BaseHub GraphQL endpoint on 127.0.0.1, over real HTTP/1.1. It answers the queries the
+adapter sends in the shape BaseHub documents for a list block: ``{"data": {"<list>":
+{"_meta": {"totalCount": n}, "items": [{"_id", "_title", "_slug", "_sys": {...},
+"<richText>": {"markdown": ...}}]}}}``, and GraphQL errors as ``{"errors": [{"message"}]}``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+TOKEN = "bshb_pk_test"
+
+
+@dataclass
+class FakeBaseHub:
+    collection: str = "documents"
+    docs: dict[str, dict[str, str]] = field(default_factory=dict)
+    fetched: Counter[str] = field(default_factory=Counter)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # answered before the real answer
+    drift: bool = False
+    hold: asyncio.Event | None = None  # when set, requests wait for it
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/graphql"
+
+    def put(self, ref: str, title: str, markdown: str) -> None:
+        self.docs[ref] = {"title": title, "markdown": markdown}
+
+    async def start(self) -> FakeBaseHub:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _item(self, ref: str) -> dict[str, Any]:
+        d = self.docs[ref]
+        return {
+            "_id": ref,
+            "_title": 5 if self.drift else d["title"],
+            "_slug": ref.lower(),
+            "_sys": {"lastModifiedAt": "2026-11-25T10:00:00.000Z"},
+            "body": {"markdown": d["markdown"]},
+        }
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        v = request.get("variables") or {}
+        query = request.get("query", "")
+        if f"{self.collection}(" not in query:
+            return {"errors": [{"message": "Cannot query field on type Query"}]}
+        refs = sorted(self.docs)
+        if "id" in v:
+            chosen = [v["id"]] if v["id"] in self.docs else []
+            self.fetched[v["id"]] += 1
+        elif "q" in v:
+            chosen = [r for r in refs if v["q"].lower() in self.docs[r]["title"].lower()]
+            chosen = chosen[: v["first"]]
+        else:
+            chosen = refs[v["skip"] : v["skip"] + v["first"]]
+        return {
+            "data": {
+                self.collection: {
+                    "_meta": {"totalCount": len(refs)},
+                    "items": [self._item(r) for r in chosen],
+                }
+            }
+        }
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                request = json.loads(body)
+                self.requests.append({"headers": headers, **request})
+                if self.hold is not None:
+                    self.held.set()
+                    await self.hold.wait()
+                if headers.get("x-basehub-token") != TOKEN:
+                    status, payload = 401, {"error": "Unauthorized"}
+                elif self.statuses:
+                    status, payload = self.statuses.pop(0), {"error": "try again"}
+                else:
+                    status, payload = 200, self._answer(request)
+                data = json.dumps(payload).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class ThreadedBaseHub:
+    """The fake on a loop of its own, in a thread: for an app whose test client blocks the
+    test's own loop while a request is in flight."""
+
+    def __init__(self) -> None:
+        self.hub = FakeBaseHub()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeBaseHub:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.hub.start(), self._loop).result(5)
+        return self.hub
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.hub.stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
