@@ -171,14 +171,72 @@ class TaskiqJobQueue:
         self._later.clear()
 
 
-async def run_worker(broker: AsyncBroker, *, max_async_tasks: int = 64) -> None:
-    """Consumes jobs until cancelled; each is acknowledged only after it has run."""
-    await run_receiver_task(
-        broker,
-        max_async_tasks=max_async_tasks,
-        ack_time=AcknowledgeType.WHEN_EXECUTED,
-        run_startup=False,
-    )
+# Deliveries idle longer than ARGV[1] ms (their worker died) go back on the stream as new
+# messages and the stale delivery is acknowledged, in one atomic step.
+_REQUEUE = """
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[2], 'sba-requeue', ARGV[1], '0-0',
+  'COUNT', 100)
+local n = 0
+for _, entry in ipairs(claimed[2]) do
+  local id, fields = entry[1], entry[2]
+  if fields then
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+    n = n + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[2], id)
+end
+if n > 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[2], 'sba-requeue') end
+return n
+"""
+
+
+async def requeue_stalled(broker: AsyncBroker, *, idle_s: float) -> int:
+    """Puts deliveries whose worker died back on the stream; returns how many. (taskiq-redis
+    reclaims idle deliveries only after new messages arrive, so a quiet queue would hold a dead
+    worker's job for ever.)"""
+    from redis.asyncio import Redis
+    from taskiq_redis import RedisStreamBroker
+
+    if not isinstance(broker, RedisStreamBroker):
+        return 0
+    async with Redis(connection_pool=broker.connection_pool) as client:
+        count = await client.eval(
+            _REQUEUE,
+            1,
+            broker.queue_name,
+            int(idle_s * 1000),
+            broker.consumer_group_name,
+        )
+    return int(count)
+
+
+async def run_worker(
+    broker: AsyncBroker, *, max_async_tasks: int = 64, redeliver_after_s: float = 60.0
+) -> None:
+    """Consumes jobs until cancelled; each is acknowledged only after it has run. Deliveries
+    stalled longer than ``redeliver_after_s`` are put back for any worker to take."""
+
+    async def requeue() -> None:
+        while True:
+            await asyncio.sleep(max(redeliver_after_s / 2, 0.2))
+            try:
+                n = await requeue_stalled(broker, idle_s=redeliver_after_s)
+            except Exception:
+                log.exception("could not requeue stalled jobs")
+                continue
+            if n:
+                log.warning("requeued %d job(s) whose worker stopped answering", n)
+
+    reclaimer = asyncio.create_task(requeue())
+    try:
+        await run_receiver_task(
+            broker,
+            max_async_tasks=max_async_tasks,
+            ack_time=AcknowledgeType.WHEN_EXECUTED,
+            run_startup=False,
+        )
+    finally:
+        reclaimer.cancel()
 
 
 def is_in_process(broker: AsyncBroker) -> bool:

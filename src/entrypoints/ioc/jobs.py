@@ -315,4 +315,8 @@ async def work(container: AsyncContainer, settings: Settings) -> None:
             "SBA_BROKER_URL is unset: jobs run inside `sba serve`; a worker needs a broker "
             "(redis://…)"
         )
-    await run_worker(broker, max_async_tasks=settings.worker.concurrency)
+    await run_worker(
+        broker,
+        max_async_tasks=settings.worker.concurrency,
+        redeliver_after_s=settings.worker.redeliver_after_s,
+    )
