@@ -27,6 +27,7 @@ class FakeBaseHub:
     held: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
     _server: asyncio.Server | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
@@ -35,7 +36,14 @@ class FakeBaseHub:
     def put(self, ref: str, title: str, markdown: str) -> None:
         self.docs[ref] = {"title": title, "markdown": markdown}
 
+    def release(self) -> None:
+        """Lets held requests go on (from any thread), and holds no more."""
+        hold, self.hold = self.hold, None
+        if hold is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(hold.set)
+
     async def start(self) -> FakeBaseHub:
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

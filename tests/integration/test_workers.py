@@ -105,7 +105,7 @@ async def test_a_job_survives_its_worker_being_killed_and_takes_effect_once(tmp_
         )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        fake.hold = None  # BaseHub answers again (the killed worker's request is abandoned)
+        fake.release()  # BaseHub answers again (the killed worker's request is abandoned)
 
         second = sba(env, "worker")
         workers.append(second)
