@@ -108,14 +108,9 @@ class RenderTools:
         if job.error:
             out["error"] = job.error
         if job.state.value == "done":
-            links = {}
-            for fmt in job.artifacts:
-                expires, sig = self.links.sign(job.tenant_id, job.id, fmt)
-                links[fmt] = (
-                    f"/v1/renders/{job.id}/artifacts/{fmt}"
-                    f"?tenant={job.tenant_id}&expires={expires}&signature={sig}"
-                )
-            out["downloads"] = links
+            out["downloads"] = {
+                fmt: self.links.link(job.tenant_id, job.id, fmt)[0] for fmt in job.artifacts
+            }
         elif not job.finished:
             out["message"] = f"The render is {job.state.value}; see /v1/renders/{job.id}."
         return out

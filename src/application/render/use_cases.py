@@ -232,6 +232,15 @@ class LinkSigner:
         expires = self._clock.now_ms() // 1000 + self.ttl_s
         return expires, self._mac(tenant_id, render_id, fmt, expires)
 
+    def link(self, tenant_id: str, render_id: str, fmt: str) -> tuple[str, int]:
+        """The download path of one artifact, and when it expires (epoch seconds)."""
+        expires, sig = self.sign(tenant_id, render_id, fmt)
+        path = (
+            f"/v1/renders/{render_id}/artifacts/{fmt}"
+            f"?tenant={tenant_id}&expires={expires}&signature={sig}"
+        )
+        return path, expires
+
     def check(self, tenant_id: str, render_id: str, fmt: str, expires: int, signature: str) -> None:
         good = self._mac(tenant_id, render_id, fmt, expires)
         if not hmac.compare_digest(good.encode(), signature.encode()):

@@ -54,15 +54,8 @@ def render_out(job: RenderJob, links: LinkSigner) -> RenderOut:
     artifacts = []
     if job.state is RenderState.DONE:
         for fmt in job.artifacts:
-            expires, sig = links.sign(job.tenant_id, job.id, fmt)
-            artifacts.append(
-                ArtifactOut(
-                    format=fmt,
-                    url=f"/v1/renders/{job.id}/artifacts/{fmt}"
-                    f"?tenant={job.tenant_id}&expires={expires}&signature={sig}",
-                    expires_at=expires,
-                )
-            )
+            url, expires = links.link(job.tenant_id, job.id, fmt)
+            artifacts.append(ArtifactOut(format=fmt, url=url, expires_at=expires))
     return RenderOut(
         id=job.id,
         state=job.state.value,

@@ -1,0 +1,57 @@
+"""Renders through the API: a template with data into Markdown, HTML and PDF, downloaded by
+signed link; a template escaping the sandbox fails the render, not the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.integration.test_http_api import Api, make_api
+
+
+@pytest.fixture
+async def api(tmp_path) -> AsyncIterator[Api]:
+    async for a in make_api(tmp_path):
+        yield a
+
+
+async def test_a_render_is_done_and_its_artifacts_download_by_signed_link(api: Api) -> None:
+    body = {
+        "template": "inline:# Invoice {{ n }}\n\n{% for l in lines %}- {{ l }}\n{% endfor %}",
+        "data": {"n": 7, "lines": ["Tea <b>", "Cups"]},
+        "formats": ["markdown", "html", "pdf"],
+    }
+    made = await api.client.post("/v1/renders", json=body, headers=api.auth())
+    assert made.status_code == 201, made.text
+    render = made.json()
+    assert render["state"] == "done" and render["attempts"] == 1
+    links = {a["format"]: a["url"] for a in render["artifacts"]}
+    md = await api.client.get(links["markdown"])
+    assert md.status_code == 200
+    assert md.text == "# Invoice 7\n\n- Tea <b>\n- Cups\n"
+    html = await api.client.get(links["html"])
+    assert "<h1>Invoice 7</h1>" in html.text and "Tea &lt;b&gt;" in html.text
+    pdf = await api.client.get(links["pdf"])
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+    tampered = await api.client.get(links["pdf"].replace("format", "x")[:-4] + "0000")
+    assert tampered.status_code in (403, 404)
+    forged = await api.client.get(
+        links["html"].rsplit("signature=", 1)[0] + "signature=" + "0" * 64
+    )
+    assert forged.status_code == 403
+    assert forged.json()["code"] == "link_invalid"
+    again = await api.client.get(f"/v1/renders/{render['id']}", headers=api.auth())
+    assert again.json()["state"] == "done"
+
+
+async def test_a_template_escaping_the_sandbox_fails_the_render_safely(api: Api) -> None:
+    body = {"template": "inline:{{ ''.__class__.__mro__[1].__subclasses__() }}"}
+    made = await api.client.post("/v1/renders", json=body, headers=api.auth())
+    assert made.status_code == 201
+    assert made.json()["state"] == "failed"
+    assert "not allowed" in made.json()["error"]
+    assert "artifacts" not in made.json()
+    bad = await api.client.post("/v1/renders", json={"template": "x"}, headers=api.auth())
+    assert bad.status_code == 422
