@@ -8,59 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
-import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from taskiq import AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
+from adapters.jobs.codec import encode_job
 from application.errors import ServiceUnavailable
-from domain.ids import TenantId
 from domain.jobs.model import Job
 
 log = logging.getLogger("sba.jobs")
 
 TASK_NAME = "sba.job"
-
-
-class JobMessage(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str
-    tenant_id: str
-    key: str
-    args: dict[str, str] = {}
-    attempt: int = 1
-    trace: dict[str, str] = {}
-
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(JobMessage)
-
-
-def encode_job(job: Job) -> str:
-    return _encoder.encode(
-        JobMessage(
-            kind=job.kind,
-            tenant_id=job.tenant_id,
-            key=job.key,
-            args=dict(job.args),
-            attempt=job.attempt,
-            trace=dict(job.trace),
-        )
-    ).decode()
-
-
-def decode_job(raw: str | bytes) -> Job:
-    m = _decoder.decode(raw)
-    return Job(
-        kind=m.kind,
-        tenant_id=TenantId(m.tenant_id),
-        key=m.key,
-        args=m.args,
-        attempt=m.attempt,
-        trace=m.trace,
-    )
 
 
 def with_trace(job: Job) -> Job:
@@ -72,14 +34,7 @@ def with_trace(job: Job) -> Job:
     propagate.inject(carrier)
     if not carrier:
         return job
-    return Job(
-        kind=job.kind,
-        tenant_id=job.tenant_id,
-        key=job.key,
-        args=job.args,
-        attempt=job.attempt,
-        trace=carrier,
-    )
+    return replace(job, trace=carrier)
 
 
 def attach_trace(job: Job) -> object:

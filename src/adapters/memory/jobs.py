@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from application.errors import Conflict
+from application.errors import Conflict, NotFound
 from domain.ids import TenantId
 from domain.jobs.model import DeadLetter
 from domain.render.model import RenderJob
@@ -45,4 +45,7 @@ class MemoryRenderJobRepository:
         return copy.deepcopy(job) if job else None
 
     async def save(self, job: RenderJob) -> None:
-        self._jobs[(job.tenant_id, job.id)] = copy.deepcopy(job)
+        key = (job.tenant_id, job.id)
+        if key not in self._jobs:
+            raise NotFound(f"no render {job.id}")
+        self._jobs[key] = copy.deepcopy(job)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
-from adapters.jobs.taskiq import decode_job, encode_job
+from adapters.jobs.codec import decode_job, encode_job
 from adapters.scope import AdminScope, TenantScope
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import dead_letters, render_jobs

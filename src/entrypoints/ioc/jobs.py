@@ -17,12 +17,12 @@ from taskiq import AsyncBroker
 from adapters.blob.local import LocalBlobStore
 from adapters.content.basehub import BaseHubContentSource
 from adapters.content.folder import FolderContentSource
+from adapters.jobs.codec import decode_job
 from adapters.jobs.taskiq import (
     TASK_NAME,
     TaskiqJobQueue,
     attach_trace,
     create_broker,
-    decode_job,
     detach_trace,
     is_in_process,
     run_worker,
