@@ -414,17 +414,29 @@ async def tool_overhead(samples: int = 20_000) -> dict[str, float]:
     """In-process cost of InvokeTool around a tool that does nothing: policy check, argument
     validation against the schema, timeout guard and audit record."""
     sys.path.insert(0, str(ROOT / "src"))
+    from adapters.memory.cache import MemoryCache
     from adapters.memory.knowledge import MemoryKnowledgeStore
     from adapters.memory.tools import MemoryTaskRepository, MemoryToolAudit, StaticToolPolicy
     from adapters.tools.builtin import BuiltinToolRegistry
+    from application.content.use_cases import ReadContent, ReadDocument
+    from application.knowledge.use_cases import CachedKnowledgeSearch
     from application.tools.ports import ToolContext
+
+    class _NoSources:
+        def for_tenant(self, tenant_slug: str) -> None:
+            return None
+
     from application.tools.use_cases import InvokeTool
 
     class Clock:
         def now_ms(self) -> int:
             return 0
 
-    registry = BuiltinToolRegistry(MemoryKnowledgeStore(), MemoryTaskRepository(), Clock())
+    store, cache = MemoryKnowledgeStore(), MemoryCache()
+    documents = ReadDocument(store, ReadContent(_NoSources(), cache), cache)
+    registry = BuiltinToolRegistry(
+        CachedKnowledgeSearch(store, cache), documents, MemoryTaskRepository(), Clock()
+    )
     invoke = InvokeTool(registry, StaticToolPolicy(["*"], {}), MemoryToolAudit(), Clock())
     ctx = ToolContext(tenant_id="t", tenant_slug="t", subject="s", run_id="r")  # type: ignore[arg-type]
 
@@ -485,6 +497,162 @@ async def held_streams(server: Server, count: int, wave: int = 500) -> dict[str,
         "rss_before_mib": before / 1024,
         "rss_after_mib": after / 1024,
         "kib_per_stream": (after - before) / holding if holding else float("nan"),
+    }
+
+
+WORDS = [
+    "invoice",
+    "payment",
+    "refund",
+    "order",
+    "customer",
+    "supplier",
+    "contract",
+    "warranty",
+    "delivery",
+    "shipping",
+    "account",
+    "balance",
+    "tax",
+    "discount",
+    "policy",
+    "employee",
+    "vacation",
+    "leave",
+    "onboarding",
+    "security",
+    "password",
+    "access",
+    "report",
+    "quarter",
+    "revenue",
+    "margin",
+    "budget",
+    "forecast",
+    "inventory",
+    "stock",
+]
+
+
+def document_body(n: int, words: int) -> str:
+    """A deterministic Markdown document of about `words` words in sections of paragraphs."""
+    out, count, section = [f"# Document {n}\n"], 0, 0
+    while count < words:
+        section += 1
+        out.append(f"\n## Section {section}\n")
+        for p in range(3):
+            sentence = " ".join(
+                WORDS[(n * 7 + section * 13 + p * 3 + i) % len(WORDS)] for i in range(60)
+            )
+            out.append(f"\n{sentence.capitalize()}.\n")
+            count += 60
+    return "".join(out)
+
+
+async def indexing(server: Server, documents: int, words: int, clients: int) -> dict[str, float]:
+    """Documents ingested through the API and indexed (validated, saved, chunked, chunks and
+    terms written); with the embedded in-process queue a document is indexed when its POST
+    returns, which is checked on every response."""
+    import httpx
+
+    bodies = [
+        json.dumps(
+            {
+                "id": f"bench-{clients}-{i}",
+                "title": f"Bench document {i}",
+                "content": document_body(i, words),
+            }
+        ).encode()
+        for i in range(documents)
+    ]
+    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    chunks = 0
+    queue = list(range(documents))
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=60
+    ) as http:
+
+        async def worker() -> None:
+            nonlocal errors, chunks
+            while queue:
+                i = queue.pop()
+                t = time.perf_counter()
+                r = await http.post("/v1/kb/documents", content=bodies[i])
+                latencies.append((time.perf_counter() - t) * 1000)
+                doc = r.json() if r.status_code in (200, 201) else {}
+                index = doc.get("index", {})
+                if index.get("state") != "indexed":
+                    errors += 1
+                else:
+                    chunks += index.get("chunks", 0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "documents": documents,
+        "words_each": words,
+        "errors": errors,
+        "documents_per_s": documents / elapsed,
+        "chunks_per_s": chunks / elapsed,
+        "p50_ms": pct(latencies, 50),
+        "p99_ms": pct(latencies, 99),
+    }
+
+
+INVOICE = (
+    "inline:# Invoice {{ number }}\n\nCustomer: **{{ customer }}**\n\n"
+    "| item | qty | price |\n| --- | --- | --- |\n"
+    "{% for l in lines %}| {{ l.item }} | {{ l.qty }} | {{ '%.2f' % l.price }} |\n{% endfor %}"
+    "\nTotal: {{ '%.2f' % (lines | sum(attribute='price')) }}\n"
+)
+
+
+async def render_latency(server: Server, renders: int, formats: list[str]) -> dict[str, float]:
+    """Sequential renders through the API, request to done (template rendered in the sandbox,
+    converted, artifacts stored, state saved), then one artifact downloaded by its signed link."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
+    data = {
+        "number": 1042,
+        "customer": "Toko Maju",
+        "lines": [{"item": f"Item {i}", "qty": i % 5 + 1, "price": 10.5 * i} for i in range(20)],
+    }
+    body = json.dumps({"template": INVOICE, "data": data, "formats": formats}).encode()
+    latencies: list[float] = []
+    downloads: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=60
+    ) as http:
+        for i in range(renders + 20):
+            t = time.perf_counter()
+            r = await http.post("/v1/renders", content=body)
+            made = (time.perf_counter() - t) * 1000
+            out = r.json() if r.status_code in (201, 202) else {}
+            if out.get("state") != "done":
+                errors += 1
+                continue
+            t = time.perf_counter()
+            got = await http.get(out["artifacts"][-1]["url"], headers={"Authorization": ""})
+            fetched = (time.perf_counter() - t) * 1000
+            if got.status_code != 200:
+                errors += 1
+            if i >= 20:  # the first twenty warm the process up
+                latencies.append(made)
+                downloads.append(fetched)
+    return {
+        "formats": "+".join(formats),
+        "renders": renders,
+        "errors": errors,
+        "p50_ms": pct(latencies, 50),
+        "p95_ms": pct(latencies, 95),
+        "p99_ms": pct(latencies, 99),
+        "download_p50_ms": pct(downloads, 50),
     }
 
 
@@ -648,7 +816,9 @@ async def main_async(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, {1})
     extra = dict(kv.split("=", 1) for kv in args.env)
     scenarios = (
-        ["throughput", "ttfe", "tools", "held"] if args.scenario == "all" else [args.scenario]
+        ["throughput", "ttfe", "tools", "held", "index", "render"]
+        if args.scenario == "all"
+        else [args.scenario]
     )
     quick = args.quick
     sections: list[str] = []
@@ -688,6 +858,21 @@ async def main_async(args: argparse.Namespace) -> None:
                 table("Held streams (one run each, paused after its first token)", [row])
             )
             record["held"] = row
+        if "index" in scenarios:
+            rows = [
+                await indexing(server, 100 if quick else 1000, 1000, clients) for clients in (1, 8)
+            ]
+            sections.append(
+                table("Knowledge indexing through the API (ingest, chunk, index)", rows)
+            )
+            record["index"] = rows
+        if "render" in scenarios:
+            rows = [
+                await render_latency(server, 100 if quick else 1000, formats)
+                for formats in (["markdown", "html"], ["markdown", "html", "pdf"])
+            ]
+            sections.append(table("Render latency, request to done, sequential", rows))
+            record["render"] = rows
     finally:
         stop_server(server)
     if args.postgres and ("throughput" in scenarios or "ttfe" in scenarios):
@@ -719,7 +904,9 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--scenario", default="all", choices=["all", "throughput", "ttfe", "tools", "held"]
+        "--scenario",
+        default="all",
+        choices=["all", "throughput", "ttfe", "tools", "held", "index", "render"],
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])

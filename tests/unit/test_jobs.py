@@ -216,3 +216,16 @@ def test_a_template_renders_its_data_and_output_is_bounded() -> None:
     assert out == "# Invoice 7\n- Tea: 2\n- Cups: 4\n"
     with pytest.raises(TemplateFailed):
         engine.render("{% for i in range(100000) %}xxxxxxxxxx{% endfor %}", {})
+
+
+def test_compiled_templates_are_reused_and_the_cache_stays_bounded() -> None:
+    engine = SandboxedTemplateEngine(cache_size=2)
+    sources = [f"{i}: {{{{ v }}}}" for i in range(3)]
+    for round_ in range(2):
+        for i, source in enumerate(sources):
+            assert engine.render(source, {"v": round_}) == f"{i}: {round_}"
+    assert len(engine._compiled) == 2
+    assert list(engine._compiled) == sources[1:]
+    again = engine._compiled[sources[2]]
+    engine.render(sources[2], {"v": 9})
+    assert engine._compiled[sources[2]] is again
