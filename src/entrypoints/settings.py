@@ -207,6 +207,9 @@ class WorkerSettings(_Section, frozen=True):
     retry_cap_ms: int = 60_000
     # A job taken by a worker that died is given to another after it has been idle this long.
     redeliver_after_s: float = 60.0
+    # On SIGTERM a worker finishes its running jobs for up to this long (the rest are
+    # redelivered to another worker).
+    shutdown_grace_s: float = 30.0
 
 
 class ContentSourceSettings(_Section, frozen=True):
@@ -237,9 +240,27 @@ class ContentSettings(_Section, frozen=True):
     replay_window_s: float = 86_400.0
 
 
+class S3Settings(_Section, frozen=True):
+    """An S3-compatible bucket for artifacts (AWS S3, Cloudflare R2, MinIO, Supabase Storage's
+    S3 endpoint), path-style, SigV4-signed. ``secret_key_file`` wins over ``secret_key``."""
+
+    endpoint: str = "https://s3.amazonaws.com"
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str | None = None
+    secret_key_file: str | None = None
+    session_token: str | None = None
+    prefix: str = ""
+    timeout_s: float = 30.0
+    max_attempts: int = 3
+
+
 class RenderSettings(_Section, frozen=True):
-    # Where artifacts go: a local folder (empty: <data_dir>/artifacts) or an S3 bucket.
+    # Where artifacts go: "local" (a folder: blob_path, empty: <data_dir>/artifacts) or "s3".
+    blob_store: str = "local"
     blob_path: str = ""
+    s3: S3Settings = S3Settings()
     # Signs download links; unset, a random secret is made at start (links then work only on
     # this process until it restarts).
     link_secret: str | None = None

@@ -55,3 +55,55 @@ async def test_a_template_escaping_the_sandbox_fails_the_render_safely(api: Api)
     assert "artifacts" not in made.json()
     bad = await api.client.post("/v1/renders", json={"template": "x"}, headers=api.auth())
     assert bad.status_code == 422
+
+
+async def test_renders_on_an_s3_bucket_are_stored_there_and_download_by_signed_link(
+    tmp_path,
+) -> None:
+    from tests.blob.fake_s3 import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, ThreadedS3
+
+    with ThreadedS3() as s3:
+        env = {
+            "SBA_RENDER__BLOB_STORE": "s3",
+            "SBA_RENDER__S3__ENDPOINT": s3.endpoint,
+            "SBA_RENDER__S3__BUCKET": BUCKET,
+            "SBA_RENDER__S3__REGION": REGION,
+            "SBA_RENDER__S3__ACCESS_KEY": ACCESS_KEY,
+            "SBA_RENDER__S3__SECRET_KEY": SECRET_KEY,
+            "SBA_RENDER__S3__PREFIX": "renders",
+        }
+        async for api in make_api(tmp_path, **env):
+            body = {"template": "inline:# Quote {{ n }}", "data": {"n": 3}, "formats": ["html"]}
+            made = await api.client.post("/v1/renders", json=body, headers=api.auth())
+            assert made.status_code == 201, made.text
+            render = made.json()
+            assert render["state"] == "done"
+            [stored] = [k for k in s3.objects if k.endswith(f"/{render['id']}.html")]
+            assert stored.startswith("renders/")
+            assert s3.objects[stored][1].startswith("text/html")
+            html = await api.client.get(render["artifacts"][0]["url"])
+            assert html.status_code == 200
+            assert "<h1>Quote 3</h1>" in html.text
+            assert html.content == s3.objects[stored][0]
+        assert not (tmp_path / "artifacts").exists()
+
+
+async def test_an_s3_blob_store_without_credentials_is_refused_at_start(tmp_path) -> None:
+    from entrypoints.ioc.container import make_container
+    from entrypoints.ioc.jobs import start_jobs
+    from entrypoints.settings import SettingsError, load_settings
+
+    settings = load_settings({"SBA_DATA_DIR": str(tmp_path), "SBA_RENDER__BLOB_STORE": "s3"})
+    container = make_container(settings)
+    try:
+        with pytest.raises(SettingsError, match="SBA_RENDER__S3__BUCKET"):
+            await start_jobs(container)
+    finally:
+        await container.close()
+    settings = load_settings({"SBA_DATA_DIR": str(tmp_path), "SBA_RENDER__BLOB_STORE": "gcs"})
+    container = make_container(settings)
+    try:
+        with pytest.raises(SettingsError, match="not one of local, s3"):
+            await start_jobs(container)
+    finally:
+        await container.close()

@@ -1,6 +1,6 @@
 """Workers as real processes: a job survives its worker's SIGKILL and its effect happens once;
-a job that always fails ends in the dead-letter store after its retries, and ``sba dlq retry``
-runs it again."""
+SIGTERM lets a worker finish the job it holds and exit; a job that always fails ends in the
+dead-letter store after its retries, and ``sba dlq retry`` runs it again."""
 
 from __future__ import annotations
 
@@ -140,6 +140,50 @@ async def test_a_job_survives_its_worker_being_killed_and_takes_effect_once(tmp_
                 except subprocess.TimeoutExpired:
                     w.kill()
             print(w.stdout.read() if w.stdout else "")  # shown when the test fails
+        await container.close()
+        await client.delete(queue)
+        await client.aclose()
+
+
+async def test_sigterm_lets_a_worker_finish_the_job_it_holds_then_exit(tmp_path, fake):
+    require_redis()
+    queue = f"sba-test:{uuid.uuid4().hex[:10]}:jobs"
+    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_WORKER__QUEUE=queue)
+    settings = load_settings(env)
+    container = make_container(settings)
+    client = aioredis.from_url(REDIS_URL)
+    worker = None
+    try:
+        await (await container.get(SchemaMigrator)).upgrade()
+        issued = await (await container.get(EnsureDemoTenant))()
+        assert issued is not None
+        tenant = issued.key.tenant_id
+        await start_jobs(container)
+        fake.hold = asyncio.Event()
+        await (await container.get(JobQueue)).enqueue(sync_job(tenant, "demo", "doc-a"))
+        worker = sba(env, "worker")
+        await until(lambda: asyncio.to_thread(fake.held.is_set), timeout_s=30, what="the job")
+        worker.send_signal(signal.SIGTERM)
+        # The worker must not leave while its job is held; once BaseHub answers it finishes.
+        with pytest.raises(subprocess.TimeoutExpired):
+            await asyncio.to_thread(worker.wait, 1.5)
+        fake.release()
+        out, _ = await asyncio.to_thread(worker.communicate, timeout=30)
+        assert worker.returncode == 0, out
+        # The sync finished: the document is saved and its indexing queued for the next
+        # worker (this one took no new job after SIGTERM); the sync was acknowledged.
+        store = await container.get(KnowledgeStore)
+        status = await store.status(tenant, kb_document_id("basehub", "doc-a"))
+        assert status is not None and status.state is IndexState.QUEUED
+        pending = await client.xpending(queue, f"{queue}:workers")
+        assert pending["pending"] == 0
+        [group] = await client.xinfo_groups(queue)
+        assert group["lag"] == 1  # the index job, delivered to no one yet
+        asked = [r for r in fake.requests if (r.get("variables") or {}).get("id") == "doc-a"]
+        assert len(asked) == 1
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
         await container.close()
         await client.delete(queue)
         await client.aclose()

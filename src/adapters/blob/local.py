@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import uuid
 from pathlib import Path
 
 from application.errors import InvalidInput, ServiceUnavailable
@@ -28,7 +29,7 @@ class LocalBlobStore:
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
             tmp.write_bytes(data)
             path.with_name(path.name + ".type").write_text(content_type)
             os.replace(tmp, path)

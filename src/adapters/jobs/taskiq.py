@@ -1,20 +1,26 @@
 """Jobs on taskiq: one task, ``sba.job``, carries every job as a msgspec-encoded envelope; the
 application's ``RunJob`` dispatches it. In-process (the embedded default) the broker runs a job
 as soon as it is queued; on Redis a stream with a consumer group holds it until a worker has
-finished it (acknowledged after execution), and a job whose worker died is claimed by another
-worker once it has been idle for ``redeliver_after_s``."""
+finished it (acknowledged after execution), and a job whose worker died is put back on the
+stream once it has been idle for ``redeliver_after_s``. A worker asked to stop takes no new
+job, finishes the ones it holds, and exits; it never cancels a read in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import replace
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from taskiq import AsyncBroker, InMemoryBroker
+from redis.asyncio import Redis
+from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
+from taskiq_redis import RedisStreamBroker
 
 from adapters.jobs.codec import encode_job
 from application.errors import ServiceUnavailable
@@ -56,9 +62,7 @@ def create_broker(
     if not url:
         # Runs a job inside ``kick``: queued in-process work is done when enqueue returns.
         return InMemoryBroker(await_inplace=True, max_async_tasks=max_async_tasks)
-    from taskiq_redis import RedisStreamBroker
-
-    return RedisStreamBroker(
+    return StoppableStreamBroker(
         url,
         queue_name=queue_name,
         consumer_group_name=f"{queue_name}:workers",
@@ -68,8 +72,40 @@ def create_broker(
         # The claim lock must expire if its holder is killed, or no job is ever reclaimed.
         unacknowledged_lock_timeout=max(redeliver_after_s, 5.0),
         xread_block=1000,
+        xread_count=max_async_tasks,
         maxlen=100_000,
     )
+
+
+class StoppableStreamBroker(RedisStreamBroker):
+    """taskiq-redis's stream broker with a listener that ends when asked: it checks the stop
+    flag between blocking reads (at most ``xread_block`` apart) instead of being cancelled
+    mid-read, which can lose the cancellation inside the Redis client and hang shutdown.
+    Reclaiming a dead worker's deliveries is ``requeue_stalled``'s job, not the listener's."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.stopping = asyncio.Event()
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            while not self.stopping.is_set():
+                fetched = await conn.xreadgroup(
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    {self.queue_name: ">"},
+                    block=self.block,
+                    count=self.count,
+                )
+                # RESP2: [[stream, [[entry id, {field: value}], …]], …]; RESP3: a dict.
+                found: Any = fetched or []
+                streams = found.items() if isinstance(found, dict) else found
+                for stream, entries in streams:
+                    for entry_id, fields in entries:
+                        yield AckableMessage(
+                            data=fields[b"data"],
+                            ack=self._ack_generator(id=entry_id, queue_name=stream),
+                        )
 
 
 class TaskiqJobQueue:
@@ -149,9 +185,6 @@ async def requeue_stalled(broker: AsyncBroker, *, idle_s: float) -> int:
     """Puts deliveries whose worker died back on the stream; returns how many. (taskiq-redis
     reclaims idle deliveries only after new messages arrive, so a quiet queue would hold a dead
     worker's job for ever.)"""
-    from redis.asyncio import Redis
-    from taskiq_redis import RedisStreamBroker
-
     if not isinstance(broker, RedisStreamBroker):
         return 0
     async with Redis(connection_pool=broker.connection_pool) as client:
@@ -166,10 +199,19 @@ async def requeue_stalled(broker: AsyncBroker, *, idle_s: float) -> int:
 
 
 async def run_worker(
-    broker: AsyncBroker, *, max_async_tasks: int = 64, redeliver_after_s: float = 60.0
+    broker: AsyncBroker,
+    *,
+    max_async_tasks: int = 64,
+    redeliver_after_s: float = 60.0,
+    stop: asyncio.Event | None = None,
+    grace_s: float = 30.0,
 ) -> None:
-    """Consumes jobs until cancelled; each is acknowledged only after it has run. Deliveries
-    stalled longer than ``redeliver_after_s`` are put back for any worker to take."""
+    """Consumes jobs until ``stop`` is set or this is cancelled; each job is acknowledged only
+    after it has run. Deliveries stalled longer than ``redeliver_after_s`` are put back for any
+    worker to take. Stopping takes no new job and lets the running ones finish, for up to
+    ``grace_s``; a job cut off then is not acknowledged, so it is delivered again."""
+    if not isinstance(broker, StoppableStreamBroker):
+        raise TypeError("a worker consumes from the Redis stream broker")
 
     async def requeue() -> None:
         while True:
@@ -182,16 +224,33 @@ async def run_worker(
             if n:
                 log.warning("requeued %d job(s) whose worker stopped answering", n)
 
+    async def receive() -> None:
+        # The receiver ends by raising CancelledError once its listener is exhausted.
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_receiver_task(
+                broker,
+                max_async_tasks=max_async_tasks,
+                ack_time=AcknowledgeType.WHEN_EXECUTED,
+                run_startup=False,
+            )
+
+    broker.stopping.clear()
     reclaimer = asyncio.create_task(requeue())
+    receiver = asyncio.create_task(receive())
+    stopper = asyncio.create_task((stop or asyncio.Event()).wait())
     try:
-        await run_receiver_task(
-            broker,
-            max_async_tasks=max_async_tasks,
-            ack_time=AcknowledgeType.WHEN_EXECUTED,
-            run_startup=False,
-        )
+        await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        broker.stopping.set()
+        stopper.cancel()
         reclaimer.cancel()
+        # Shielded: a cancelled worker still winds down in order rather than mid-read.
+        done, _ = await asyncio.shield(asyncio.wait({receiver}, timeout=grace_s))
+        if not done:
+            log.warning("jobs still running after %.0f s; leaving them to be redelivered", grace_s)
+            receiver.cancel()
+    if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
+        raise receiver.exception()  # type: ignore[misc]
 
 
 def is_in_process(broker: AsyncBroker) -> bool:

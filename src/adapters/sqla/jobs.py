@@ -29,6 +29,8 @@ class SqlaDeadLetterStore:
 
     async def add(self, letter: DeadLetter) -> None:
         async with self._db.begin(self._scope("add")) as conn:
+            # The same work dead-lettered again replaces its letter (latest error and time).
+            await conn.execute(delete(dead_letters).where(dead_letters.c.id == letter.id))
             await conn.execute(
                 insert(dead_letters).values(
                     id=letter.id,

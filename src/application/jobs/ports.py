@@ -23,7 +23,8 @@ class JobQueue(Protocol):
 
 class DeadLetterStore(Protocol):
     """Jobs that failed on every attempt, across tenants (an operator's view). ``add`` is
-    durable when it returns; a letter stays until ``remove``."""
+    durable when it returns and replaces a letter with the same id; a letter stays until
+    ``remove``."""
 
     async def add(self, letter: DeadLetter) -> None: ...
 

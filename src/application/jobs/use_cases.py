@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from application.errors import InvalidInput, NotFound
 from application.jobs.ports import DeadLetterStore, JobHandler, JobQueue
 from application.ports import Clock
-from domain.ids import new_id
 from domain.jobs.model import DeadLetter, Job, RetryPolicy
 
 log = logging.getLogger("sba.jobs")
@@ -85,7 +84,7 @@ class RunJob:
         self.stats.dead_lettered += 1
         await self._dead.add(
             DeadLetter(
-                id=new_id("dlq"),
+                id=DeadLetter.letter_id(job),
                 job=job,
                 error=error[:MAX_ERROR],
                 failed_at_ms=self._clock.now_ms(),

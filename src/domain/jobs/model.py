@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -73,9 +74,16 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
-    """A job that failed on every attempt, kept until someone retries or drops it."""
+    """A job that failed on every attempt, kept until someone retries or drops it. Its id is
+    fixed by the job's kind, tenant and key (``letter_id``), so the same work dead-lettered
+    twice (a last attempt delivered again after its worker died) is one letter."""
 
     id: str
     job: Job
     error: str
     failed_at_ms: int
+
+    @staticmethod
+    def letter_id(job: Job) -> str:
+        digest = hashlib.sha256(f"{job.kind}\0{job.tenant_id}\0{job.key}".encode()).hexdigest()
+        return f"dlq_{digest[:24]}"

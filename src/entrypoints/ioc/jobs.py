@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
+import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,8 @@ from dishka.integrations.taskiq import setup_dishka as setup_taskiq_dishka
 from taskiq import AsyncBroker
 
 from adapters.blob.local import LocalBlobStore
+from adapters.blob.s3 import S3BlobStore
+from adapters.blob.sigv4 import Credentials
 from adapters.content.basehub import BaseHubContentSource
 from adapters.content.folder import FolderContentSource
 from adapters.jobs.codec import decode_job
@@ -64,6 +70,8 @@ from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
 
 ContentClient = NewType("ContentClient", httpx.AsyncClient)
 
+log = logging.getLogger("sba.jobs")
+
 
 @dataclass(frozen=True, slots=True)
 class StaticContentSources:
@@ -75,6 +83,10 @@ class StaticContentSources:
 
     def webhook_secret(self, tenant_slug: str) -> bytes | None:
         return self.secrets.get(tenant_slug)
+
+
+def _artifacts_dir(data_dir: str) -> str:
+    return str(Path(data_dir).expanduser() / "artifacts")
 
 
 def _secret(value: str | None, path: str | None, name: str) -> str | None:
@@ -249,9 +261,36 @@ class JobProvider(Provider):
         return MarkdownConverter()
 
     @provide
-    def blob_store(self, settings: Settings) -> BlobStore:
-        path = settings.render.blob_path or str(Path(settings.data_dir).expanduser() / "artifacts")
-        return LocalBlobStore(path)
+    async def blob_store(self, settings: Settings) -> AsyncIterator[BlobStore]:
+        r = settings.render
+        if r.blob_store == "local":
+            yield LocalBlobStore(r.blob_path or _artifacts_dir(settings.data_dir))
+            return
+        if r.blob_store != "s3":
+            raise SettingsError(f"SBA_RENDER__BLOB_STORE: {r.blob_store!r} is not one of local, s3")
+        s3 = r.s3
+        secret = _secret(s3.secret_key, s3.secret_key_file, "SBA_RENDER__S3__SECRET_KEY_FILE")
+        if not s3.bucket or not s3.access_key or not secret:
+            raise SettingsError(
+                "SBA_RENDER__BLOB_STORE=s3 needs SBA_RENDER__S3__BUCKET, …__ACCESS_KEY and "
+                "…__SECRET_KEY (or …__SECRET_KEY_FILE)"
+            )
+        client = httpx.AsyncClient(timeout=httpx.Timeout(s3.timeout_s, connect=5.0))
+        try:
+            store = S3BlobStore(
+                client,
+                endpoint=s3.endpoint,
+                bucket=s3.bucket,
+                region=s3.region,
+                credentials=Credentials(s3.access_key, secret, s3.session_token or None),
+                prefix=s3.prefix,
+                retry=HttpRetryPolicy(max_attempts=s3.max_attempts),
+            )
+        except ValueError as exc:
+            await client.aclose()
+            raise SettingsError(f"SBA_RENDER__S3: {exc}") from exc
+        yield store
+        await client.aclose()
 
     @provide
     def render_jobs(self, db: Database) -> RenderJobRepository:
@@ -300,6 +339,10 @@ async def start_jobs(container: AsyncContainer) -> AsyncBroker:
     """Connects the container's broker to the container (each job runs in its own request
     scope) and starts it; harmless to call twice."""
     broker = await container.get(AsyncBroker)
+    # Every job handler (and what it needs: content sources, the blob store) is built now, so
+    # a setting that cannot work stops start-up instead of failing the first job.
+    await container.get(RunJob)
+    await container.get(DownloadArtifact)
     if not broker.state.get("sba_started"):
         setup_taskiq_dishka(container, broker)
         await broker.startup()
@@ -315,8 +358,17 @@ async def work(container: AsyncContainer, settings: Settings) -> None:
             "SBA_BROKER_URL is unset: jobs run inside `sba serve`; a worker needs a broker "
             "(redis://…)"
         )
+    # SIGTERM or Ctrl-C: take no new job, finish the running ones, exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     await run_worker(
         broker,
         max_async_tasks=settings.worker.concurrency,
         redeliver_after_s=settings.worker.redeliver_after_s,
+        stop=stop,
+        grace_s=settings.worker.shutdown_grace_s,
     )
+    log.info("worker stopped")
