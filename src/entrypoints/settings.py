@@ -187,10 +187,29 @@ class ToolSettings(_Section, frozen=True):
     approval_ttl_s: float = 3600.0
 
 
+class EmbeddingSettings(_Section, frozen=True):
+    """An OpenAI-compatible embeddings endpoint; set ``model`` to turn on hybrid search.
+    ``api_key_file`` (a mounted secret) wins over ``api_key``; ``dimensions`` shortens the
+    vectors of models that can (OpenAI's text-embedding-3)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = ""
+    api_key: str | None = None
+    api_key_file: str | None = None
+    dimensions: int | None = None
+    timeout_s: float = 30.0
+    max_attempts: int = 3
+    # Chunks per embeddings request while indexing.
+    batch_size: int = 64
+    # Chunks each ranking (lexical, semantic) contributes before they are fused.
+    pool: int = 40
+
+
 class KnowledgeSettings(_Section, frozen=True):
     max_document_bytes: int = 512 * 1024
     chunk_chars: int = 800
     chunk_overlap: int = 120
+    embeddings: EmbeddingSettings = EmbeddingSettings()
 
 
 class WorkerSettings(_Section, frozen=True):

@@ -155,3 +155,43 @@ async def test_an_empty_or_oversized_query_is_refused(api: Api) -> None:
     )
     missing = await api.client.get("/v1/kb/search", headers=h)
     assert_problem(missing, 422, "validation_failed")
+
+
+async def test_with_embeddings_configured_search_finds_meaning_and_survives_an_outage(
+    tmp_path,
+) -> None:
+    from tests.integration.test_http_api import make_api
+    from tests.llm.fake_embeddings import ThreadedEmbeddings
+
+    with ThreadedEmbeddings() as provider:
+        env = {
+            "SBA_KB__EMBEDDINGS__BASE_URL": provider.base_url,
+            "SBA_KB__EMBEDDINGS__MODEL": "concepts-1",
+            "SBA_KB__EMBEDDINGS__API_KEY": "sk-embeddings-test-key",
+        }
+        # own_setup: the app's embeddings client lives on the app's loop, not the test's.
+        async for api in make_api(tmp_path, own_setup=True, **env):
+            h = api.auth()
+            body = {
+                "id": "time-off",
+                "title": "Time off",
+                "content": "Every employee gets 28 days of vacation a year.",
+            }
+            created = await api.client.post("/v1/kb/documents", headers=h, json=body)
+            assert created.status_code == 201, created.text
+            embedded = [t for batch in provider.inputs for t in batch]
+            assert any("28 days of vacation" in t for t in embedded)
+
+            # No document says "holiday": only the embedding can find the vacation rule.
+            found = await api.client.get("/v1/kb/search", params={"q": "holiday"}, headers=h)
+            assert found.status_code == 200
+            assert found.json()["results"][0]["documentId"] == "time-off"
+
+            provider.down = True
+            lexical = await api.client.get(
+                "/v1/kb/search", params={"q": "vacation policy"}, headers=h
+            )
+            assert lexical.status_code == 200
+            assert lexical.json()["results"][0]["documentId"] == "time-off"
+            nothing = await api.client.get("/v1/kb/search", params={"q": "holidays"}, headers=h)
+            assert nothing.status_code == 200 and nothing.json()["results"] == []

@@ -10,6 +10,7 @@ from dataclasses import replace
 from domain.ids import TenantId
 from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms, stem
+from domain.knowledge.vectors import similarity, unpack
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -23,6 +24,8 @@ class MemoryKnowledgeStore:
     def __init__(self) -> None:
         self._docs: dict[tuple[TenantId, str], tuple[KbDocument, tuple[Chunk, ...]]] = {}
         self._status: dict[tuple[TenantId, str], IndexStatus] = {}
+        # (tenant, document) -> (model, digest, {ordinal: packed vector})
+        self._vectors: dict[tuple[TenantId, str], dict[str, tuple[str, dict[int, bytes]]]] = {}
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None:
         await self.save(document)
@@ -70,6 +73,7 @@ class MemoryKnowledgeStore:
         if status.digest != digest or status.indexed_digest == digest:
             return status
         self._docs[key] = (self._docs[key][0], tuple(chunks))
+        self._vectors.pop(key, None)
         status = IndexStatus(
             state=IndexState.INDEXED,
             digest=digest,
@@ -104,6 +108,7 @@ class MemoryKnowledgeStore:
 
     async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
         self._status.pop((tenant_id, document_id), None)
+        self._vectors.pop((tenant_id, document_id), None)
         return self._docs.pop((tenant_id, document_id), None) is not None
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int:
@@ -148,6 +153,62 @@ class MemoryKnowledgeStore:
                 score=score,
             )
             for score, doc, chunk in hits[:limit]
+        ]
+
+    async def set_vectors(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        model: str,
+        vectors: Sequence[tuple[int, bytes]],
+    ) -> bool:
+        key = (tenant_id, document_id)
+        status = self._status.get(key)
+        if status is None or status.indexed_digest != digest:
+            return False
+        ordinals = {c.ordinal for c in self._docs[key][1]}
+        per_model = self._vectors.setdefault(key, {})
+        _, stored = per_model.get(model, (digest, {}))
+        stored = dict(stored)
+        stored.update((o, v) for o, v in vectors if o in ordinals)
+        per_model[model] = (digest, stored)
+        return True
+
+    async def has_vectors(
+        self, tenant_id: TenantId, document_id: str, digest: str, model: str
+    ) -> bool:
+        key = (tenant_id, document_id)
+        status = self._status.get(key)
+        if status is None or status.indexed_digest != digest:
+            return False
+        stored_digest, stored = self._vectors.get(key, {}).get(model, ("", {}))
+        return stored_digest == digest and set(stored) >= {c.ordinal for c in self._docs[key][1]}
+
+    async def nearest(
+        self, tenant_id: TenantId, model: str, query: bytes, *, limit: int
+    ) -> list[SearchHit]:
+        target = unpack(query)
+        scored = []
+        for (t, doc_id), per_model in self._vectors.items():
+            if t != tenant_id or model not in per_model:
+                continue
+            doc, chunks = self._docs[(t, doc_id)]
+            texts = {c.ordinal: c.text for c in chunks}
+            for ordinal, packed in per_model[model][1].items():
+                score = similarity(unpack(packed), target)
+                scored.append((score, doc, ordinal, texts[ordinal]))
+        scored.sort(key=lambda h: (-h[0], h[1].id, h[2]))
+        return [
+            SearchHit(
+                document_id=doc.id,
+                title=doc.title,
+                source=doc.source,
+                ordinal=ordinal,
+                snippet=_snippet(text, []),
+                score=score,
+            )
+            for score, doc, ordinal, text in scored[: max(limit, 0)]
         ]
 
 

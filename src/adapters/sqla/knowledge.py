@@ -4,6 +4,7 @@ text-search configuration). Both sit behind one port and one contract suite."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from domain.ids import TenantId
 from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms
 from domain.knowledge.text import ContentType
+from domain.knowledge.vectors import similarity, unpack
 
 
 def _document(r: Any) -> KbDocument:
@@ -33,6 +35,27 @@ def _document(r: Any) -> KbDocument:
         created_at_ms=r.created_at_ms,
         updated_at_ms=r.updated_at_ms,
     )
+
+
+def _vector_snippet(text: str, width: int = 320) -> str:
+    text = text.strip()
+    return text if len(text) <= width else text[:width].rstrip() + "…"
+
+
+async def _rank(rows: Sequence[Any], query: bytes, limit: int) -> list[tuple[float, Any]]:
+    """The ``limit`` rows whose embedding is nearest ``query``, best first. Scoring is plain
+    Python over every candidate; beyond a few hundred it runs in a thread so that streams on
+    this event loop keep flowing."""
+    target = unpack(query)
+
+    def score() -> list[tuple[float, Any]]:
+        scored = [(similarity(unpack(r.embedding), target), r) for r in rows]
+        scored.sort(key=lambda s: (-s[0], s[1].document_id, int(s[1].ordinal)))
+        return scored[:limit]
+
+    if len(rows) > 500:
+        return await asyncio.to_thread(score)
+    return score()
 
 
 class _SqlKnowledgeStore(ABC):
@@ -217,6 +240,103 @@ class _SqlKnowledgeStore(ABC):
 
     async def _unindex(self, conn: AsyncConnection, tenant: TenantId, doc_id: str) -> None:
         return None
+
+    async def set_vectors(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        model: str,
+        vectors: Sequence[tuple[int, bytes]],
+    ) -> bool:
+        async with self._db.begin(TenantScope(tenant_id)) as conn:
+            status = await self._status_row(conn, tenant_id, document_id, lock=True)
+            if status is None or status.indexed_digest != digest:
+                return False
+            c = kb_chunks.c
+            for ordinal, vector in vectors:
+                await conn.execute(
+                    update(kb_chunks)
+                    .where(
+                        c.tenant_id == tenant_id,
+                        c.document_id == document_id,
+                        c.ordinal == ordinal,
+                    )
+                    .values(embedding=vector, embedding_model=model)
+                )
+            return True
+
+    async def has_vectors(
+        self, tenant_id: TenantId, document_id: str, digest: str, model: str
+    ) -> bool:
+        c = kb_chunks.c
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            status = await self._status_row(conn, tenant_id, document_id)
+            if status is None or status.indexed_digest != digest:
+                return False
+            missing = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(kb_chunks)
+                    .where(
+                        c.tenant_id == tenant_id,
+                        c.document_id == document_id,
+                        or_(c.embedding_model.is_(None), c.embedding_model != model),
+                    )
+                )
+            ).scalar_one()
+        return int(missing) == 0
+
+    async def nearest(
+        self, tenant_id: TenantId, model: str, query: bytes, *, limit: int
+    ) -> list[SearchHit]:
+        c, d = kb_chunks.c, kb_documents.c
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            rows = (
+                await conn.execute(
+                    select(c.document_id, c.ordinal, c.embedding).where(
+                        c.tenant_id == tenant_id, c.embedding_model == model
+                    )
+                )
+            ).all()
+            if not rows or limit <= 0:
+                return []
+            ranked = await _rank(rows, query, limit)
+            keys = [(r.document_id, int(r.ordinal)) for _, r in ranked]
+            found = {
+                (r.document_id, int(r.ordinal)): r
+                for r in await conn.execute(
+                    select(c.document_id, c.ordinal, c.text, d.title, d.source)
+                    .join(
+                        kb_documents,
+                        (d.tenant_id == c.tenant_id) & (d.id == c.document_id),
+                    )
+                    .where(
+                        c.tenant_id == tenant_id,
+                        or_(
+                            *(
+                                (c.document_id == doc) & (c.ordinal == ordinal)
+                                for doc, ordinal in keys
+                            )
+                        ),
+                    )
+                )
+            }
+        hits = []
+        for score, r in ranked:
+            row = found.get((r.document_id, int(r.ordinal)))
+            if row is not None:
+                hits.append(
+                    SearchHit(
+                        document_id=row.document_id,
+                        title=row.title,
+                        source=row.source,
+                        ordinal=int(row.ordinal),
+                        snippet=_vector_snippet(row.text),
+                        score=score,
+                    )
+                )
+        return hits
 
     async def get(self, tenant_id: TenantId, document_id: str) -> KbDocument | None:
         async with self._db.connect(TenantScope(tenant_id)) as conn:

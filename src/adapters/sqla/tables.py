@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -136,6 +137,10 @@ kb_chunks = Table(
     Column("document_id", ID, nullable=False),
     Column("ordinal", Integer, nullable=False),
     Column("text", Text, nullable=False),
+    # The chunk's embedding (unit float32, packed) and the model that made it; NULL until the
+    # indexing job has embedded it, and gone with the chunk when the document is re-indexed.
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200)),
     # On Postgres kb_chunks also has ``title``, ``language`` and the generated ``tsv`` (with
     # its GIN index), made by migration 0006 and not modelled here: they exist on Postgres only.
     PrimaryKeyConstraint("tenant_id", "document_id", "ordinal"),

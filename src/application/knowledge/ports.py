@@ -53,3 +53,40 @@ class KnowledgeStore(KnowledgeSearch, Protocol):
     async def delete(self, tenant_id: TenantId, document_id: str) -> bool: ...
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int: ...
+
+
+class Embedder(Protocol):
+    """Turns texts into embedding vectors (one per text, in order) with one model. Raises
+    ``ServiceUnavailable`` when the provider cannot answer."""
+
+    model: str
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class ChunkVectors(Protocol):
+    """Embedding vectors of a tenant's indexed chunks, per model, stored unit-length as packed
+    float32 (``domain.knowledge.vectors.pack``).
+
+    ``set_vectors`` stores one vector per chunk ordinal of the version (digest) the document
+    has indexed; for any other version it changes nothing and returns False. Re-indexing a
+    document drops its vectors. ``has_vectors`` says whether every chunk of that indexed
+    version has a vector of ``model``. ``nearest`` ranks the tenant's chunks that have one by
+    cosine similarity to the packed unit ``query``, best first; never another tenant's."""
+
+    async def set_vectors(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        digest: str,
+        model: str,
+        vectors: Sequence[tuple[int, bytes]],
+    ) -> bool: ...
+
+    async def has_vectors(
+        self, tenant_id: TenantId, document_id: str, digest: str, model: str
+    ) -> bool: ...
+
+    async def nearest(
+        self, tenant_id: TenantId, model: str, query: bytes, *, limit: int
+    ) -> list[SearchHit]: ...

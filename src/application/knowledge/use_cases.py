@@ -7,18 +7,19 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from application.jobs.ports import JobQueue
-from application.knowledge.ports import KnowledgeSearch, KnowledgeStore
+from application.knowledge.ports import ChunkVectors, Embedder, KnowledgeSearch, KnowledgeStore
 from application.ports import KB_CACHE_TAG, Cache, Clock
 from domain.errors import DomainError
 from domain.ids import TenantId, new_id
 from domain.jobs.model import Job
-from domain.knowledge.model import IndexState, IndexStatus, KbDocument, SearchHit
+from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.text import ContentType, to_plain_text
+from domain.knowledge.vectors import fuse, pack
 from domain.tenancy.model import Principal
 
 MAX_QUERY = 500
@@ -145,6 +146,9 @@ class IndexDocument:
         chunk_overlap: int = 120,
         cache: Cache | None = None,
         last_attempt: int = 5,
+        embedder: Embedder | None = None,
+        vectors: ChunkVectors | None = None,
+        embed_batch: int = 64,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -152,6 +156,9 @@ class IndexDocument:
         self._chunk_overlap = chunk_overlap
         self._cache = cache
         self._last_attempt = last_attempt
+        self._embedder = embedder if vectors is not None else None
+        self._vectors = vectors
+        self._embed_batch = max(embed_batch, 1)
 
     async def __call__(self, job: Job) -> None:
         tenant, doc_id, digest = job.tenant_id, job.args["document_id"], job.args["digest"]
@@ -159,11 +166,17 @@ class IndexDocument:
         if document is None or document.digest() != digest:
             return
         status = await self._store.status(tenant, doc_id)
-        if status is not None and status.indexed_digest == digest:
+        indexed = status is not None and status.indexed_digest == digest
+        if indexed and not await self._needs_vectors(tenant, doc_id, digest):
             return
         try:
             chunks = document.chunks(max_chars=self._chunk_chars, overlap=self._chunk_overlap)
-            await self._store.index(tenant, doc_id, digest, chunks, now_ms=self._clock.now_ms())
+            if not indexed:
+                await self._store.index(tenant, doc_id, digest, chunks, now_ms=self._clock.now_ms())
+            # Embedding follows indexing: lexical search has the new version at once, and a
+            # provider outage retries only the embedding (the index step is done once).
+            if self._embedder is not None and self._vectors is not None and chunks:
+                await self._embed(tenant, doc_id, digest, chunks)
         except Exception as exc:
             if job.attempt >= self._last_attempt:
                 await self._store.mark_failed(
@@ -175,6 +188,26 @@ class IndexDocument:
                 )
             raise
         await forget_answers(self._cache, tenant, document_tag(doc_id))
+
+    async def _needs_vectors(self, tenant: TenantId, doc_id: str, digest: str) -> bool:
+        if self._embedder is None or self._vectors is None:
+            return False
+        return not await self._vectors.has_vectors(tenant, doc_id, digest, self._embedder.model)
+
+    async def _embed(
+        self, tenant: TenantId, doc_id: str, digest: str, chunks: Sequence[Chunk]
+    ) -> None:
+        assert self._embedder is not None and self._vectors is not None
+        packed: list[tuple[int, bytes]] = []
+        for start in range(0, len(chunks), self._embed_batch):
+            batch = chunks[start : start + self._embed_batch]
+            vectors = await self._embedder.embed([c.text for c in batch])
+            if len(vectors) != len(batch):
+                raise ServiceUnavailable(
+                    f"the embeddings provider returned {len(vectors)} vectors for {len(batch)}"
+                )
+            packed.extend((c.ordinal, pack(v)) for c, v in zip(batch, vectors, strict=True))
+        await self._vectors.set_vectors(tenant, doc_id, digest, self._embedder.model, packed)
 
 
 class GetDocument:
@@ -213,7 +246,7 @@ class DeleteDocument:
 
 
 class SearchKnowledge:
-    def __init__(self, store: KnowledgeStore) -> None:
+    def __init__(self, store: KnowledgeSearch) -> None:
         self._store = store
 
     async def __call__(self, principal: Principal, query: str, limit: int = 5) -> list[SearchHit]:
@@ -225,6 +258,40 @@ class SearchKnowledge:
         if not 1 <= limit <= 50:
             raise InvalidInput("limit must be between 1 and 50")
         return await self._store.search(principal.tenant_id, query, limit=limit)
+
+
+class HybridKnowledgeSearch:
+    """Lexical and semantic search fused by reciprocal rank (``domain.knowledge.vectors``):
+    the query's embedding finds chunks that share no word with it, the lexical ranking keeps
+    exact names and numbers on top. Each ranking contributes its best ``pool`` chunks. If the
+    embeddings provider cannot answer, the search is lexical rather than failed."""
+
+    def __init__(
+        self,
+        store: KnowledgeSearch,
+        vectors: ChunkVectors,
+        embedder: Embedder,
+        *,
+        pool: int = 40,
+    ) -> None:
+        self._store = store
+        self._vectors = vectors
+        self._embedder = embedder
+        self._pool = pool
+
+    async def search(self, tenant_id: TenantId, query: str, *, limit: int) -> list[SearchHit]:
+        pool = max(self._pool, limit)
+        lexical = await self._store.search(tenant_id, query, limit=pool)
+        if not query.strip():
+            return lexical[:limit]
+        try:
+            [vector] = await self._embedder.embed([query])
+            target = pack(vector)
+        except (ServiceUnavailable, DomainError, ValueError) as exc:
+            log.warning("semantic search unavailable, answering lexically: %s", exc)
+            return lexical[:limit]
+        semantic = await self._vectors.nearest(tenant_id, self._embedder.model, target, limit=pool)
+        return fuse([lexical, semantic], limit=limit)
 
 
 class CachedKnowledgeSearch:

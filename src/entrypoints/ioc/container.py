@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.auth.jwt import JwtVerifier
 from adapters.llm.anthropic import AnthropicChatModel
 from adapters.llm.cache import CachedResponses
+from adapters.llm.embeddings import OpenAIEmbedder
 from adapters.llm.http import HttpRetryPolicy
 from adapters.llm.offline import LoadTestChatModel, OfflineChatModel
 from adapters.llm.openai import OpenAiChatModel
@@ -69,11 +70,12 @@ from application.conversation.use_cases import (
     TailRun,
 )
 from application.jobs.ports import JobQueue
-from application.knowledge.ports import KnowledgeSearch, KnowledgeStore
+from application.knowledge.ports import ChunkVectors, KnowledgeSearch, KnowledgeStore
 from application.knowledge.use_cases import (
     CachedKnowledgeSearch,
     DeleteDocument,
     GetDocument,
+    HybridKnowledgeSearch,
     IngestDocument,
     ListDocuments,
     SearchKnowledge,
@@ -94,7 +96,7 @@ from application.tools.use_cases import InvokeTool, ListTools
 from domain.errors import DomainError
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
-from entrypoints.ioc.jobs import JobProvider
+from entrypoints.ioc.jobs import Embeddings, JobProvider
 from entrypoints.settings import (
     JwtSettings,
     PlanSettings,
@@ -273,8 +275,38 @@ class InfrastructureProvider(Provider):
         return PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
 
     @provide
-    def knowledge_search(self, store: KnowledgeStore) -> KnowledgeSearch:
-        return store
+    async def embeddings(self, settings: Settings) -> AsyncIterator[Embeddings]:
+        e = settings.kb.embeddings
+        if not e.model:
+            yield Embeddings(None)
+            return
+        key = _read_secret(e.api_key_file, "SBA_KB__EMBEDDINGS__API_KEY_FILE") or e.api_key
+        client = httpx.AsyncClient(timeout=httpx.Timeout(e.timeout_s, connect=5.0))
+        try:
+            embedder = OpenAIEmbedder(
+                client,
+                base_url=e.base_url,
+                model=e.model,
+                api_key=key,
+                dimensions=e.dimensions,
+                retry=HttpRetryPolicy(max_attempts=e.max_attempts),
+            )
+        except ValueError as exc:
+            await client.aclose()
+            raise SettingsError(f"SBA_KB__EMBEDDINGS: {exc}") from exc
+        yield Embeddings(embedder)
+        await client.aclose()
+
+    @provide
+    def knowledge_search(
+        self, store: KnowledgeStore, embeddings: Embeddings, settings: Settings
+    ) -> KnowledgeSearch:
+        if embeddings.embedder is None:
+            return store
+        vectors: ChunkVectors = store  # type: ignore[assignment]
+        return HybridKnowledgeSearch(
+            store, vectors, embeddings.embedder, pool=settings.kb.embeddings.pool
+        )
 
     @provide
     def tasks(self, db: Database) -> TaskRepository:
@@ -283,7 +315,7 @@ class InfrastructureProvider(Provider):
     @provide
     def tool_registry(
         self,
-        knowledge: KnowledgeStore,
+        knowledge: KnowledgeSearch,
         tasks: TaskRepository,
         clock: Clock,
         cache: Cache,

@@ -48,7 +48,7 @@ from application.content.use_cases import (
 )
 from application.jobs.ports import DeadLetterStore, JobHandler, JobQueue
 from application.jobs.use_cases import ManageDeadLetters, RunJob
-from application.knowledge.ports import KnowledgeStore
+from application.knowledge.ports import ChunkVectors, Embedder, KnowledgeStore
 from application.knowledge.use_cases import INDEX_JOB, IndexDocument, IngestDocument
 from application.ports import Cache, Clock, UnitOfWork
 from application.render.ports import (
@@ -71,6 +71,14 @@ from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
 ContentClient = NewType("ContentClient", httpx.AsyncClient)
 
 log = logging.getLogger("sba.jobs")
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """The embeddings provider, or None when ``SBA_KB__EMBEDDINGS__MODEL`` is unset (search is
+    lexical only)."""
+
+    embedder: Embedder | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +195,15 @@ class JobProvider(Provider):
 
     @provide
     def index_document(
-        self, store: KnowledgeStore, clock: Clock, settings: Settings, cache: Cache
+        self,
+        store: KnowledgeStore,
+        clock: Clock,
+        settings: Settings,
+        cache: Cache,
+        embeddings: Embeddings,
     ) -> IndexDocument:
         kb = settings.kb
+        vectors: ChunkVectors = store  # type: ignore[assignment]
         return IndexDocument(
             store,
             clock,
@@ -197,6 +211,9 @@ class JobProvider(Provider):
             chunk_overlap=kb.chunk_overlap,
             cache=cache,
             last_attempt=settings.worker.max_attempts,
+            embedder=embeddings.embedder,
+            vectors=vectors if embeddings.embedder is not None else None,
+            embed_batch=kb.embeddings.batch_size,
         )
 
     @provide

@@ -1,0 +1,110 @@
+"""An OpenAI-compatible embeddings endpoint on 127.0.0.1, on a loop of its own in a thread
+(the app's test client blocks the test's loop while a request is in flight). It answers in the
+documented shape with "concept" vectors: words of one meaning share a dimension, so
+"holiday" and "vacation" embed alike, as a real model would place them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+
+CONCEPTS = {
+    "vacation": 0,
+    "holiday": 0,
+    "holidays": 0,
+    "leave": 0,
+    "refund": 1,
+    "refunds": 1,
+    "money": 1,
+    "invoice": 2,
+    "invoices": 2,
+}
+DIMENSIONS = len(set(CONCEPTS.values())) + 1
+
+
+def concept_vector(text: str) -> list[float]:
+    v = [0.01] * DIMENSIONS
+    for word in re.findall(r"\w+", text.lower()):
+        if word in CONCEPTS:
+            v[CONCEPTS[word]] += 1.0
+    return v
+
+
+class ThreadedEmbeddings:
+    def __init__(self) -> None:
+        self.inputs: list[list[str]] = []
+        self.down = False
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ThreadedEmbeddings:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _answer(self, path: str, body: bytes) -> tuple[int, dict]:
+        if path != "/v1/embeddings":
+            return 404, {"error": {"message": f"no route {path}"}}
+        if self.down:
+            return 503, {"error": {"message": "The server is overloaded", "type": "server_error"}}
+        request = json.loads(body)
+        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        self.inputs.append(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": concept_vector(t)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(t.split()) for t in texts)
+        return 200, {
+            "object": "list",
+            "data": data,
+            "model": request["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                _, path, _ = lines[0].split(" ", 2)
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status, payload = self._answer(path, body)
+                data = json.dumps(payload).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
