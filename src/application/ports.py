@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from application.audit.ports import AuditTrail
 from application.conversation.ports import RunRepository, ThreadRepository
 from application.tenancy.ports import AdminLog, ApiKeyRepository, TenantRepository
 from domain.ids import TenantId
@@ -34,6 +35,9 @@ class Transaction(Protocol):
 
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
     async def commit(self) -> None: ...
 

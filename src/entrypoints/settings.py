@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,12 @@ class HttpSettings(_Section, frozen=True):
     heartbeat_s: float = 15.0
     max_body_bytes: int = 1_048_576
     access_log: bool = False
+    # Browser origins allowed to call the API (CORS), e.g. ["https://app.example.com"]; empty:
+    # none ("*" is refused: a bearer-token API names its front ends).
+    cors_origins: list[str] = []
+    # Strict-Transport-Security on every response (0: not sent, e.g. plain-HTTP development
+    # behind no TLS at all; browsers ignore it over plain HTTP anyway).
+    hsts_max_age_s: int = 63_072_000
 
 
 class PlanSettings(_Section, frozen=True):
@@ -433,8 +440,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     raw = _merge(raw, _nest(env))
     try:
         # strict=False lets "8000" become an int and "true" a bool, as env values must.
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         key = _key_of(exc)
         name = _env_name(key) if key else "settings"
         raise SettingsError(f"{name} (settings key {key or '?'}): {exc}") from exc
+    _check(settings)
+    return settings
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+
+
+def _check(settings: Settings) -> None:
+    """Rules across fields that the types alone cannot state."""
+    for origin in settings.http.cors_origins:
+        if not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"SBA_HTTP__CORS_ORIGINS: {origin!r} is not an origin like "
+                "https://app.example.com (no wildcard, no path)"
+            )
+    if settings.http.hsts_max_age_s < 0:
+        raise SettingsError("SBA_HTTP__HSTS_MAX_AGE_S: must be 0 or more")

@@ -77,3 +77,54 @@ def test_an_unknown_kb_language_is_refused_with_the_choices(database, capsys) ->
     with pytest.raises(SystemExit):
         main(["tenant", "create", "acme", "--kb-language", "klingon"])
     assert "invalid choice: 'klingon'" in capsys.readouterr().err
+
+
+def _sql(database: str, tmp_path, statement: str) -> list[tuple]:
+    url = database if database != "sqlite" else f"sqlite+aiosqlite:///{tmp_path / 'sba.db'}"
+    got: dict[str, list[tuple]] = {}
+
+    async def go() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement))
+                got["rows"] = [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    _run(go)
+    return got["rows"]
+
+
+def test_sba_audit_verify_names_the_entry_that_was_edited_or_removed(
+    database, tmp_path, capsys
+) -> None:
+    import json
+
+    assert main(["db", "upgrade"]) == 0
+    assert main(["tenant", "create", "acme"]) == 0
+    for _ in range(3):
+        assert main(["apikey", "create", "--tenant", "acme", "--role", "member"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", "--tenant", "acme"]) == 0
+    assert "4 entries, chain intact" in capsys.readouterr().out
+
+    assert main(["audit", "export", "--tenant", "acme"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["seq"] for e in lines] == [1, 2, 3, 4]
+    assert [e["action"] for e in lines] == ["tenant.created"] + ["apikey.created"] * 3
+    assert lines[1]["prev_hash"] == lines[0]["hash"]
+
+    # An edit of one column of entry 3, by someone with direct database access.
+    _sql(database, tmp_path, "UPDATE audit_entries SET actor = 'admin:someone-else' WHERE seq = 3")
+    assert main(["audit", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert "tenant acme" in err and "TAMPERED at entry 3: was changed after it was written" in err
+
+    # Put it back, then remove the last entry: the head still says 4.
+    original = lines[2]["actor"]
+    _sql(database, tmp_path, f"UPDATE audit_entries SET actor = '{original}' WHERE seq = 3")
+    assert main(["audit", "verify", "--tenant", "acme"]) == 0
+    _sql(database, tmp_path, "DELETE FROM audit_entries WHERE seq = 4")
+    assert main(["audit", "verify", "--tenant", "acme"]) == 1
+    assert "entry 4: missing" in capsys.readouterr().err

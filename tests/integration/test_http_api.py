@@ -391,3 +391,31 @@ async def test_a_specific_error_code_keeps_its_family_status(tmp_path) -> None:
             "message": "the provider timed out",
             "code": "model_timeout",
         }
+
+
+async def test_runs_and_knowledge_changes_are_in_the_tenants_audit_trail(tmp_path) -> None:
+    from application.audit.use_cases import AuditTrails
+    from application.ports import UnitOfWork
+
+    async for api in make_api(tmp_path, own_setup=True, SBA_LLM__LOADTEST="true"):
+        response = await api.run(run_body(run_id="audited", thread_id="t-audit"))
+        assert response.status_code == 200
+        doc = {"id": "pricing", "title": "Pricing", "content": "Plans start at 10 USD."}
+        made = await api.client.post("/v1/kb/documents", json=doc, headers=api.auth())
+        assert made.status_code == 201
+        gone = await api.client.delete("/v1/kb/documents/pricing", headers=api.auth())
+        assert gone.status_code == 204
+        trails = AuditTrails(await api.container.get(UnitOfWork))
+        [tenant] = await trails.tenants(actor="test", slug="demo")
+        entries = [e async for e in trails.entries(tenant)]
+        actions = [(e.action, e.subject) for e in entries]
+        assert ("run.started", "audited") in actions and ("run.finished", "audited") in actions
+        finished = next(e for e in entries if e.action == "run.finished")
+        assert finished.details["status"] == "succeeded"
+        assert actions[-2:] == [
+            ("kb.document.added", "pricing"),
+            ("kb.document.deleted", "pricing"),
+        ]
+        assert entries[-1].actor == entries[-2].actor != ""
+        assert "Plans start" not in str([dict(e.details) for e in entries])  # no contents
+        assert (await trails.verify(tenant)).broken is None

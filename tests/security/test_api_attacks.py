@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import string
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
@@ -87,9 +88,13 @@ async def a_state(api: Api, thread: str, run: str, doc: str) -> tuple:
 def test_a_second_tenant_finds_nothing_of_the_firsts_through_any_endpoint(
     database_env: dict[str, str], thread: str, run: str, doc: str
 ) -> None:
+    # The database is shared by the examples: a suffix of its own keeps one example's ids
+    # from meeting another's (run "A" on two different threads is a conflict, not a leak).
+    tag = "." + uuid.uuid4().hex[:8]
+
     async def scenario() -> None:
         async for api, b_key in open_api(database_env):
-            await attack(api, b_key, thread, run, doc)
+            await attack(api, b_key, thread + tag, run + tag, doc + tag)
 
     asyncio.run(scenario())
 

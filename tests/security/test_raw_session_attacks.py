@@ -66,11 +66,20 @@ INSERTS = {
     "render_jobs": "INSERT INTO render_jobs (tenant_id, id, template, data, formats, "
     "requested_by, state, attempts, artifacts, created_at_ms, updated_at_ms) "
     "VALUES (:t, :n, 'inline:x', '{}', 'markdown', 'x', 'queued', 0, '{}', 0, 0)",
+    "audit_entries": "INSERT INTO audit_entries (tenant_id, seq, at_ms, actor, action, "
+    "subject, details, prev_hash, hash) VALUES (:t, 900000 + length(:n), 0, 'evil', 'x', "
+    "'x', '{}', 'x', 'x')",
+    "audit_heads": "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (:t, 0, 'x')",
 }
+# The audit trail is append-only for the application role: no UPDATE or DELETE of entries,
+# no DELETE of heads, not even of its own tenant's.
+APPEND_ONLY = {"audit_entries": ("UPDATE", "DELETE"), "audit_heads": ("DELETE",)}
 # Rows of B pointing at rows only A has: the composite foreign keys refuse them.
 REFERENCES = ("messages", "runs", "kb_chunks")
 
-ids = st.text(alphabet=string.ascii_letters + string.digits + "-_:. ", min_size=1, max_size=40)
+ids = st.text(
+    alphabet=string.ascii_letters + string.digits + "-_:. ", min_size=1, max_size=40
+).filter(lambda s: not s.isspace())  # an id of blanks only is refused by the domain
 
 
 @pytest.fixture(scope="module")
@@ -197,19 +206,17 @@ async def attack(url: str, names: Mapping[str, str]) -> None:
                 await as_app(engine, b, f"SELECT 1 FROM {table} WHERE {column} = :a", {"a": a})
                 == []
             )
-            # Update and delete A's rows: nothing matches.
-            assert (
-                await as_app(
-                    engine,
-                    b,
-                    f"UPDATE {table} SET {column} = {column} WHERE {column} = :a",
-                    {"a": a},
-                )
-                == 0
-            )
-            assert (
-                await as_app(engine, b, f"DELETE FROM {table} WHERE {column} = :a", {"a": a}) == 0
-            )
+            # Update and delete A's rows: nothing matches (on the append-only audit tables the
+            # statement itself is refused, whoever's rows it names).
+            update = f"UPDATE {table} SET {column} = {column} WHERE {column} = :a"
+            remove = f"DELETE FROM {table} WHERE {column} = :a"
+            for statement in (update, remove):
+                verb = statement.split()[0]
+                if verb in APPEND_ONLY.get(table, ()):
+                    assert await refused(engine, b, statement, {"a": a}) == "42501", table
+                    assert await refused(engine, b, statement, {"a": b}) == "42501", table
+                else:
+                    assert await as_app(engine, b, statement, {"a": a}) == 0, table
             # Insert a row for A, or move B's own rows to A: refused by the policy.
             params = {
                 "t": a,
@@ -219,7 +226,8 @@ async def attack(url: str, names: Mapping[str, str]) -> None:
                 "doc": names["doc"],
             }
             assert await refused(engine, b, INSERTS[table], params) == "42501", table
-            if table != "tenants":  # moving a tenant row is its own primary key
+            if table != "tenants" and "UPDATE" not in APPEND_ONLY.get(table, ()):
+                # (moving a tenant row is its own primary key; audit entries cannot be updated)
                 assert (
                     await refused(
                         engine,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from application.errors import Conflict, NotFound
 from application.ports import UnitOfWork
+from domain.audit.events import run_finished, run_started
 from domain.conversation.model import Message, Run, Thread
 
 
@@ -28,6 +29,9 @@ class TransactionalRunJournal:
                 )
             await tx.threads.add_messages(run.tenant_id, run.thread_id, messages)
             await tx.runs.add(run)
+            await tx.audit.append(
+                run.tenant_id, run_started(run, len(messages)), at_ms=run.created_at_ms
+            )
             await tx.commit()
 
     async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
@@ -39,4 +43,7 @@ class TransactionalRunJournal:
                 return
             await tx.threads.add_messages(run.tenant_id, run.thread_id, replies)
             await tx.runs.save(run)
+            await tx.audit.append(
+                run.tenant_id, run_finished(run), at_ms=run.finished_at_ms or run.created_at_ms
+            )
             await tx.commit()

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms, stem
@@ -24,6 +25,8 @@ class MemoryKnowledgeStore:
     def __init__(self) -> None:
         self._docs: dict[tuple[TenantId, str], tuple[KbDocument, tuple[Chunk, ...]]] = {}
         self._status: dict[tuple[TenantId, str], IndexStatus] = {}
+        # What would be in the audit trail (the SQL stores write it in the same transaction).
+        self.audited: list[tuple[TenantId, AuditEvent]] = []
         # (tenant, document) -> (model, digest, {ordinal: packed vector})
         self._vectors: dict[tuple[TenantId, str], dict[str, tuple[str, dict[int, bytes]]]] = {}
 
@@ -37,7 +40,9 @@ class MemoryKnowledgeStore:
             now_ms=document.updated_at_ms,
         )
 
-    async def save(self, document: KbDocument) -> IndexStatus:
+    async def save(self, document: KbDocument, *, audit: AuditEvent | None = None) -> IndexStatus:
+        if audit is not None:
+            self.audited.append((document.tenant_id, audit))
         key = (document.tenant_id, document.id)
         digest = document.digest()
         old = self._status.get(key)
@@ -106,10 +111,20 @@ class MemoryKnowledgeStore:
         docs = [d for (t, _), (d, _) in self._docs.items() if t == tenant_id]
         return sorted(docs, key=lambda d: (d.title.lower(), d.id))
 
-    async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
+    async def delete(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        *,
+        audit: AuditEvent | None = None,
+        at_ms: int = 0,
+    ) -> bool:
         self._status.pop((tenant_id, document_id), None)
         self._vectors.pop((tenant_id, document_id), None)
-        return self._docs.pop((tenant_id, document_id), None) is not None
+        found = self._docs.pop((tenant_id, document_id), None) is not None
+        if found and audit is not None:
+            self.audited.append((tenant_id, audit))
+        return found
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int:
         entry = self._docs.get((tenant_id, document_id))

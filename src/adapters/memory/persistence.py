@@ -12,6 +12,7 @@ from adapters.memory.clock import SystemClock
 from adapters.scope import AdminScope, KeyScope, Scope, TenantScope, check_key, check_tenant
 from application.errors import Conflict
 from application.ports import Clock
+from domain.audit.model import AuditEntry, AuditEvent, AuditHead, chain
 from domain.conversation.model import Message, Run, Thread
 from domain.ids import RunId, TenantId, ThreadId
 from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
@@ -24,6 +25,8 @@ class _Store:
     threads: dict[tuple[TenantId, ThreadId], Thread] = field(default_factory=dict)
     messages: dict[tuple[TenantId, ThreadId], list[Message]] = field(default_factory=dict)
     runs: dict[tuple[TenantId, RunId], Run] = field(default_factory=dict)
+    audit: dict[TenantId, list[AuditEntry]] = field(default_factory=dict)
+    audit_heads: dict[TenantId, AuditHead] = field(default_factory=dict)
 
 
 class MemoryThreadRepository:
@@ -152,6 +155,29 @@ class MemoryAdminLog:
         return self._entries[::-1][:limit]
 
 
+class MemoryAuditTrail:
+    def __init__(self, store: _Store, scope: Scope) -> None:
+        self._s = store
+        self._scope = scope
+
+    async def append(self, tenant_id: TenantId, event: AuditEvent, *, at_ms: int) -> AuditEntry:
+        check_tenant(self._scope, tenant_id)
+        entry = chain(tenant_id, self._s.audit_heads.get(tenant_id), at_ms, event)
+        self._s.audit.setdefault(tenant_id, []).append(entry)
+        self._s.audit_heads[tenant_id] = AuditHead(entry.seq, entry.hash)
+        return entry
+
+    async def head(self, tenant_id: TenantId) -> AuditHead | None:
+        check_tenant(self._scope, tenant_id)
+        return self._s.audit_heads.get(tenant_id)
+
+    async def entries(
+        self, tenant_id: TenantId, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        check_tenant(self._scope, tenant_id)
+        return [e for e in self._s.audit.get(tenant_id, ()) if e.seq > after_seq][:limit]
+
+
 class MemoryTransaction:
     def __init__(self, uow: MemoryUnitOfWork, staged: _Store, scope: Scope) -> None:
         self._uow = uow
@@ -160,6 +186,7 @@ class MemoryTransaction:
         self.runs = MemoryRunRepository(staged, scope)
         self.tenants = MemoryTenantRepository(staged, scope)
         self.api_keys = MemoryApiKeyRepository(staged, scope)
+        self.audit = MemoryAuditTrail(staged, scope)
 
     async def commit(self) -> None:
         self._uow._store = self._staged

@@ -14,8 +14,10 @@ from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import TenantScope
+from adapters.sqla.audit import SqlaAuditTrail
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import kb_chunks, kb_documents
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.query import search_terms
@@ -71,9 +73,18 @@ class _SqlKnowledgeStore(ABC):
                 conn, document, document.digest(), chunks, now_ms=document.updated_at_ms
             )
 
-    async def save(self, document: KbDocument) -> IndexStatus:
-        async with self._db.begin(TenantScope(document.tenant_id)) as conn:
-            return await self._save(conn, document)
+    async def save(self, document: KbDocument, *, audit: AuditEvent | None = None) -> IndexStatus:
+        scope = TenantScope(document.tenant_id)
+        async with self._db.begin(scope) as conn:
+            status = await self._save(conn, document)
+            if audit is not None:
+                await self._trail(conn, scope).append(
+                    document.tenant_id, audit, at_ms=document.updated_at_ms
+                )
+            return status
+
+    def _trail(self, conn: AsyncConnection, scope: TenantScope) -> SqlaAuditTrail:
+        return SqlaAuditTrail(conn, scope, is_postgres=self._db.is_postgres)
 
     async def _save(self, conn: AsyncConnection, document: KbDocument) -> IndexStatus:
         tenant, doc_id = document.tenant_id, document.id
@@ -358,8 +369,16 @@ class _SqlKnowledgeStore(ABC):
             )
             return [_document(r) for r in rows]
 
-    async def delete(self, tenant_id: TenantId, document_id: str) -> bool:
-        async with self._db.begin(TenantScope(tenant_id)) as conn:
+    async def delete(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        *,
+        audit: AuditEvent | None = None,
+        at_ms: int = 0,
+    ) -> bool:
+        scope = TenantScope(tenant_id)
+        async with self._db.begin(scope) as conn:
             await self._unindex(conn, tenant_id, document_id)
             await conn.execute(
                 delete(kb_chunks).where(
@@ -371,6 +390,8 @@ class _SqlKnowledgeStore(ABC):
                     kb_documents.c.tenant_id == tenant_id, kb_documents.c.id == document_id
                 )
             )
+            if result.rowcount and audit is not None:
+                await self._trail(conn, scope).append(tenant_id, audit, at_ms=at_ms)
             return bool(result.rowcount)
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int:

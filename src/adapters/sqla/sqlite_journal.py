@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.sqla.audit import append_sqlite
 from adapters.sqla.repositories import encode_tool_calls
 from application.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable
+from domain.audit.events import run_finished, run_started
 from domain.conversation.model import Message, Run
 
 log = logging.getLogger("sba.journal")
@@ -90,6 +92,7 @@ def _apply_start(cur: sqlite3.Cursor, run: Run, messages: Sequence[Message]) -> 
             run.finished_at_ms,
         ),
     )
+    append_sqlite(cur, run.tenant_id, run_started(run, len(messages)), run.created_at_ms)
 
 
 def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> None:
@@ -111,6 +114,7 @@ def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> Non
             raise NotFound(f"run {run.id} was never recorded")
         return  # it ended already: the first ending stands
     _add_messages(cur, run, replies)
+    append_sqlite(cur, run.tenant_id, run_finished(run), run.finished_at_ms or run.created_at_ms)
 
 
 @dataclass(slots=True)

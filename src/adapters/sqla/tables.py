@@ -201,6 +201,32 @@ render_jobs = Table(
     PrimaryKeyConstraint("tenant_id", "id"),
 )
 
+# The audit trail (0009): per tenant, a hash chain of entries, and its head (last seq and
+# hash) kept apart so that removing entries from the end is caught too. On Postgres the
+# application role may read and append entries, never change or remove them.
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq"),
+)
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 # Jobs that failed on every attempt (0007). Operational, cross-tenant, read and written on the
 # admin path only: the application role has no privileges on it.
 dead_letters = Table(
@@ -240,4 +266,6 @@ TENANT_TABLES = (
     "tasks",
     "interrupts",
     "render_jobs",
+    "audit_entries",
+    "audit_heads",
 )

@@ -12,6 +12,7 @@ from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from adapters.scope import AdminScope, KeyScope, Scope, TenantScope
+from adapters.sqla.audit import SqlaAuditTrail
 from adapters.sqla.repositories import (
     SqlaAdminLog,
     SqlaApiKeyRepository,
@@ -30,6 +31,7 @@ class SqlaTransaction:
         self.runs = SqlaRunRepository(conn, scope)
         self.tenants = SqlaTenantRepository(conn, scope)
         self.api_keys = SqlaApiKeyRepository(conn, scope)
+        self.audit = SqlaAuditTrail(conn, scope, is_postgres=conn.dialect.name == "postgresql")
 
     async def commit(self) -> None:
         await self._conn.commit()

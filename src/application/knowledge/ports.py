@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.knowledge.model import Chunk, IndexStatus, KbDocument, SearchHit
 
@@ -28,7 +29,10 @@ class KnowledgeStore(KnowledgeSearch, Protocol):
 
     async def put(self, document: KbDocument, chunks: Sequence[Chunk]) -> None: ...
 
-    async def save(self, document: KbDocument) -> IndexStatus: ...
+    async def save(self, document: KbDocument, *, audit: AuditEvent | None = None) -> IndexStatus:
+        """``audit``: recorded in the tenant's audit trail in the same transaction, at the
+        document's ``updated_at_ms``."""
+        ...
 
     async def index(
         self,
@@ -50,7 +54,17 @@ class KnowledgeStore(KnowledgeSearch, Protocol):
 
     async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]: ...
 
-    async def delete(self, tenant_id: TenantId, document_id: str) -> bool: ...
+    async def delete(
+        self,
+        tenant_id: TenantId,
+        document_id: str,
+        *,
+        audit: AuditEvent | None = None,
+        at_ms: int = 0,
+    ) -> bool:
+        """``audit``: recorded, at ``at_ms``, in the same transaction when something was
+        deleted."""
+        ...
 
     async def chunk_count(self, tenant_id: TenantId, document_id: str) -> int: ...
 

@@ -14,6 +14,7 @@ from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavail
 from application.jobs.ports import JobQueue
 from application.knowledge.ports import ChunkVectors, Embedder, KnowledgeSearch, KnowledgeStore
 from application.ports import KB_CACHE_TAG, Cache, Clock
+from domain.audit.model import AuditEvent
 from domain.errors import DomainError
 from domain.ids import TenantId, new_id
 from domain.jobs.model import Job
@@ -124,7 +125,13 @@ class IngestDocument:
             to_plain_text(document.content, document.content_type)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
-        status = await self._store.save(document)
+        audit = AuditEvent(
+            actor=cmd.principal.subject,
+            action="kb.document.replaced" if existing is not None else "kb.document.added",
+            subject=document.id,
+            details={"digest": document.digest(), "content_type": document.content_type.value},
+        )
+        status = await self._store.save(document, audit=audit)
         await forget_answers(self._cache, tenant, document_tag(document.id))
         if status.state is not IndexState.INDEXED:
             await self._queue.enqueue(index_job(tenant, document.id, status.digest))
@@ -233,14 +240,21 @@ class ListDocuments:
 
 
 class DeleteDocument:
-    def __init__(self, store: KnowledgeStore, cache: Cache | None = None) -> None:
+    def __init__(
+        self, store: KnowledgeStore, cache: Cache | None = None, clock: Clock | None = None
+    ) -> None:
         self._store = store
         self._cache = cache
+        self._clock = clock
 
     async def __call__(self, principal: Principal, document_id: str) -> None:
         if not principal.can_write:
             raise Forbidden("a read-only principal cannot change the knowledge base")
-        if not await self._store.delete(principal.tenant_id, document_id):
+        audit = AuditEvent(
+            actor=principal.subject, action="kb.document.deleted", subject=document_id
+        )
+        now = self._clock.now_ms() if self._clock is not None else 0
+        if not await self._store.delete(principal.tenant_id, document_id, audit=audit, at_ms=now):
             raise NotFound(f"no document {document_id}")
         await forget_answers(self._cache, principal.tenant_id, document_tag(document_id))
 

@@ -9,6 +9,7 @@ from typing import Any
 from application.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from application.ports import Clock, UnitOfWork
 from application.tenancy.ports import TokenVerifier
+from domain.audit.model import AuditEvent
 from domain.ids import ApiKeyId, TenantId, new_id
 from domain.tenancy.model import (
     IssuedKey,
@@ -159,6 +160,16 @@ class CreateTenant:
             if await tx.tenants.get_by_slug(slug) is not None:
                 raise Conflict(f"a tenant with slug {slug!r} already exists")
             await tx.tenants.add(tenant)
+            await tx.audit.append(
+                tenant.id,
+                AuditEvent(
+                    actor=f"admin:{actor}",
+                    action="tenant.created",
+                    subject=tenant.id,
+                    details={"slug": slug, "kb_language": kb_language},
+                ),
+                at_ms=tenant.created_at_ms,
+            )
             await tx.commit()
         return tenant
 
@@ -184,6 +195,16 @@ class CreateApiKey:
                 created_at_ms=self._clock.now_ms(),
             )
             await tx.api_keys.add(issued.key)
+            await tx.audit.append(
+                tenant.id,
+                AuditEvent(
+                    actor=f"admin:{actor}",
+                    action="apikey.created",
+                    subject=issued.key.id,
+                    details={"role": role.value, "prefix": issued.key.prefix},
+                ),
+                at_ms=issued.key.created_at_ms,
+            )
             await tx.commit()
         return issued
 

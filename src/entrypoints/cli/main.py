@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from dishka import AsyncContainer
 
+from application.audit.use_cases import AuditTrails, TrailReport
 from application.errors import ApplicationError
 from application.jobs.use_cases import ManageDeadLetters
 from application.knowledge.use_cases import IngestDocument
 from application.ports import SchemaMigrator, UnitOfWork
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
+from domain.audit.model import AuditEntry
 from domain.errors import DomainError
 from domain.jobs.model import DeadLetter
 from domain.tenancy.model import KB_LANGUAGES, IssuedKey, Role
@@ -219,6 +222,61 @@ def _cmd_dlq_drop(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> list[TrailReport]:
+        trails = AuditTrails(await container.get(UnitOfWork))
+        return [
+            await trails.verify(tenant)
+            for tenant in await trails.tenants(actor=_actor(), slug=args.tenant)
+        ]
+
+    reports = _with_container(settings, job)
+    failed = 0
+    for report in reports:
+        name = f"tenant {report.tenant.slug} ({report.tenant.id})"
+        if report.broken is None:
+            print(f"{name}: {report.entries} entries, chain intact")
+        else:
+            failed += 1
+            print(f"{name}: TAMPERED at {report.broken}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> list[str]:
+        trails = AuditTrails(await container.get(UnitOfWork))
+        [tenant] = await trails.tenants(actor=_actor(), slug=args.tenant)
+        return [_entry_json(entry) async for entry in trails.entries(tenant)]
+
+    lines = _with_container(settings, job)
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    print(f"exported {len(lines)} audit entries", file=sys.stderr)
+    return 0
+
+
+def _entry_json(entry: AuditEntry) -> str:
+    return json.dumps(
+        {
+            "tenant_id": entry.tenant_id,
+            "seq": entry.seq,
+            "at_ms": entry.at_ms,
+            "actor": entry.actor,
+            "action": entry.action,
+            "subject": entry.subject,
+            "details": dict(entry.details),
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sba", description="Smart Business Assistant")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_drop = dlq.add_parser("drop", help="forget dead letters")
     dlq_drop.add_argument("ids", nargs="+")
     dlq_drop.set_defaults(handler=_cmd_dlq_drop)
+
+    audit = sub.add_parser("audit", help="tenants' audit trails").add_subparsers(
+        dest="audit", required=True
+    )
+    verify = audit.add_parser("verify", help="check every entry's hash chain; exit 1 if broken")
+    verify.add_argument("--tenant", default=None, help="one tenant's slug (default: all)")
+    verify.set_defaults(handler=_cmd_audit_verify)
+    export = audit.add_parser("export", help="a tenant's trail as JSON lines")
+    export.add_argument("--tenant", required=True, help="tenant slug")
+    export.add_argument("--out", default=None, help="file to write (default: standard output)")
+    export.set_defaults(handler=_cmd_audit_export)
 
     apikey = sub.add_parser("apikey", help="API keys").add_subparsers(dest="apikey", required=True)
     key = apikey.add_parser("create", help="create an API key; prints it on the last line")

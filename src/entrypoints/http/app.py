@@ -13,6 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from application.conversation.ports import RunLauncher
 from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
+from entrypoints.http.hardening import cors_config, security_headers_hook
 from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.knowledge import KnowledgeController
@@ -62,6 +63,8 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, idempotency_middleware],
+        before_send=[security_headers_hook(settings.http.hsts_max_age_s)],
+        cors_config=cors_config(settings.http.cors_origins),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=settings.http.max_body_bytes,

@@ -32,6 +32,7 @@ from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.memory.replay import MemoryReplayGuard
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.outbound import guarded_client
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
@@ -281,7 +282,9 @@ class InfrastructureProvider(Provider):
             yield Embeddings(None)
             return
         key = _read_secret(e.api_key_file, "SBA_KB__EMBEDDINGS__API_KEY_FILE") or e.api_key
-        client = httpx.AsyncClient(timeout=httpx.Timeout(e.timeout_s, connect=5.0))
+        client = outbound_client(
+            [e.base_url], httpx.Timeout(e.timeout_s, connect=5.0), "SBA_KB__EMBEDDINGS__BASE_URL"
+        )
         try:
             embedder = OpenAIEmbedder(
                 client,
@@ -368,7 +371,12 @@ class InfrastructureProvider(Provider):
                 named[p.name] = NamedModel(p.name, offline)
                 continue
             # One client per upstream, so pools and timeouts never mix between providers.
-            client = httpx.AsyncClient(timeout=httpx.Timeout(p.timeout_s, connect=5.0))
+            upstream = "https://api.anthropic.com" if p.kind == "anthropic" else ""
+            client = outbound_client(
+                [p.base_url or upstream],
+                httpx.Timeout(p.timeout_s, connect=5.0),
+                f"SBA_LLM__CHAIN ({p.name}) base_url",
+            )
             clients.append(client)
             named[p.name] = NamedModel(p.name, _provider_model(p, client))
 
@@ -471,6 +479,14 @@ def _secret(p: ProviderSettings) -> str | None:
     return p.api_key
 
 
+def outbound_client(urls: Sequence[str], timeout: httpx.Timeout, what: str) -> httpx.AsyncClient:
+    """A client that reaches only the origins of ``urls`` (the SSRF guard)."""
+    try:
+        return guarded_client(urls, timeout=timeout)
+    except ValueError as exc:
+        raise SettingsError(f"{what}: {exc}") from exc
+
+
 def _provider_model(p: ProviderSettings, client: httpx.AsyncClient) -> ChatModel:
     retry = HttpRetryPolicy(max_attempts=p.max_attempts)
     if p.kind == "anthropic":
@@ -565,8 +581,8 @@ class UseCaseProvider(Provider):
     list_documents = provide(ListDocuments)
 
     @provide
-    def delete_document(self, store: KnowledgeStore, cache: Cache) -> DeleteDocument:
-        return DeleteDocument(store, cache)
+    def delete_document(self, store: KnowledgeStore, cache: Cache, clock: Clock) -> DeleteDocument:
+        return DeleteDocument(store, cache, clock)
 
     search_knowledge = provide(SearchKnowledge)
 
@@ -591,7 +607,9 @@ class UseCaseProvider(Provider):
         if not cfg.issuer:
             yield Authenticate(uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms)
             return
-        client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        client = outbound_client(
+            [cfg.jwks_url or cfg.issuer], httpx.Timeout(5.0), "SBA_AUTH__JWT__ISSUER / JWKS_URL"
+        )
         try:
             verifier = _jwt_verifier(cfg, client)
         except SettingsError:

@@ -34,6 +34,7 @@ from adapters.jobs.taskiq import (
     run_worker,
 )
 from adapters.llm.http import HttpRetryPolicy
+from adapters.outbound import guarded_client
 from adapters.render.convert import MarkdownConverter
 from adapters.render.jinja import SandboxedTemplateEngine
 from adapters.sqla.jobs import SqlaDeadLetterStore, SqlaRenderJobRepository
@@ -217,8 +218,12 @@ class JobProvider(Provider):
         )
 
     @provide
-    async def content_client(self) -> AsyncIterator[ContentClient]:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    async def content_client(self, settings: Settings) -> AsyncIterator[ContentClient]:
+        endpoints = [c.endpoint for c in settings.content.tenants.values() if c.kind == "basehub"]
+        try:
+            client = guarded_client(endpoints, timeout=httpx.Timeout(10.0, connect=5.0))
+        except ValueError as exc:
+            raise SettingsError(f"SBA_CONTENT__TENANTS: a BaseHub endpoint: {exc}") from exc
         yield ContentClient(client)
         await client.aclose()
 
@@ -292,7 +297,10 @@ class JobProvider(Provider):
                 "SBA_RENDER__BLOB_STORE=s3 needs SBA_RENDER__S3__BUCKET, …__ACCESS_KEY and "
                 "…__SECRET_KEY (or …__SECRET_KEY_FILE)"
             )
-        client = httpx.AsyncClient(timeout=httpx.Timeout(s3.timeout_s, connect=5.0))
+        try:
+            client = guarded_client([s3.endpoint], timeout=httpx.Timeout(s3.timeout_s, connect=5.0))
+        except ValueError as exc:
+            raise SettingsError(f"SBA_RENDER__S3__ENDPOINT: {exc}") from exc
         try:
             store = S3BlobStore(
                 client,
