@@ -128,3 +128,74 @@ def test_sba_audit_verify_names_the_entry_that_was_edited_or_removed(
     _sql(database, tmp_path, "DELETE FROM audit_entries WHERE seq = 4")
     assert main(["audit", "verify", "--tenant", "acme"]) == 1
     assert "entry 4: missing" in capsys.readouterr().err
+
+
+def test_tenant_and_key_lifecycle_through_the_cli_as_the_api_sees_it(
+    database, tmp_path, capsys, monkeypatch
+) -> None:
+    """Keys expire and are revoked, tenants are suspended, resumed and deleted (after an
+    export of everything they own), and the API refuses accordingly at once."""
+    import asyncio
+    import json
+
+    from litestar.testing import AsyncTestClient
+
+    from entrypoints.http.app import create_app
+    from entrypoints.settings import load_settings
+
+    monkeypatch.setenv("SBA_AUTH__CACHE_TTL_MS", "0")
+    monkeypatch.setenv("SBA_LLM__LOADTEST", "true")
+    assert main(["db", "upgrade"]) == 0
+    for slug in ("acme", "other"):
+        assert main(["tenant", "create", slug]) == 0
+    assert main(["apikey", "create", "--tenant", "acme", "--role", "admin"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["apikey", "create", "--tenant", "other", "--role", "admin"]) == 0
+    other_key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["apikey", "create", "--tenant", "acme", "--expires-in-days", "0.0000001"]) == 0
+    expired = capsys.readouterr().out.strip().splitlines()[-1]
+
+    async def status(k: str, path: str = "/v1/tools", method: str = "GET", **kw) -> tuple:
+        async with AsyncTestClient(create_app(load_settings())) as client:
+            r = await client.request(method, path, headers={"Authorization": f"Bearer {k}"}, **kw)
+            body = r.json() if r.headers.get("content-type", "").endswith("json") else {}
+            return r.status_code, body.get("code"), body.get("detail", "")
+
+    def call(*a, **kw):
+        return asyncio.run(status(*a, **kw))
+
+    assert call(key)[0] == 200
+    assert call(expired) == (401, "unauthenticated", "the API key expired")
+    doc = json.dumps({"id": "plan", "title": "Plan", "content": "Secret plan of acme."})
+    assert call(key, "/v1/kb/documents", "POST", content=doc)[0] == 201
+
+    assert main(["tenant", "show", "acme"]) == 0
+    shown = capsys.readouterr().out
+    key_ids = [line.split()[1] for line in shown.splitlines() if line.strip().startswith("key ")]
+    assert len(key_ids) == 2 and "last used 20" in shown  # the admin key was used
+
+    assert main(["tenant", "suspend", "acme"]) == 0
+    assert call(key) == (403, "forbidden", "tenant acme is suspended")
+    assert main(["tenant", "resume", "acme"]) == 0
+    assert call(key)[0] == 200
+
+    assert main(["apikey", "revoke", "--tenant", "acme", key_ids[0]]) == 0
+    assert call(key) == (401, "unauthenticated", "the API key was revoked")
+    assert main(["apikey", "revoke", "--tenant", "other", key_ids[0]]) == 1  # not other's key
+
+    assert main(["tenant", "list"]) == 0
+    assert "acme" in capsys.readouterr().out
+    assert main(["tenant", "delete", "acme", "--export", str(tmp_path / "x.jsonl")]) == 2
+    export = tmp_path / "acme.jsonl"
+    assert main(["tenant", "delete", "acme", "--export", str(export), "--yes"]) == 0
+    rows = [json.loads(line) for line in export.read_text().splitlines()]
+    tables = {r["table"] for r in rows}
+    assert {"tenants", "api_keys", "kb_documents", "kb_chunks", "audit_entries"} <= tables
+    assert all(r["row"].get("tenant_id", r["row"].get("id")) == rows[0]["row"]["id"] for r in rows)
+    assert any("Secret plan of acme." in json.dumps(r) for r in rows)
+    actions = [r["row"]["action"] for r in rows if r["table"] == "audit_entries"]
+    assert {"tenant.suspended", "tenant.active", "apikey.revoked"} <= set(actions)
+
+    assert main(["tenant", "show", "acme"]) == 1
+    assert call(other_key)[0] == 200  # the other tenant is untouched
+    assert main(["audit", "verify"]) == 0

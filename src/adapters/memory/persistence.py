@@ -4,6 +4,7 @@ as the SQL adapters."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from application.ports import Clock
 from domain.audit.model import AuditEntry, AuditEvent, AuditHead, chain
 from domain.conversation.model import Message, Run, Thread
 from domain.ids import RunId, TenantId, ThreadId
-from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
 
 
 @dataclass
@@ -127,6 +128,27 @@ class MemoryTenantRepository:
             (t for t in self._s.tenants.values() if self._visible(t)), key=lambda t: t.slug
         )
 
+    async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
+        check_tenant(self._scope, tenant_id)
+        tenant = self._s.tenants.get(tenant_id)
+        if tenant is None:
+            return False
+        tenant.status = status
+        return True
+
+    async def delete(self, tenant_id: TenantId) -> bool:
+        check_tenant(self._scope, tenant_id)
+        if self._s.tenants.pop(tenant_id, None) is None:
+            return False
+        s = self._s
+        s.api_keys = {p: k for p, k in s.api_keys.items() if k.tenant_id != tenant_id}
+        s.threads = {k: v for k, v in s.threads.items() if k[0] != tenant_id}
+        s.messages = {k: v for k, v in s.messages.items() if k[0] != tenant_id}
+        s.runs = {k: v for k, v in s.runs.items() if k[0] != tenant_id}
+        s.audit.pop(tenant_id, None)
+        s.audit_heads.pop(tenant_id, None)
+        return True
+
 
 class MemoryApiKeyRepository:
     def __init__(self, store: _Store, scope: Scope) -> None:
@@ -145,6 +167,25 @@ class MemoryApiKeyRepository:
         if key.prefix in self._s.api_keys:
             raise Conflict("an API key with this prefix exists")
         self._s.api_keys[key.prefix] = key
+
+    async def list_for(self, tenant_id: TenantId) -> list[ApiKey]:
+        check_tenant(self._scope, tenant_id)
+        keys = [k for k in self._s.api_keys.values() if k.tenant_id == tenant_id]
+        return sorted(keys, key=lambda k: (k.created_at_ms, k.id))
+
+    def _replace(self, tenant_id: TenantId, key_id: str, **changes: object) -> bool:
+        check_tenant(self._scope, tenant_id)
+        for prefix, key in self._s.api_keys.items():
+            if key.tenant_id == tenant_id and key.id == key_id:
+                self._s.api_keys[prefix] = dataclasses.replace(key, **changes)  # type: ignore[arg-type]
+                return True
+        return False
+
+    async def revoke(self, tenant_id: TenantId, key_id: str) -> bool:
+        return self._replace(tenant_id, key_id, revoked=True)
+
+    async def touch(self, tenant_id: TenantId, key_id: str, at_ms: int) -> None:
+        self._replace(tenant_id, key_id, last_used_at_ms=at_ms)
 
 
 class MemoryAdminLog:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, true, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import AdminScope, KeyScope, Scope, TenantScope, check_key, check_tenant
@@ -251,6 +251,23 @@ class SqlaTenantRepository:
         )
         return [_tenant(r) for r in rows]
 
+    async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
+        check_tenant(self._scope, tenant_id)
+        result = await self._conn.execute(
+            update(tenants).where(tenants.c.id == tenant_id).values(status=status.value)
+        )
+        return bool(result.rowcount)
+
+    async def delete(self, tenant_id: TenantId) -> bool:
+        check_tenant(self._scope, tenant_id)
+        if self._conn.dialect.name == "sqlite":
+            # The full-text index is a virtual table outside the foreign keys' cascade.
+            await self._conn.execute(
+                text("DELETE FROM kb_chunks_fts WHERE tenant_id = :t"), {"t": tenant_id}
+            )
+        result = await self._conn.execute(delete(tenants).where(tenants.c.id == tenant_id))
+        return bool(result.rowcount)
+
 
 class SqlaApiKeyRepository:
     def __init__(self, conn: AsyncConnection, scope: Scope) -> None:
@@ -263,16 +280,32 @@ class SqlaApiKeyRepository:
         if isinstance(self._scope, TenantScope):
             query = query.where(api_keys.c.tenant_id == self._scope.tenant_id)
         r = (await self._conn.execute(query)).first()
-        if r is None:
-            return None
-        return ApiKey(
-            id=ApiKeyId(r.id),
-            tenant_id=TenantId(r.tenant_id),
-            prefix=r.prefix,
-            secret_digest=r.secret_digest,
-            role=KeyRole(r.role),
-            created_at_ms=r.created_at_ms,
-            revoked=r.revoked,
+        return None if r is None else _api_key(r)
+
+    async def list_for(self, tenant_id: TenantId) -> list[ApiKey]:
+        check_tenant(self._scope, tenant_id)
+        rows = await self._conn.execute(
+            select(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id)
+            .order_by(api_keys.c.created_at_ms, api_keys.c.id)
+        )
+        return [_api_key(r) for r in rows]
+
+    async def revoke(self, tenant_id: TenantId, key_id: str) -> bool:
+        check_tenant(self._scope, tenant_id)
+        result = await self._conn.execute(
+            update(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+            .values(revoked=True)
+        )
+        return bool(result.rowcount)
+
+    async def touch(self, tenant_id: TenantId, key_id: str, at_ms: int) -> None:
+        check_tenant(self._scope, tenant_id)
+        await self._conn.execute(
+            update(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+            .values(last_used_at_ms=at_ms)
         )
 
     async def add(self, key: ApiKey) -> None:
@@ -286,8 +319,24 @@ class SqlaApiKeyRepository:
                 role=key.role.value,
                 revoked=key.revoked,
                 created_at_ms=key.created_at_ms,
+                expires_at_ms=key.expires_at_ms,
+                last_used_at_ms=key.last_used_at_ms,
             )
         )
+
+
+def _api_key(r: Any) -> ApiKey:
+    return ApiKey(
+        id=ApiKeyId(r.id),
+        tenant_id=TenantId(r.tenant_id),
+        prefix=r.prefix,
+        secret_digest=r.secret_digest,
+        role=KeyRole(r.role),
+        created_at_ms=r.created_at_ms,
+        revoked=r.revoked,
+        expires_at_ms=r.expires_at_ms,
+        last_used_at_ms=r.last_used_at_ms,
+    )
 
 
 class SqlaAdminLog:

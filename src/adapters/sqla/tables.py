@@ -53,6 +53,8 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger),
+    Column("last_used_at_ms", BigInteger),
     Index(None, "tenant_id"),
 )
 

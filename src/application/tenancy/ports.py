@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from domain.ids import TenantId
-from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
 
 
 class TenantRepository(Protocol):
@@ -20,6 +20,14 @@ class TenantRepository(Protocol):
 
     async def list(self) -> list[Tenant]: ...
 
+    async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
+        """False when there is no such tenant."""
+        ...
+
+    async def delete(self, tenant_id: TenantId) -> bool:
+        """Removes the tenant and, by cascade, everything it owns."""
+        ...
+
 
 class ApiKeyRepository(Protocol):
     """API keys, found by their public prefix (authentication happens before a tenant is
@@ -28,6 +36,18 @@ class ApiKeyRepository(Protocol):
     async def get_by_prefix(self, prefix: str) -> ApiKey | None: ...
 
     async def add(self, key: ApiKey) -> None: ...
+
+    async def list_for(self, tenant_id: TenantId) -> list[ApiKey]:
+        """The tenant's keys, oldest first."""
+        ...
+
+    async def revoke(self, tenant_id: TenantId, key_id: str) -> bool:
+        """False when the tenant has no such key (revoking twice is True twice)."""
+        ...
+
+    async def touch(self, tenant_id: TenantId, key_id: str, at_ms: int) -> None:
+        """Records a use of the key."""
+        ...
 
 
 class AdminLog(Protocol):
@@ -41,3 +61,10 @@ class TokenVerifier(Protocol):
     lifetime) and returns its claims; raises ``Unauthenticated`` when it does not hold."""
 
     async def verify(self, token: str) -> Mapping[str, Any]: ...
+
+
+class TenantExport(Protocol):
+    """Every row a tenant owns, table by table, as JSON-ready mappings (read in the tenant's
+    own scope, so row-level security holds)."""
+
+    def rows(self, tenant_id: TenantId) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...

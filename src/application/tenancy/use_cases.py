@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from application.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from application.ports import Clock, UnitOfWork
+from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from application.ports import AdminTransaction, Clock, UnitOfWork
 from application.tenancy.ports import TokenVerifier
 from domain.audit.model import AuditEvent
 from domain.ids import ApiKeyId, TenantId, new_id
 from domain.tenancy.model import (
+    ApiKey,
     IssuedKey,
     Principal,
     Role,
@@ -25,6 +26,8 @@ from domain.tenancy.model import (
 
 DEMO_TENANT_SLUG = "demo"
 _NEVER = 2**62
+# A key's last use is written at most this often (it is read on every cache miss).
+LAST_USED_RESOLUTION_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +105,22 @@ class Authenticate:
         async with self._uow.key_transaction(prefix) as tx:
             key = await tx.api_keys.get_by_prefix(prefix)
             tenant = await tx.tenants.get(key.tenant_id) if key is not None else None
-        if key is None or not key.matches(secret) or key.revoked or tenant is None:
+        if key is None or not key.matches(secret) or tenant is None:
             raise Unauthenticated("the API key is unknown or revoked")
+        now = self._clock.now_ms()
+        refusal = key.refusal(now)
+        if refusal is not None:
+            raise Unauthenticated(refusal)
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
+        if key.last_used_at_ms is None or now - key.last_used_at_ms >= LAST_USED_RESOLUTION_MS:
+            async with self._uow.transaction(tenant.id) as tx:
+                await tx.api_keys.touch(tenant.id, key.id, now)
+                await tx.commit()
         principal = Principal(
             tenant_id=tenant.id, tenant_slug=tenant.slug, subject=f"apikey:{key.id}", role=key.role
         )
-        return principal, _NEVER
+        return principal, key.expires_at_ms if key.expires_at_ms is not None else _NEVER
 
     async def _verify_token(self, bearer: str) -> tuple[Principal, int]:
         assert self._tokens is not None
@@ -180,19 +191,28 @@ class CreateApiKey:
         self._clock = clock
 
     async def __call__(
-        self, tenant_slug: str, role: Role = Role.MEMBER, *, actor: str
+        self,
+        tenant_slug: str,
+        role: Role = Role.MEMBER,
+        *,
+        actor: str,
+        expires_in_ms: int | None = None,
     ) -> IssuedKey:
+        if expires_in_ms is not None and expires_in_ms <= 0:
+            raise InvalidInput("an API key's lifetime must be positive")
         async with self._uow.admin_transaction(
             actor, f"apikey.create {tenant_slug} {role.value}"
         ) as tx:
             tenant = await tx.tenants.get_by_slug(tenant_slug)
             if tenant is None:
                 raise NotFound(f"no tenant with slug {tenant_slug!r}")
+            now = self._clock.now_ms()
             issued = mint_api_key(
                 key_id=ApiKeyId(new_id("key")),
                 tenant_id=tenant.id,
                 role=role,
-                created_at_ms=self._clock.now_ms(),
+                created_at_ms=now,
+                expires_at_ms=now + expires_in_ms if expires_in_ms is not None else None,
             )
             await tx.api_keys.add(issued.key)
             await tx.audit.append(
@@ -227,3 +247,67 @@ class EnsureDemoTenant:
         except Conflict:
             return None  # another process created it first
         return await self._create_key(DEMO_TENANT_SLUG, Role.ADMIN, actor=actor)
+
+
+class ManageTenants:
+    """The operator's provisioning: list, show, suspend, resume and delete tenants, list and
+    revoke their keys. Every change is an admin transaction and an entry in the tenant's audit
+    trail (a deleted tenant's trail goes with it, after its export)."""
+
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def all(self, *, actor: str) -> list[Tenant]:
+        async with self._uow.admin_transaction(actor, "tenant.list") as tx:
+            return await tx.tenants.list()
+
+    async def get(self, slug: str, *, actor: str) -> tuple[Tenant, list[ApiKey]]:
+        async with self._uow.admin_transaction(actor, f"tenant.show {slug}") as tx:
+            tenant = await self._tenant(tx, slug)
+            return tenant, await tx.api_keys.list_for(tenant.id)
+
+    async def set_status(self, slug: str, status: TenantStatus, *, actor: str) -> Tenant:
+        async with self._uow.admin_transaction(actor, f"tenant.{status.value} {slug}") as tx:
+            tenant = await self._tenant(tx, slug)
+            if tenant.status is not status:
+                await tx.tenants.set_status(tenant.id, status)
+                await tx.audit.append(
+                    tenant.id,
+                    AuditEvent(
+                        actor=f"admin:{actor}",
+                        action=f"tenant.{status.value}",
+                        subject=tenant.id,
+                        details={"from": tenant.status.value},
+                    ),
+                    at_ms=self._clock.now_ms(),
+                )
+                tenant.status = status
+            await tx.commit()
+        return tenant
+
+    async def revoke_key(self, slug: str, key_id: str, *, actor: str) -> None:
+        async with self._uow.admin_transaction(actor, f"apikey.revoke {slug} {key_id}") as tx:
+            tenant = await self._tenant(tx, slug)
+            if not await tx.api_keys.revoke(tenant.id, key_id):
+                raise NotFound(f"tenant {slug} has no API key {key_id}")
+            await tx.audit.append(
+                tenant.id,
+                AuditEvent(actor=f"admin:{actor}", action="apikey.revoked", subject=key_id),
+                at_ms=self._clock.now_ms(),
+            )
+            await tx.commit()
+
+    async def delete(self, slug: str, *, actor: str) -> Tenant:
+        async with self._uow.admin_transaction(actor, f"tenant.delete {slug}") as tx:
+            tenant = await self._tenant(tx, slug)
+            await tx.tenants.delete(tenant.id)
+            await tx.commit()
+        return tenant
+
+    @staticmethod
+    async def _tenant(tx: AdminTransaction, slug: str) -> Tenant:
+        tenant = await tx.tenants.get_by_slug(slug)
+        if tenant is None:
+            raise NotFound(f"no tenant with slug {slug!r}")
+        return tenant

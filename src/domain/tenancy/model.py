@@ -120,9 +120,19 @@ class ApiKey:
     role: Role
     created_at_ms: int
     revoked: bool = False
+    expires_at_ms: int | None = None
+    last_used_at_ms: int | None = None
 
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.secret_digest, digest_secret(secret))
+
+    def refusal(self, now_ms: int) -> str | None:
+        """Why the key cannot be used at ``now_ms``, or None when it can."""
+        if self.revoked:
+            return "the API key was revoked"
+        if self.expires_at_ms is not None and now_ms >= self.expires_at_ms:
+            return "the API key expired"
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,8 +149,15 @@ def digest_secret(secret: str) -> str:
 
 
 def mint_api_key(
-    *, key_id: ApiKeyId, tenant_id: TenantId, role: Role, created_at_ms: int
+    *,
+    key_id: ApiKeyId,
+    tenant_id: TenantId,
+    role: Role,
+    created_at_ms: int,
+    expires_at_ms: int | None = None,
 ) -> IssuedKey:
+    if expires_at_ms is not None and expires_at_ms <= created_at_ms:
+        raise InvariantViolated("an API key must expire after it is created")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     key = ApiKey(
@@ -150,6 +167,7 @@ def mint_api_key(
         secret_digest=digest_secret(secret),
         role=role,
         created_at_ms=created_at_ms,
+        expires_at_ms=expires_at_ms,
     )
     return IssuedKey(key=key, plaintext=f"{KEY_PREFIX}_{prefix}_{secret}")
 

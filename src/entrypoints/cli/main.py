@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -17,11 +19,17 @@ from application.errors import ApplicationError
 from application.jobs.use_cases import ManageDeadLetters
 from application.knowledge.use_cases import IngestDocument
 from application.ports import SchemaMigrator, UnitOfWork
-from application.tenancy.use_cases import CreateApiKey, CreateTenant, EnsureDemoTenant
+from application.tenancy.ports import TenantExport
+from application.tenancy.use_cases import (
+    CreateApiKey,
+    CreateTenant,
+    EnsureDemoTenant,
+    ManageTenants,
+)
 from domain.audit.model import AuditEntry
 from domain.errors import DomainError
 from domain.jobs.model import DeadLetter
-from domain.tenancy.model import KB_LANGUAGES, IssuedKey, Role
+from domain.tenancy.model import KB_LANGUAGES, ApiKey, IssuedKey, Role, Tenant, TenantStatus
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs, work
 from entrypoints.logs import configure_logging
@@ -156,14 +164,99 @@ def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> str:
         if settings.seed_demo and args.tenant == "demo":
             await _ensure_demo(container)
+        days = args.expires_in_days
         issued = await (await container.get(CreateApiKey))(
-            args.tenant, Role(args.role), actor=_actor()
+            args.tenant,
+            Role(args.role),
+            actor=_actor(),
+            expires_in_ms=int(days * 86_400_000) if days is not None else None,
         )
         return issued.plaintext
 
     key = _with_container(settings, job)
     print(f"API key for tenant {args.tenant} with role {args.role} (shown once):")
     print(key)
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def _cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> list[Tenant]:
+        return await (await container.get(ManageTenants)).all(actor=_actor())
+
+    for t in _with_container(settings, job):
+        print(f"{t.slug}  {t.id}  {t.status.value}  created {_when(t.created_at_ms)}")
+    return 0
+
+
+def _cmd_tenant_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> tuple[Tenant, list[ApiKey]]:
+        return await (await container.get(ManageTenants)).get(args.slug, actor=_actor())
+
+    tenant, keys = _with_container(settings, job)
+    print(
+        f"tenant {tenant.slug} ({tenant.id}): {tenant.status.value}, {tenant.name!r}, "
+        f"kb language {tenant.kb_language}, created {_when(tenant.created_at_ms)}"
+    )
+    for k in keys:
+        state = "revoked" if k.revoked else "active"
+        print(
+            f"  key {k.id}  sba_{k.prefix}_…  {k.role.value}  {state}  "
+            f"created {_when(k.created_at_ms)}  expires {_when(k.expires_at_ms)}  "
+            f"last used {_when(k.last_used_at_ms)}"
+        )
+    return 0
+
+
+def _tenant_status(status: TenantStatus) -> Callable[[Settings, argparse.Namespace], int]:
+    def command(settings: Settings, args: argparse.Namespace) -> int:
+        async def job(container: AsyncContainer) -> Tenant:
+            manage = await container.get(ManageTenants)
+            return await manage.set_status(args.slug, status, actor=_actor())
+
+        tenant = _with_container(settings, job)
+        print(f"tenant {tenant.slug} is {tenant.status.value}")
+        return 0
+
+    return command
+
+
+def _cmd_tenant_delete(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> int:
+        manage = await container.get(ManageTenants)
+        tenant, _ = await manage.get(args.slug, actor=_actor())
+        export = await container.get(TenantExport)
+        count = 0
+        # The export is written and flushed to disk before anything is deleted.
+        with open(args.export, "w", encoding="utf-8") as out:  # noqa: ASYNC230
+            async for table, row in export.rows(tenant.id):
+                out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        await manage.delete(args.slug, actor=_actor())
+        return count
+
+    if not args.yes:
+        print("sba: deleting a tenant removes all its data; add --yes to confirm", file=sys.stderr)
+        return 2
+    count = _with_container(settings, job)
+    print(f"exported {count} rows to {args.export}; deleted tenant {args.slug}")
+    return 0
+
+
+def _cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def job(container: AsyncContainer) -> None:
+        manage = await container.get(ManageTenants)
+        await manage.revoke_key(args.tenant, args.key_id, actor=_actor())
+
+    _with_container(settings, job)
+    print(f"revoked API key {args.key_id} of tenant {args.tenant}")
     return 0
 
 
@@ -306,6 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: simple, no stemming)",
     )
     create.set_defaults(handler=_cmd_tenant_create)
+    tenant.add_parser("list", help="list tenants").set_defaults(handler=_cmd_tenant_list)
+    show = tenant.add_parser("show", help="a tenant and its API keys")
+    show.add_argument("slug")
+    show.set_defaults(handler=_cmd_tenant_show)
+    suspend = tenant.add_parser("suspend", help="refuse the tenant's requests and new runs")
+    suspend.add_argument("slug")
+    suspend.set_defaults(handler=_tenant_status(TenantStatus.SUSPENDED))
+    resume = tenant.add_parser("resume", help="let a suspended tenant in again")
+    resume.add_argument("slug")
+    resume.set_defaults(handler=_tenant_status(TenantStatus.ACTIVE))
+    remove = tenant.add_parser(
+        "delete", help="export a tenant's data as JSON lines, then delete the tenant"
+    )
+    remove.add_argument("slug")
+    remove.add_argument("--export", required=True, help="file for the export (JSON lines)")
+    remove.add_argument("--yes", action="store_true", help="confirm the deletion")
+    remove.set_defaults(handler=_cmd_tenant_delete)
 
     sub.add_parser("worker", help="run background jobs (needs SBA_BROKER_URL)").set_defaults(
         handler=_cmd_worker
@@ -340,7 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     key = apikey.add_parser("create", help="create an API key; prints it on the last line")
     key.add_argument("--tenant", required=True, help="tenant slug")
     key.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    key.add_argument(
+        "--expires-in-days", type=float, default=None, help="default: the key does not expire"
+    )
     key.set_defaults(handler=_cmd_apikey_create)
+    revoke = apikey.add_parser("revoke", help="revoke an API key at once")
+    revoke.add_argument("--tenant", required=True, help="tenant slug")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_cmd_apikey_revoke)
     return parser
 
 

@@ -39,6 +39,7 @@ from adapters.redis.event_log import RedisRunEventLog
 from adapters.redis.idempotency import RedisIdempotencyStore
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.redis.replay import RedisReplayGuard
+from adapters.sqla.export import SqlaTenantExport
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
@@ -85,12 +86,14 @@ from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, Un
 from application.quota.ports import ConcurrencyGuard, RateLimiter
 from application.quota.use_cases import AdmitRequest, RunSlots
 from application.render.use_cases import GetRender, LinkSigner, RequestRender
+from application.tenancy.ports import TenantExport
 from application.tenancy.use_cases import (
     Authenticate,
     ClaimMapping,
     CreateApiKey,
     CreateTenant,
     EnsureDemoTenant,
+    ManageTenants,
 )
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
@@ -576,6 +579,12 @@ class UseCaseProvider(Provider):
     get_thread_messages = provide(GetThreadMessages)
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
+    manage_tenants = provide(ManageTenants)
+
+    @provide
+    def tenant_export(self, db: Database) -> TenantExport:
+        return SqlaTenantExport(db)
+
     ensure_demo_tenant = provide(EnsureDemoTenant)
     get_document = provide(GetDocument)
     list_documents = provide(ListDocuments)
