@@ -45,6 +45,9 @@ class PlanSettings(_Section, frozen=True):
     principal_per_minute: int | None = None
     principal_routes: dict[str, int] | None = None
     concurrent_runs: int | None = None
+    token_budget: int | None = None
+    token_budget_soft: int | None = None
+    budget_period: Literal["day", "month"] | None = None
     concurrent_runs_per_principal: int | None = None
 
 
@@ -75,6 +78,13 @@ class RateLimitSettings(_Section, frozen=True):
     # Named plans and which tenant (by slug) is on which.
     plans: dict[str, PlanSettings] = {}
     tenants: dict[str, str] = {}
+    # Tokens (input plus output) a tenant's runs may use per period: past the soft limit runs
+    # carry a warning, past the hard one new runs are refused until the period ends. 0: none.
+    token_budget: int = 0
+    token_budget_soft: int = 0
+    budget_period: Literal["day", "month"] = "month"
+    # Each process reads a tenant's usage at most this often (0: before every run).
+    budget_cache_ms: int = 2_000
 
 
 class RedisSettings(_Section, frozen=True):

@@ -16,6 +16,7 @@ from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.memory.usage import MemoryUsageLedger
 from application.conversation.ports import (
     ChatChunk,
     ChatModel,
@@ -38,7 +39,7 @@ from application.errors import (
     NotFound,
     RateLimited,
 )
-from application.quota.use_cases import RunSlots
+from application.quota.use_cases import BudgetGuard, RunSlots
 from application.tools.use_cases import InvokeTool, ListTools
 from domain.conversation.events import (
     RunFailed,
@@ -56,6 +57,7 @@ from domain.conversation.model import Message, Role, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
+from domain.quota.budget import TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Principal
 from domain.tenancy.model import Role as KeyRole
@@ -127,10 +129,14 @@ def command(run_id: str = "r1", *messages: Message, principal: Principal = ME) -
     )
 
 
-def capped_world(slots: RunSlots):
+def capped_world(slots: RunSlots, budget: TokenBudget | None = None):
     uow, log, launcher = MemoryUnitOfWork(), MemoryRunEventLog(), RecordingLauncher()
     journal = TransactionalRunJournal(uow)
-    start = StartRun(journal, log, launcher, FixedClock(), MemoryInterruptStore(), uow, slots)
+    policy = QuotaPolicy(default=Plan(name="default", budget=budget or TokenBudget()))
+    guard = BudgetGuard(MemoryUsageLedger(uow), policy, FixedClock(), ttl_ms=0)
+    start = StartRun(
+        journal, log, launcher, FixedClock(), MemoryInterruptStore(), uow, slots, guard
+    )
     return uow, log, launcher, start
 
 

@@ -106,6 +106,8 @@ runs = Table(
         ["tenant_id", "thread_id"], ["threads.tenant_id", "threads.id"], ondelete="CASCADE"
     ),
     Index(None, "tenant_id", "thread_id"),
+    # The usage ledger sums a tenant's runs since a time (0011).
+    Index(None, "tenant_id", "created_at_ms"),
 )
 
 kb_documents = Table(

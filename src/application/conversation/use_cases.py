@@ -33,10 +33,11 @@ from application.errors import (
     NotFound,
 )
 from application.ports import Clock, UnitOfWork
-from application.quota.use_cases import RunSlots
+from application.quota.use_cases import BudgetGuard, BudgetStatus, RunSlots
 from application.tools.ports import ToolContext
 from application.tools.use_cases import InvokeTool, ListTools, error_result
 from domain.conversation.events import (
+    Custom,
     RunEvent,
     RunFailed,
     RunFinished,
@@ -57,6 +58,7 @@ from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.conversation.model import Message, Role, Run, Thread, ToolCall, Usage
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId, new_id
+from domain.quota.budget import BudgetState
 from domain.tenancy.model import Principal
 from domain.tools.model import ToolOutcome
 
@@ -85,6 +87,8 @@ class RunStart:
 
     run: Run
     attached: bool = False
+    # The tenant's token budget when it has one (its state is ``soft`` past the warning line).
+    budget: BudgetStatus | None = None
 
 
 def _unanswered_tool_calls(messages: Sequence[Message]) -> bool:
@@ -110,7 +114,9 @@ class StartRun:
         interrupts: InterruptStore,
         uow: UnitOfWork,
         slots: RunSlots,
+        budget: BudgetGuard,
     ) -> None:
+        self._budget = budget
         self._journal = journal
         self._events = events
         self._launcher = launcher
@@ -167,6 +173,7 @@ class StartRun:
             Thread(id=run.thread_id, tenant_id=run.tenant_id, created_at_ms=run.created_at_ms)
         except DomainError as exc:
             raise InvalidInput(exc.message) from exc
+        budget = await self._budget.admit(principal)
         holder = f"{run.id}:{new_id('s')}"
         slot_keys = await self._slots.acquire(principal, holder)
         try:
@@ -193,9 +200,10 @@ class StartRun:
             ids = [i.id for i, ok in answers if ok == (status is InterruptStatus.RESOLVED)]
             await self._interrupts.close(run.tenant_id, ids, status)
         await self._events.open(principal.tenant_id, run.id)
-        await self._events.append(
-            principal.tenant_id, run.id, (RunStarted(thread_id=run.thread_id, run_id=run.id),)
-        )
+        opening: tuple[RunEvent, ...] = (RunStarted(thread_id=run.thread_id, run_id=run.id),)
+        if budget is not None and budget.state is BudgetState.SOFT:
+            opening += (Custom(name="sba.budget_warning", value=budget.as_dict()),)
+        await self._events.append(principal.tenant_id, run.id, opening)
         self._launcher.launch(
             RunAssignment(
                 tenant_id=principal.tenant_id,
@@ -215,7 +223,7 @@ class StartRun:
                 slot_keys=tuple(slot_keys),
             )
         )
-        return RunStart(run)
+        return RunStart(run, budget=budget)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.ids import TenantId
 from domain.quota.rate_limit import US_PER_S, RateLimitRule, RateOutcome
 
 
@@ -112,4 +113,23 @@ class ConcurrencyGuard(Protocol):
 
     async def held(self, partition: str, key: str) -> int:
         """How many live holders ``key`` has."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyUsage:
+    day: str  # YYYY-MM-DD, UTC
+    runs: int
+    input_tokens: int
+    output_tokens: int
+
+
+class UsageLedger(Protocol):
+    """What a tenant's runs consumed, from the runs themselves: a run is counted once, with
+    the usage it ended with (a run still going counts what it has recorded so far: nothing)."""
+
+    async def tokens_since(self, tenant_id: TenantId, since_ms: int) -> int: ...
+
+    async def daily(self, tenant_id: TenantId, since_ms: int, until_ms: int) -> list[DailyUsage]:
+        """Per UTC day with any run created in [since_ms, until_ms), in day order."""
         ...

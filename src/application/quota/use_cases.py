@@ -8,8 +8,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from application.errors import RateLimited, ServiceUnavailable
-from application.quota.ports import ConcurrencyGuard, RateCheck, RateDecision, RateLimiter, Slot
+from application.errors import InvalidInput, RateLimited, ServiceUnavailable
+from application.ports import Clock
+from application.quota.ports import (
+    ConcurrencyGuard,
+    DailyUsage,
+    RateCheck,
+    RateDecision,
+    RateLimiter,
+    Slot,
+    UsageLedger,
+)
+from domain.quota.budget import DAY_MS, BudgetPeriod, BudgetState, period_bounds
 from domain.quota.policy import QuotaPolicy, RouteClass
 from domain.quota.rate_limit import RateLimitRule
 from domain.tenancy.model import Principal
@@ -216,3 +226,122 @@ class RunSlots:
                 holder,
                 exc.message,
             )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetStatus:
+    state: BudgetState
+    used_tokens: int
+    soft_tokens: int
+    hard_tokens: int
+    period: BudgetPeriod
+    period_start_ms: int
+    period_end_ms: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "usedTokens": self.used_tokens,
+            "softTokens": self.soft_tokens,
+            "hardTokens": self.hard_tokens,
+            "period": self.period.value,
+            "periodStartMs": self.period_start_ms,
+            "periodEndMs": self.period_end_ms,
+        }
+
+
+class BudgetGuard:
+    """Holds new runs to the tenant's token budget. Usage is read from the ledger (the runs)
+    and remembered per tenant for ``ttl_ms``, so a busy tenant costs one ledger read per
+    ``ttl_ms``, not per run; a run may therefore start up to ``ttl_ms`` after the budget ran
+    out. Tenants without a budget cost nothing."""
+
+    def __init__(
+        self, ledger: UsageLedger, policy: QuotaPolicy, clock: Clock, *, ttl_ms: int = 2_000
+    ) -> None:
+        self._ledger = ledger
+        self._policy = policy
+        self._clock = clock
+        self._ttl_ms = ttl_ms
+        self._cache: dict[str, tuple[int, int, int]] = {}  # tenant -> (start, used, read at)
+
+    async def status(self, principal: Principal) -> BudgetStatus | None:
+        budget = self._policy.plan_for(principal.tenant_slug).budget
+        if not budget.enabled:
+            return None
+        now = self._clock.now_ms()
+        start, end = period_bounds(budget.period, now)
+        cached = self._cache.get(principal.tenant_id)
+        if cached is not None and cached[0] == start and now - cached[2] < self._ttl_ms:
+            used = cached[1]
+        else:
+            used = await self._ledger.tokens_since(principal.tenant_id, start)
+            self._cache[principal.tenant_id] = (start, used, now)
+        return BudgetStatus(
+            state=budget.state(used),
+            used_tokens=used,
+            soft_tokens=budget.soft_tokens,
+            hard_tokens=budget.hard_tokens,
+            period=budget.period,
+            period_start_ms=start,
+            period_end_ms=end,
+        )
+
+    async def admit(self, principal: Principal) -> BudgetStatus | None:
+        """The budget's status for a new run; raises ``RateLimited`` (``budget_exhausted``)
+        when the hard limit is reached."""
+        status = await self.status(principal)
+        if status is not None and status.state is BudgetState.HARD:
+            raise RateLimited(
+                f"the tenant used {status.used_tokens} of its {status.hard_tokens} tokens "
+                f"this {status.period.value}; new runs start again when the period ends",
+                retry_after_s=(status.period_end_ms - self._clock.now_ms()) / 1000,
+                code="budget_exhausted",
+            )
+        return status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageReport:
+    since_ms: int
+    until_ms: int
+    days: list[DailyUsage]
+    budget: BudgetStatus | None
+
+    @property
+    def runs(self) -> int:
+        return sum(d.runs for d in self.days)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(d.input_tokens for d in self.days)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(d.output_tokens for d in self.days)
+
+
+class GetUsage:
+    """A tenant's usage per UTC day over a range (default: the current month), with its budget."""
+
+    MAX_DAYS = 400
+
+    def __init__(self, ledger: UsageLedger, budget: BudgetGuard, clock: Clock) -> None:
+        self._ledger = ledger
+        self._budget = budget
+        self._clock = clock
+
+    async def __call__(
+        self, principal: Principal, since_ms: int | None = None, until_ms: int | None = None
+    ) -> UsageReport:
+        start, end = period_bounds(BudgetPeriod.MONTH, self._clock.now_ms())
+        since = start if since_ms is None else since_ms
+        until = end if until_ms is None else until_ms
+        if until <= since:
+            raise InvalidInput("the range must end after it starts")
+        if until - since > self.MAX_DAYS * DAY_MS:
+            raise InvalidInput(f"the range is at most {self.MAX_DAYS} days")
+        days = await self._ledger.daily(principal.tenant_id, since, until)
+        return UsageReport(
+            since_ms=since, until_ms=until, days=days, budget=await self._budget.status(principal)
+        )

@@ -98,6 +98,14 @@ class RunFailed:
     message: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Custom:
+    """An application event the client may act on (AG-UI ``CUSTOM``), e.g. a budget warning."""
+
+    name: str
+    value: Mapping[str, Any]
+
+
 RunEvent = (
     RunStarted
     | TextMessageStarted
@@ -113,6 +121,7 @@ RunEvent = (
     | StateDelta
     | RunFinished
     | RunFailed
+    | Custom
 )
 
 TERMINAL_EVENTS = (RunFinished, RunFailed)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from domain.errors import InvariantViolated
+from domain.quota.budget import TokenBudget
 
 
 class RouteClass(enum.StrEnum):
@@ -39,6 +40,7 @@ class Plan:
     principal_routes: Mapping[str, int] = field(default_factory=dict)
     concurrent_runs: int = 0
     concurrent_runs_per_principal: int = 0
+    budget: TokenBudget = field(default_factory=TokenBudget)
 
     def __post_init__(self) -> None:
         for label, value in (

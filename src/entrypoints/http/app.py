@@ -21,6 +21,7 @@ from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
 from entrypoints.http.tools import list_tools
+from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
             download_artifact,
             basehub_webhook,
             list_tools,
+            usage,
             healthz,
             readyz,
         ],

@@ -33,6 +33,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invariant_violated": 422,
     "validation_failed": 422,
     "rate_limited": 429,
+    "budget_exhausted": 429,
     "internal_error": 500,
     "model_error": 502,
     "service_unavailable": 503,

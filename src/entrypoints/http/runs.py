@@ -283,7 +283,14 @@ class RunController(Controller):
             heartbeat_s=settings.http.heartbeat_s,
             v1=v1,
         )
-        return EventStream(stream)
+        response = EventStream(stream)
+        if started.budget is not None:
+            b = started.budget
+            response.headers["SBA-Token-Budget"] = (
+                f"state={b.state.value}; used={b.used_tokens}; soft={b.soft_tokens}; "
+                f"hard={b.hard_tokens}; period={b.period.value}"
+            )
+        return response
 
     @get(
         "/runs/{run_id:str}/events",

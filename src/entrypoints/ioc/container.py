@@ -47,6 +47,7 @@ from adapters.sqla.scope import Database
 from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from adapters.sqla.usage import SqlaUsageLedger
 from adapters.tools.builtin import BuiltinToolRegistry, RenderTools
 from application.content.ports import ReplayGuard
 from application.content.use_cases import ReadDocument
@@ -83,8 +84,8 @@ from application.knowledge.use_cases import (
     SearchKnowledge,
 )
 from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, UnitOfWork
-from application.quota.ports import ConcurrencyGuard, RateLimiter
-from application.quota.use_cases import AdmitRequest, RunSlots
+from application.quota.ports import ConcurrencyGuard, RateLimiter, UsageLedger
+from application.quota.use_cases import AdmitRequest, BudgetGuard, GetUsage, RunSlots
 from application.render.use_cases import GetRender, LinkSigner, RequestRender
 from application.tenancy.ports import TenantExport
 from application.tenancy.use_cases import (
@@ -98,6 +99,7 @@ from application.tenancy.use_cases import (
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
 from domain.errors import DomainError
+from domain.quota.budget import BudgetPeriod, TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
 from entrypoints.ioc.jobs import Embeddings, JobProvider
@@ -133,6 +135,11 @@ def _plan(name: str, rl: RateLimitSettings, over: PlanSettings | None = None) ->
         concurrent_runs=pick(o.concurrent_runs, rl.concurrent_runs),
         concurrent_runs_per_principal=pick(
             o.concurrent_runs_per_principal, rl.concurrent_runs_per_principal
+        ),
+        budget=TokenBudget(
+            period=BudgetPeriod(pick(o.budget_period, rl.budget_period)),
+            soft_tokens=pick(o.token_budget_soft, rl.token_budget_soft),
+            hard_tokens=pick(o.token_budget, rl.token_budget),
         ),
     )
 
@@ -261,6 +268,16 @@ class InfrastructureProvider(Provider):
     @provide
     def quota_policy(self, settings: Settings) -> QuotaPolicy:
         return quota_policy(settings)
+
+    @provide
+    def usage_ledger(self, db: Database) -> UsageLedger:
+        return SqlaUsageLedger(db)
+
+    @provide
+    def budget_guard(
+        self, ledger: UsageLedger, policy: QuotaPolicy, clock: Clock, settings: Settings
+    ) -> BudgetGuard:
+        return BudgetGuard(ledger, policy, clock, ttl_ms=settings.rate_limit.budget_cache_ms)
 
     @provide
     def rate_limiter(self, redis: RedisHolder) -> RateLimiter:
@@ -580,6 +597,7 @@ class UseCaseProvider(Provider):
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
     manage_tenants = provide(ManageTenants)
+    get_usage = provide(GetUsage)
 
     @provide
     def tenant_export(self, db: Database) -> TenantExport:

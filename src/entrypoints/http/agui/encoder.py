@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from domain.conversation.events import (
+    Custom,
     RunEvent,
     RunFailed,
     RunFinished,
@@ -128,6 +129,11 @@ class StateDeltaOut(_Event, tag="STATE_DELTA", kw_only=True):
     delta: list[Any]
 
 
+class CustomOut(_Event, tag="CUSTOM", kw_only=True):
+    name: str
+    value: Any
+
+
 class FunctionOut(msgspec.Struct, kw_only=True):
     name: str
     arguments: str
@@ -193,6 +199,8 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
         return StateDeltaOut(delta=[dict(op) for op in event.operations])
     if isinstance(event, StateSnapshot):
         return StateSnapshotOut(snapshot=event.snapshot)
+    if isinstance(event, Custom):
+        return CustomOut(name=event.name, value=dict(event.value))
     if isinstance(event, StepStarted):
         return StepStartedOut(step_name=event.name)
     if isinstance(event, StepFinished):
