@@ -306,6 +306,20 @@ class RenderSettings(_Section, frozen=True):
     tool_wait_s: float = 8.0
 
 
+class BillingSettings(_Section, frozen=True):
+    """Usage metering. ``none`` (the default) keeps the local ledger only (``/v1/usage``);
+    ``stripe`` also reports each finished run's tokens as a Stripe meter event, for the
+    tenants (by slug) listed in ``customers`` with their Stripe customer id."""
+
+    provider: Literal["none", "stripe"] = "none"
+    api_key: str | None = None
+    api_key_file: str | None = None
+    event_name: str = "sba_tokens"
+    base_url: str = "https://api.stripe.com"
+    api_version: str | None = None
+    customers: dict[str, str] = {}
+
+
 class RuntimeSettings(_Section, frozen=True):
     # Python's cyclic GC: objects alive at start-up are frozen out of its scans, and young
     # collections run every this many allocations (CPython's default of 700 makes the full
@@ -346,6 +360,7 @@ class Settings(_Section, frozen=True):
     worker: WorkerSettings = WorkerSettings()
     content: ContentSettings = ContentSettings()
     render: RenderSettings = RenderSettings()
+    billing: BillingSettings = BillingSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     cache: CacheSettings = CacheSettings()
     postgres: PostgresSettings = PostgresSettings()

@@ -49,6 +49,7 @@ from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from adapters.sqla.usage import SqlaUsageLedger
 from adapters.tools.builtin import BuiltinToolRegistry, RenderTools
+from application.billing.use_cases import MeteredRunJournal
 from application.content.ports import ReplayGuard
 from application.content.use_cases import ReadDocument
 from application.conversation.models import (
@@ -102,7 +103,7 @@ from domain.errors import DomainError
 from domain.quota.budget import BudgetPeriod, TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
-from entrypoints.ioc.jobs import Embeddings, JobProvider
+from entrypoints.ioc.jobs import Embeddings, JobProvider, Metering
 from entrypoints.settings import (
     JwtSettings,
     PlanSettings,
@@ -183,14 +184,19 @@ class InfrastructureProvider(Provider):
         return SqlaUnitOfWork(db)
 
     @provide
-    def run_journal(self, settings: Settings, uow: UnitOfWork) -> Iterator[RunJournal]:
+    def run_journal(
+        self, settings: Settings, uow: UnitOfWork, queue: JobQueue, metering: Metering
+    ) -> Iterator[RunJournal]:
         url = make_url(settings.effective_database_url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            journal = SqliteRunJournal(url.database)
-            yield journal
-            journal.close()
-        else:
-            yield TransactionalRunJournal(uow)
+        path = url.database if url.get_backend_name() == "sqlite" else None
+        inner: RunJournal = (
+            SqliteRunJournal(path) if path and path != ":memory:" else TransactionalRunJournal(uow)
+        )
+        # Metered tenants' finished runs queue their usage report.
+        enabled = metering.customers.enabled
+        yield MeteredRunJournal(inner, queue, metering.customers) if enabled else inner
+        if isinstance(inner, SqliteRunJournal):
+            inner.close()
 
     @provide
     def migrator(self, settings: Settings) -> SchemaMigrator:

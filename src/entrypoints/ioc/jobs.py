@@ -18,6 +18,7 @@ from dishka.integrations.taskiq import FromDishka, inject
 from dishka.integrations.taskiq import setup_dishka as setup_taskiq_dishka
 from taskiq import AsyncBroker
 
+from adapters.billing.stripe import StripeMeterReporter
 from adapters.blob.local import LocalBlobStore
 from adapters.blob.s3 import S3BlobStore
 from adapters.blob.sigv4 import Credentials
@@ -39,6 +40,7 @@ from adapters.render.convert import MarkdownConverter
 from adapters.render.jinja import SandboxedTemplateEngine
 from adapters.sqla.jobs import SqlaDeadLetterStore, SqlaRenderJobRepository
 from adapters.sqla.scope import Database
+from application.billing.use_cases import METER_JOB, BillingCustomers, ReportRunUsage
 from application.content.ports import ContentSource, ContentSources, ReplayGuard
 from application.content.use_cases import (
     SYNC_JOB,
@@ -72,6 +74,15 @@ from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
 ContentClient = NewType("ContentClient", httpx.AsyncClient)
 
 log = logging.getLogger("sba.jobs")
+
+
+@dataclass(frozen=True, slots=True)
+class Metering:
+    """Tenants whose usage is reported to the billing provider, and the job that reports it
+    (None: metering is off, the local ledger is all)."""
+
+    customers: BillingCustomers
+    report: ReportRunUsage | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +199,41 @@ class JobProvider(Provider):
         index: IndexDocument,
         sync: SyncContent,
         render: ExecuteRender,
+        metering: Metering,
     ) -> RunJob:
         handlers: dict[str, JobHandler] = {INDEX_JOB: index, SYNC_JOB: sync, RENDER_JOB: render}
+        if metering.report is not None:
+            handlers[METER_JOB] = metering.report
         return RunJob(handlers, queue, dead, clock, policy)
+
+    @provide
+    async def metering(
+        self, settings: Settings, uow: UnitOfWork, clock: Clock
+    ) -> AsyncIterator[Metering]:
+        b = settings.billing
+        customers = BillingCustomers(uow, b.customers if b.provider != "none" else {}, clock)
+        if b.provider == "none":
+            yield Metering(customers, None)
+            return
+        key = _secret(b.api_key, b.api_key_file, "SBA_BILLING__API_KEY_FILE")
+        if not key or not b.customers:
+            raise SettingsError(
+                "SBA_BILLING__PROVIDER=stripe needs SBA_BILLING__API_KEY (or …_FILE) and "
+                "SBA_BILLING__CUSTOMERS ({tenant slug: Stripe customer id})"
+            )
+        try:
+            client = guarded_client([b.base_url], timeout=httpx.Timeout(10.0, connect=5.0))
+        except ValueError as exc:
+            raise SettingsError(f"SBA_BILLING__BASE_URL: {exc}") from exc
+        reporter = StripeMeterReporter(
+            client,
+            api_key=key,
+            event_name=b.event_name,
+            base_url=b.base_url,
+            api_version=b.api_version,
+        )
+        yield Metering(customers, ReportRunUsage(uow, reporter, customers))
+        await client.aclose()
 
     manage_dead_letters = provide(ManageDeadLetters)
 
