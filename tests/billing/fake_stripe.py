@@ -8,43 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from urllib.parse import parse_qsl
+
+from tests.in_thread import InThread
 
 SECRET = "sk_test_51SbaFakeKey0000"
 
 
-class ThreadedStripe:
+class FakeStripe:
     def __init__(self) -> None:
         self.events: list[dict[str, str]] = []  # counted meter events
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.statuses: list[int] = []  # answered before the real answer
         self._answers: dict[str, tuple[int, bytes]] = {}
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> ThreadedStripe:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _start(self) -> None:
+    async def start(self) -> FakeStripe:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        return self
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
@@ -132,3 +121,7 @@ class ThreadedStripe:
             pass
         finally:
             writer.close()
+
+
+def ThreadedStripe() -> InThread[FakeStripe]:
+    return InThread(FakeStripe())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from adapters.blob.sigv4 import Credentials, authorization
+from tests.in_thread import InThread
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -165,24 +166,6 @@ class FakeS3:
             writer.close()
 
 
-class ThreadedS3:
-    """The fake on a loop of its own, in a thread: for an app whose test client blocks the
-    test's own loop while a request is in flight."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.fake = FakeS3()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeS3:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(5)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+def ThreadedS3() -> InThread[FakeS3]:
+    """The fake on a loop of its own, in a thread (see ``tests.in_thread``)."""
+    return InThread(FakeS3())

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.in_thread import InThread
 
 TOKEN = "bshb_pk_test"
 
@@ -120,22 +121,6 @@ class FakeBaseHub:
             writer.close()
 
 
-class ThreadedBaseHub:
-    """The fake on a loop of its own, in a thread: for an app whose test client blocks the
-    test's own loop while a request is in flight."""
-
-    def __init__(self) -> None:
-        self.hub = FakeBaseHub()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeBaseHub:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.hub.start(), self._loop).result(5)
-        return self.hub
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.hub.stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+def ThreadedBaseHub() -> InThread[FakeBaseHub]:
+    """The fake on a loop of its own, in a thread (see ``tests.in_thread``)."""
+    return InThread(FakeBaseHub())

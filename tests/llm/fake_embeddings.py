@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
+
+from tests.in_thread import InThread
 
 CONCEPTS = {
     "vacation": 0,
@@ -32,35 +33,23 @@ def concept_vector(text: str) -> list[float]:
     return v
 
 
-class ThreadedEmbeddings:
+class FakeEmbeddings:
     def __init__(self) -> None:
         self.inputs: list[list[str]] = []
         self.down = False
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> ThreadedEmbeddings:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _start(self) -> None:
+    async def start(self) -> FakeEmbeddings:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        return self
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
@@ -108,3 +97,7 @@ class ThreadedEmbeddings:
             pass
         finally:
             writer.close()
+
+
+def ThreadedEmbeddings() -> InThread[FakeEmbeddings]:
+    return InThread(FakeEmbeddings())
