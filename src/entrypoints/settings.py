@@ -306,6 +306,11 @@ class RenderSettings(_Section, frozen=True):
     tool_wait_s: float = 8.0
 
 
+class ModelPrice(_Section, frozen=True):
+    input_per_million: float
+    output_per_million: float
+
+
 class BillingSettings(_Section, frozen=True):
     """Usage metering. ``none`` (the default) keeps the local ledger only (``/v1/usage``);
     ``stripe`` also reports each finished run's tokens as a Stripe meter event, for the
@@ -318,6 +323,10 @@ class BillingSettings(_Section, frozen=True):
     base_url: str = "https://api.stripe.com"
     api_version: str | None = None
     customers: dict[str, str] = {}
+    # What tokens cost, per model of the chain by name: {"gpt-4o-mini": {"input_per_million":
+    # 0.15, "output_per_million": 0.6}}; shown by /v1/usage in ``currency``.
+    prices: dict[str, ModelPrice] = {}
+    currency: str = "USD"
 
 
 class RuntimeSettings(_Section, frozen=True):

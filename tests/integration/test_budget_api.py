@@ -5,6 +5,8 @@ runs' own usage."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.test_http_api import make_api, parse_sse, run_body
 
 
@@ -72,3 +74,31 @@ async def test_usage_ranges_are_checked(tmp_path) -> None:
             bad = await api.client.get(f"/v1/usage?{query}", headers=h)
             assert bad.status_code == 422, query
             assert bad.json()["code"] == "invalid_input"
+
+
+async def test_usage_is_split_by_the_model_that_answered_and_priced(tmp_path) -> None:
+    prices = '{"offline": {"input_per_million": 2.5, "output_per_million": 10}}'
+    async for api in make_api(tmp_path, SBA_BILLING__PRICES=prices, SBA_BILLING__CURRENCY="EUR"):
+        for run_id in ("r1", "r2"):
+            ok = await api.run(
+                run_body(run_id=run_id, thread_id="t1", text="What is the refund policy?")
+            )
+            assert ok.status_code == 200
+        runs = [
+            (await api.client.get(f"/v1/runs/{r}", headers=api.auth())).json() for r in ("r1", "r2")
+        ]
+        assert {r["model"] for r in runs} == {"offline"}
+        usage = (await api.client.get("/v1/usage", headers=api.auth())).json()
+        assert usage["currency"] == "EUR"
+        [model] = usage["models"]
+        inp = sum(r["inputTokens"] for r in runs)
+        out = sum(r["outputTokens"] for r in runs)
+        assert (model["model"], model["runs"], model["inputTokens"], model["outputTokens"]) == (
+            "offline",
+            2,
+            inp,
+            out,
+        )
+        assert model["cost"] == pytest.approx(round((inp * 2.5 + out * 10) / 1e6, 6))
+        assert usage["total"]["cost"] == model["cost"]
+        assert sum(d["cost"] for d in usage["days"]) == pytest.approx(model["cost"])

@@ -69,6 +69,15 @@ async def test_a_failing_primary_hands_the_run_to_the_fallback_and_is_counted(co
     assert chain.stats.fallbacks == 1
 
 
+async def test_usage_is_recorded_under_the_name_of_the_model_that_answered() -> None:
+    primary, backup = Scripted("primary", fail="model_unavailable"), Scripted("backup")
+    chain = FallbackChatModel(
+        [NamedModel("gpt-primary", primary), NamedModel("claude-backup", backup)], Clock()
+    )
+    usage = [c async for c in chain.stream(request()) if isinstance(c, UsageChunk)]
+    assert usage == [UsageChunk(Usage(input_tokens=1, output_tokens=1), "claude-backup")]
+
+
 async def test_every_model_down_is_a_clear_model_unavailable() -> None:
     chain = FallbackChatModel(
         [

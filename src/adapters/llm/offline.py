@@ -32,6 +32,9 @@ _CREATE_TASK = re.compile(
 _LIST_TASKS = re.compile(r"\b(?:list|show)\b.*\btasks\b", re.IGNORECASE)
 _HEADING = re.compile(r"(?:^|(?<=\s))#{1,6}\s")
 
+# The name usage is recorded under when no model chain names this model.
+OFFLINE = "offline"
+
 
 def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
@@ -139,7 +142,9 @@ class OfflineChatModel:
             for start in range(0, len(arguments), 16):
                 yield ToolCallDelta(call_id, arguments[start : start + 16])
             yield ToolCallEnded(call_id)
-            yield UsageChunk(Usage(input_tokens=_count_input_tokens(request), output_tokens=1))
+            yield UsageChunk(
+                Usage(input_tokens=_count_input_tokens(request), output_tokens=1), OFFLINE
+            )
             return
         tokens = _tokens(await self.answer(request))
         for token in tokens:
@@ -147,7 +152,7 @@ class OfflineChatModel:
                 await asyncio.sleep(self._delay)
             yield TextChunk(token)
         yield UsageChunk(
-            Usage(input_tokens=_count_input_tokens(request), output_tokens=len(tokens))
+            Usage(input_tokens=_count_input_tokens(request), output_tokens=len(tokens)), OFFLINE
         )
 
 
@@ -187,4 +192,6 @@ class LoadTestChatModel:
             if delay and i:
                 await asyncio.sleep(delay)
             yield TextChunk(f"tok{i} " if i + 1 < count else f"tok{i}")
-        yield UsageChunk(Usage(input_tokens=_count_input_tokens(request), output_tokens=count))
+        yield UsageChunk(
+            Usage(input_tokens=_count_input_tokens(request), output_tokens=count), OFFLINE
+        )

@@ -27,13 +27,13 @@ class MemoryUsageLedger:
         return sum(r.usage.total_tokens for r in self._runs(tenant_id, since_ms))
 
     async def daily(self, tenant_id: TenantId, since_ms: int, until_ms: int) -> list[DailyUsage]:
-        days: dict[int, list[int]] = {}
+        days: dict[tuple[int, str], list[int]] = {}
         for r in self._runs(tenant_id, since_ms, until_ms):
-            d = days.setdefault(r.created_at_ms // DAY_MS, [0, 0, 0])
+            d = days.setdefault((r.created_at_ms // DAY_MS, r.model), [0, 0, 0])
             d[0] += 1
             d[1] += r.usage.input_tokens
             d[2] += r.usage.output_tokens
         return [
-            DailyUsage(day=utc_day(n), runs=v[0], input_tokens=v[1], output_tokens=v[2])
-            for n, v in sorted(days.items())
+            DailyUsage(day=utc_day(n), model=m, runs=v[0], input_tokens=v[1], output_tokens=v[2])
+            for (n, m), v in sorted(days.items())
         ]

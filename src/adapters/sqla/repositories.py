@@ -135,6 +135,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "error_code": run.error_code,
         "error_message": run.error_message,
         "finished_at_ms": run.finished_at_ms,
+        "model": run.model,
     }
 
 
@@ -163,6 +164,7 @@ class SqlaRunRepository:
             error_code=r.error_code,
             error_message=r.error_message,
             finished_at_ms=r.finished_at_ms,
+            model=r.model,
         )
 
     async def add(self, run: Run) -> None:

@@ -30,12 +30,12 @@ MAX_BATCH = 512
 _INSERT_THREAD = "INSERT OR IGNORE INTO threads (tenant_id, id, created_at_ms) VALUES (?, ?, ?)"
 _INSERT_RUN = (
     "INSERT INTO runs (tenant_id, id, thread_id, agent, status, input_tokens, output_tokens,"
-    " error_code, error_message, created_at_ms, finished_at_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " error_code, error_message, created_at_ms, finished_at_ms, model)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _END_RUN = (
     "UPDATE runs SET status = ?, input_tokens = ?, output_tokens = ?, error_code = ?,"
-    " error_message = ?, finished_at_ms = ?"
+    " error_message = ?, finished_at_ms = ?, model = ?"
     " WHERE tenant_id = ? AND id = ? AND status IN ('pending', 'running')"
 )
 _RUN_EXISTS = "SELECT 1 FROM runs WHERE tenant_id = ? AND id = ?"
@@ -90,6 +90,7 @@ def _apply_start(cur: sqlite3.Cursor, run: Run, messages: Sequence[Message]) -> 
             run.error_message,
             run.created_at_ms,
             run.finished_at_ms,
+            run.model,
         ),
     )
     append_sqlite(cur, run.tenant_id, run_started(run, len(messages)), run.created_at_ms)
@@ -105,6 +106,7 @@ def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> Non
             run.error_code,
             run.error_message,
             run.finished_at_ms,
+            run.model,
             run.tenant_id,
             run.id,
         ),

@@ -101,6 +101,8 @@ runs = Table(
     Column("error_message", Text),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("finished_at_ms", BigInteger),
+    # The model (its name in the chain) that answered the run's last model call (0012).
+    Column("model", String(100), nullable=False, server_default=""),
     PrimaryKeyConstraint("tenant_id", "id"),
     ForeignKeyConstraint(
         ["tenant_id", "thread_id"], ["threads.tenant_id", "threads.id"], ondelete="CASCADE"

@@ -37,6 +37,7 @@ class SqlaUsageLedger:
                 await conn.execute(
                     select(
                         day,
+                        c.model,
                         func.count(),
                         func.sum(c.input_tokens),
                         func.sum(c.output_tokens),
@@ -46,16 +47,17 @@ class SqlaUsageLedger:
                         c.created_at_ms >= since_ms,
                         c.created_at_ms < until_ms,
                     )
-                    .group_by(day)
-                    .order_by(day)
+                    .group_by(day, c.model)
+                    .order_by(day, c.model)
                 )
             ).all()
         return [
             DailyUsage(
                 day=utc_day(int(d)),
+                model=m or "",
                 runs=int(n),
                 input_tokens=int(i or 0),
                 output_tokens=int(o or 0),
             )
-            for d, n, i, o in rows
+            for d, m, n, i, o in rows
         ]

@@ -84,6 +84,9 @@ class FallbackChatModel:
             try:
                 async for chunk in named.model.stream(request):
                     produced = True
+                    if isinstance(chunk, UsageChunk):
+                        # Usage is recorded (and priced) under the model's name in the chain.
+                        chunk = UsageChunk(usage=chunk.usage, model=named.name)
                     yield chunk
             except ModelError as exc:
                 self.stats.bump(self.stats.failures, named.name)

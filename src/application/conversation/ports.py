@@ -99,6 +99,8 @@ class ToolCallEnded:
 @dataclass(frozen=True, slots=True)
 class UsageChunk:
     usage: Usage
+    # Which model of the chain produced it (set by the chain; empty from a bare model).
+    model: str = ""
 
 
 ChatChunk = TextChunk | ToolCallStarted | ToolCallDelta | ToolCallEnded | UsageChunk

@@ -237,6 +237,7 @@ class _Tally:
     """Usage so far, kept outside the step so that a step that fails still counts."""
 
     usage: Usage
+    model: str = ""
 
 
 class ExecuteRun:
@@ -443,6 +444,7 @@ class ExecuteRun:
             # Succeed a copy: if recording the success fails, the run itself is still running
             # and can fail properly.
             succeeded = copy.copy(run)
+            succeeded.model = tally.model
             succeeded.succeed(usage=tally.usage, at_ms=self._clock.now_ms())
             await self._journal.record_end(succeeded, added)
             outcome: RunEvent = RunFinished(
@@ -454,14 +456,14 @@ class ExecuteRun:
             )
         except asyncio.CancelledError:
             run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
-            await self._record_failure(run, added)
+            await self._record_failure(run, added, tally.model)
             await self._end(job, RunFailed(code="cancelled", message="the run was cancelled"))
             raise
         except ApplicationError as exc:
             run.fail(
                 code=exc.code, message=exc.message, usage=tally.usage, at_ms=self._clock.now_ms()
             )
-            await self._record_failure(run, added)
+            await self._record_failure(run, added, tally.model)
             outcome = RunFailed(code=exc.code, message=exc.message)
         except Exception:  # a bug: the run must still end cleanly for its client
             run.fail(
@@ -470,7 +472,7 @@ class ExecuteRun:
                 usage=tally.usage,
                 at_ms=self._clock.now_ms(),
             )
-            await self._record_failure(run, added)
+            await self._record_failure(run, added, tally.model)
             await self._end(
                 job, RunFailed(code="internal_error", message="the run failed unexpectedly")
             )
@@ -537,6 +539,7 @@ class ExecuteRun:
                     await log.append(tenant_id, run_id, (ToolCallEnded(call_id=chunk.call_id),))
             elif isinstance(chunk, UsageChunk):
                 tally.usage = tally.usage + chunk.usage
+                tally.model = chunk.model or tally.model
         if open_text:
             await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
         await log.append(tenant_id, run_id, (StepFinished(name=step_name),))
@@ -587,7 +590,8 @@ class ExecuteRun:
             expires_at_ms=self._clock.now_ms() + self._approval_ttl_ms,
         )
 
-    async def _record_failure(self, run: Run, added: list[Message]) -> None:
+    async def _record_failure(self, run: Run, added: list[Message], model: str = "") -> None:
+        run.model = model or run.model
         try:
             await self._journal.record_end(run, added)
         except ApplicationError:

@@ -119,6 +119,7 @@ class ConcurrencyGuard(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DailyUsage:
     day: str  # YYYY-MM-DD, UTC
+    model: str  # the model that answered (its name in the chain; "" when none did)
     runs: int
     input_tokens: int
     output_tokens: int
@@ -131,5 +132,6 @@ class UsageLedger(Protocol):
     async def tokens_since(self, tenant_id: TenantId, since_ms: int) -> int: ...
 
     async def daily(self, tenant_id: TenantId, since_ms: int, until_ms: int) -> list[DailyUsage]:
-        """Per UTC day with any run created in [since_ms, until_ms), in day order."""
+        """Per UTC day and model with any run created in [since_ms, until_ms), in day then
+        model order."""
         ...

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from application.errors import InvalidInput, RateLimited, ServiceUnavailable
 from application.ports import Clock
@@ -19,6 +20,7 @@ from application.quota.ports import (
     Slot,
     UsageLedger,
 )
+from domain.billing.prices import PriceTable
 from domain.quota.budget import DAY_MS, BudgetPeriod, BudgetState, period_bounds
 from domain.quota.policy import QuotaPolicy, RouteClass
 from domain.quota.rate_limit import RateLimitRule
@@ -302,23 +304,61 @@ class BudgetGuard:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UsageLine:
+    """Usage of one day or one model, with its cost (None: no price known for any of it)."""
+
+    key: str
+    runs: int
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None
+
+
+def _lines(
+    rows: Sequence[DailyUsage], prices: PriceTable, key: Callable[[DailyUsage], str]
+) -> list[UsageLine]:
+    grouped: dict[str, list[DailyUsage]] = {}
+    for row in rows:
+        grouped.setdefault(key(row), []).append(row)
+    lines = []
+    for name in sorted(grouped):
+        group = grouped[name]
+        costs = [prices.cost(r.model, r.input_tokens, r.output_tokens) for r in group]
+        priced = [c for c in costs if c is not None]
+        lines.append(
+            UsageLine(
+                key=name,
+                runs=sum(r.runs for r in group),
+                input_tokens=sum(r.input_tokens for r in group),
+                output_tokens=sum(r.output_tokens for r in group),
+                cost=sum(priced, Decimal(0)) if priced else None,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UsageReport:
     since_ms: int
     until_ms: int
-    days: list[DailyUsage]
+    rows: list[DailyUsage]
+    prices: PriceTable
     budget: BudgetStatus | None
 
     @property
-    def runs(self) -> int:
-        return sum(d.runs for d in self.days)
+    def days(self) -> list[UsageLine]:
+        return _lines(self.rows, self.prices, lambda r: r.day)
 
     @property
-    def input_tokens(self) -> int:
-        return sum(d.input_tokens for d in self.days)
+    def models(self) -> list[UsageLine]:
+        return _lines(self.rows, self.prices, lambda r: r.model)
 
     @property
-    def output_tokens(self) -> int:
-        return sum(d.output_tokens for d in self.days)
+    def total(self) -> UsageLine:
+        [line] = _lines(self.rows, self.prices, lambda r: "total") or [
+            UsageLine(key="total", runs=0, input_tokens=0, output_tokens=0, cost=None)
+        ]
+        return line
 
 
 class GetUsage:
@@ -326,10 +366,17 @@ class GetUsage:
 
     MAX_DAYS = 400
 
-    def __init__(self, ledger: UsageLedger, budget: BudgetGuard, clock: Clock) -> None:
+    def __init__(
+        self,
+        ledger: UsageLedger,
+        budget: BudgetGuard,
+        clock: Clock,
+        prices: PriceTable | None = None,
+    ) -> None:
         self._ledger = ledger
         self._budget = budget
         self._clock = clock
+        self._prices = prices or PriceTable()
 
     async def __call__(
         self, principal: Principal, since_ms: int | None = None, until_ms: int | None = None
@@ -341,7 +388,11 @@ class GetUsage:
             raise InvalidInput("the range must end after it starts")
         if until - since > self.MAX_DAYS * DAY_MS:
             raise InvalidInput(f"the range is at most {self.MAX_DAYS} days")
-        days = await self._ledger.daily(principal.tenant_id, since, until)
+        rows = await self._ledger.daily(principal.tenant_id, since, until)
         return UsageReport(
-            since_ms=since, until_ms=until, days=days, budget=await self._budget.status(principal)
+            since_ms=since,
+            until_ms=until,
+            rows=rows,
+            prices=self._prices,
+            budget=await self._budget.status(principal),
         )

@@ -22,6 +22,8 @@ def run_finished(run: Run) -> AuditEvent:
         "input_tokens": str(run.usage.input_tokens),
         "output_tokens": str(run.usage.output_tokens),
     }
+    if run.model:
+        details["model"] = run.model
     if run.error_code:
         details["error"] = run.error_code
     return AuditEvent(

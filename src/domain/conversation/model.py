@@ -127,6 +127,7 @@ class Run:
         "error_message",
         "finished_at_ms",
         "id",
+        "model",
         "status",
         "tenant_id",
         "thread_id",
@@ -146,6 +147,7 @@ class Run:
         error_code: str | None = None,
         error_message: str | None = None,
         finished_at_ms: int | None = None,
+        model: str = "",
     ) -> None:
         if not is_valid_client_id(id):
             raise InvariantViolated(f"run id {id!r} is not a valid identifier")
@@ -159,6 +161,8 @@ class Run:
         self.error_code = error_code
         self.error_message = error_message
         self.finished_at_ms = finished_at_ms
+        # The model (by its name in the chain) that answered the run's last model call.
+        self.model = model
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and (self.tenant_id, self.id) == (other.tenant_id, other.id)

@@ -128,6 +128,7 @@ class RunOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     finished_at_ms: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    model: str | None = None
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -142,6 +143,7 @@ class RunOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
             finished_at_ms=run.finished_at_ms,
             error_code=run.error_code,
             error_message=run.error_message,
+            model=run.model or None,
         )
 
 

@@ -12,32 +12,46 @@ from litestar import get
 from litestar.params import QueryParameter
 
 from application.errors import InvalidInput
-from application.quota.use_cases import GetUsage
+from application.quota.use_cases import GetUsage, UsageLine
 from domain.quota.budget import DAY_MS
 from domain.tenancy.model import Principal
 
 
-class DayOut(msgspec.Struct, rename="camel", kw_only=True):
+class LineOut(msgspec.Struct, rename="camel", kw_only=True):
+    runs: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    # In the price table's currency; null when no price is known for any of it.
+    cost: float | None
+
+
+class DayOut(LineOut, kw_only=True):
     day: str
-    runs: int
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
 
 
-class TotalOut(msgspec.Struct, rename="camel", kw_only=True):
-    runs: int
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
+class ModelOut(LineOut, kw_only=True):
+    model: str
 
 
 class UsageOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     since: str
     until: str
+    currency: str
     days: list[DayOut]
-    total: TotalOut
+    models: list[ModelOut]
+    total: LineOut
     budget: dict[str, Any] | None = None
+
+
+def _line(line: UsageLine) -> dict[str, Any]:
+    return {
+        "runs": line.runs,
+        "input_tokens": line.input_tokens,
+        "output_tokens": line.output_tokens,
+        "total_tokens": line.input_tokens + line.output_tokens,
+        "cost": round(float(line.cost), 6) if line.cost is not None else None,
+    }
 
 
 def _day_ms(value: str | None, name: str) -> int | None:
@@ -73,21 +87,9 @@ async def usage(
     return UsageOut(
         since=_day(report.since_ms),
         until=_day(report.until_ms - 1),
-        days=[
-            DayOut(
-                day=d.day,
-                runs=d.runs,
-                input_tokens=d.input_tokens,
-                output_tokens=d.output_tokens,
-                total_tokens=d.input_tokens + d.output_tokens,
-            )
-            for d in report.days
-        ],
-        total=TotalOut(
-            runs=report.runs,
-            input_tokens=report.input_tokens,
-            output_tokens=report.output_tokens,
-            total_tokens=report.input_tokens + report.output_tokens,
-        ),
+        currency=report.prices.currency,
+        days=[DayOut(day=d.key, **_line(d)) for d in report.days],
+        models=[ModelOut(model=m.key, **_line(m)) for m in report.models],
+        total=LineOut(**_line(report.total)),
         budget=report.budget.as_dict() if report.budget is not None else None,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ from application.tenancy.use_cases import (
 )
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
+from domain.billing.prices import Price, PriceTable
 from domain.errors import DomainError
 from domain.quota.budget import BudgetPeriod, TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
@@ -603,7 +605,25 @@ class UseCaseProvider(Provider):
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
     manage_tenants = provide(ManageTenants)
-    get_usage = provide(GetUsage)
+
+    @provide
+    def get_usage(
+        self, ledger: UsageLedger, budget: BudgetGuard, clock: Clock, settings: Settings
+    ) -> GetUsage:
+        b = settings.billing
+        try:
+            prices = PriceTable(
+                {
+                    name: Price(
+                        Decimal(str(p.input_per_million)), Decimal(str(p.output_per_million))
+                    )
+                    for name, p in b.prices.items()
+                },
+                currency=b.currency,
+            )
+        except DomainError as exc:
+            raise SettingsError(f"SBA_BILLING__PRICES: {exc.message}") from exc
+        return GetUsage(ledger, budget, clock, prices)
 
     @provide
     def tenant_export(self, db: Database) -> TenantExport:
