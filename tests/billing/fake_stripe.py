@@ -7,9 +7,9 @@ answer back and is not counted again."""
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import parse_qsl
 
+from tests.http_fake import Answer, Request, json_answer, serve
 from tests.in_thread import InThread
 
 SECRET = "sk_test_51SbaFakeKey0000"
@@ -20,7 +20,7 @@ class FakeStripe:
         self.events: list[dict[str, str]] = []  # counted meter events
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.statuses: list[int] = []  # answered before the real answer
-        self._answers: dict[str, tuple[int, bytes]] = {}
+        self._answers: dict[str, Answer] = {}
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -91,36 +91,18 @@ class FakeStripe:
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                _, path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                form = dict(parse_qsl(body.decode()))
-                self.requests.append((path, headers, form))
-                key = headers.get("idempotency-key")
-                if key is not None and key in self._answers:
-                    status, data = self._answers[key]
-                else:
-                    status, payload = self._answer(path, headers, form)
-                    data = json.dumps(payload).encode()
-                    if key is not None and status < 500 and status != 429:
-                        self._answers[key] = (status, data)
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-                    f"content-length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve(reader, writer, self._handle)
+
+    async def _handle(self, r: Request) -> Answer:
+        form = dict(parse_qsl(r.body.decode()))
+        self.requests.append((r.path, r.headers, form))
+        key = r.headers.get("idempotency-key")
+        if key is not None and key in self._answers:
+            return self._answers[key]
+        answer = json_answer(*self._answer(r.path, r.headers, form))
+        if key is not None and answer.status < 500 and answer.status != 429:
+            self._answers[key] = answer
+        return answer
 
 
 def ThreadedStripe() -> InThread[FakeStripe]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from adapters.blob.sigv4 import Credentials, authorization
+from tests.http_fake import Answer, Request, serve
 from tests.in_thread import InThread
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -140,30 +141,13 @@ class FakeS3:
         return _error(405, "MethodNotAllowed", "The specified method is not allowed")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, raw_path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append((method, raw_path, headers))
-                status, out_headers, payload = self._answer(method, raw_path, headers, body)
-                length = len(payload) if method != "HEAD" else int(out_headers.pop("x-length", "0"))
-                out_headers.pop("x-length", None)
-                extra = "".join(f"{k}: {v}\r\n" for k, v in out_headers.items())
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\n{extra}content-length: {length}\r\n\r\n".encode()
-                    + (payload if method != "HEAD" else b"")
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
+        await serve(reader, writer, self._handle)
+
+    async def _handle(self, r: Request) -> Answer:
+        self.requests.append((r.method, r.path, r.headers))
+        status, headers, payload = self._answer(r.method, r.path, r.headers, r.body)
+        length = int(headers.pop("x-length")) if "x-length" in headers else None
+        return Answer(status, payload, headers, length)
 
 
 def ThreadedS3() -> InThread[FakeS3]:

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.http_fake import Answer, Request, json_answer, serve
 from tests.in_thread import InThread
 
 TOKEN = "bshb_pk_test"
@@ -88,37 +89,19 @@ class FakeBaseHub:
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                request = json.loads(body)
-                self.requests.append({"headers": headers, **request})
-                if self.hold is not None:
-                    self.held.set()
-                    await self.hold.wait()
-                if headers.get("x-basehub-token") != TOKEN:
-                    status, payload = 401, {"error": "Unauthorized"}
-                elif self.statuses:
-                    status, payload = self.statuses.pop(0), {"error": "try again"}
-                else:
-                    status, payload = 200, self._answer(request)
-                data = json.dumps(payload).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-                    f"content-length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve(reader, writer, self._handle)
+
+    async def _handle(self, http: Request) -> Answer:
+        request = json.loads(http.body)
+        self.requests.append({"headers": http.headers, **request})
+        if self.hold is not None:
+            self.held.set()
+            await self.hold.wait()
+        if http.headers.get("x-basehub-token") != TOKEN:
+            return json_answer(401, {"error": "Unauthorized"})
+        if self.statuses:
+            return json_answer(self.statuses.pop(0), {"error": "try again"})
+        return json_answer(200, self._answer(request))
 
 
 def ThreadedBaseHub() -> InThread[FakeBaseHub]:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 
+from tests.http_fake import Answer, Request, json_answer, serve
 from tests.in_thread import InThread
 
 CONCEPTS = {
@@ -75,28 +76,10 @@ class FakeEmbeddings:
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                _, path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload = self._answer(path, body)
-                data = json.dumps(payload).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-                    f"content-length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve(reader, writer, self._handle)
+
+    async def _handle(self, request: Request) -> Answer:
+        return json_answer(*self._answer(request.path, request.body))
 
 
 def ThreadedEmbeddings() -> InThread[FakeEmbeddings]:

@@ -355,10 +355,10 @@ class UsageReport:
 
     @property
     def total(self) -> UsageLine:
-        [line] = _lines(self.rows, self.prices, lambda r: "total") or [
-            UsageLine(key="total", runs=0, input_tokens=0, output_tokens=0, cost=None)
-        ]
-        return line
+        lines = _lines(self.rows, self.prices, lambda r: "total")
+        if lines:
+            return lines[0]
+        return UsageLine(key="total", runs=0, input_tokens=0, output_tokens=0, cost=None)
 
 
 class GetUsage:

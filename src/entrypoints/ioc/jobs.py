@@ -430,6 +430,8 @@ async def work(container: AsyncContainer, settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
+        # Where the loop cannot take signal handlers (Windows, a non-main thread) the worker
+        # still stops when cancelled; its running jobs are then redelivered.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await run_worker(
