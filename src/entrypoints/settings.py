@@ -352,6 +352,33 @@ class PostgresSettings(_Section, frozen=True):
 class LogSettings(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
+    # Tenants (by slug) whose prompts and answers are logged (logger sba.llm.content), to debug
+    # their conversations; no other tenant's message contents are ever logged.
+    content_tenants: list[str] = []
+
+
+class TelemetrySettings(_Section, frozen=True):
+    """Traces (OpenTelemetry) and metrics (Prometheus, at ``/metrics``)."""
+
+    # none: nothing recorded (a caller's traceparent still reaches the jobs it causes);
+    # console: one JSON span per line on stdout; otlp: OTLP/HTTP (protobuf) to otlp_endpoint.
+    traces: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # Extra headers for the collector, e.g. {"x-honeycomb-team": "…"}; or from a JSON file.
+    otlp_headers: dict[str, str] = {}
+    otlp_headers_file: str | None = None
+    # Share of new traces recorded; a trace begun upstream follows its caller's decision.
+    sample_ratio: float = 1.0
+    service_name: str = "sba"
+    # Spans for each SQL statement and Redis command as well (many per run).
+    trace_statements: bool = True
+    metrics: bool = True
+    # When set, /metrics asks for "Authorization: Bearer <token>".
+    metrics_token: str | None = None
+    metrics_token_file: str | None = None
+    # `sba worker` serves its own /metrics on this port (0: none); scrape each process.
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
 
 
 class Settings(_Section, frozen=True):
@@ -381,6 +408,7 @@ class Settings(_Section, frozen=True):
     kb: KnowledgeSettings = KnowledgeSettings()
     tools: ToolSettings = ToolSettings()
     log: LogSettings = LogSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
 
     @property
@@ -496,3 +524,12 @@ def _check(settings: Settings) -> None:
             )
     if settings.http.hsts_max_age_s < 0:
         raise SettingsError("SBA_HTTP__HSTS_MAX_AGE_S: must be 0 or more")
+    t = settings.telemetry
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise SettingsError("SBA_TELEMETRY__SAMPLE_RATIO: must be between 0 and 1")
+    if t.traces == "otlp" and not re.match(r"^https?://[^\s/]+", t.otlp_endpoint):
+        raise SettingsError(
+            f"SBA_TELEMETRY__OTLP_ENDPOINT: {t.otlp_endpoint!r} is not an http(s) URL"
+        )
+    if not 0 <= t.worker_metrics_port <= 65535:
+        raise SettingsError("SBA_TELEMETRY__WORKER_METRICS_PORT: not a port number")

@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
@@ -155,6 +156,37 @@ class TaskiqJobQueue:
 
     def pending_retries(self) -> int:
         return len(self._later)
+
+    async def depth(self) -> int:
+        """Jobs not yet finished: on Redis, those the workers' group has not read yet (its
+        lag) plus those read but not acknowledged; in-process, the retries waiting for their
+        backoff."""
+        broker = self._broker
+        waiting = self.pending_retries()
+        if not isinstance(broker, RedisStreamBroker):
+            return waiting
+        async with Redis(connection_pool=broker.connection_pool) as client:
+            try:
+                groups = await client.xinfo_groups(broker.queue_name)
+            except RedisError as exc:
+                if "no such key" in str(exc).lower():
+                    return waiting
+                raise
+            for raw in groups:
+                group: dict[str, Any] = {
+                    (k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()
+                }
+                name = group.get("name")
+                if isinstance(name, bytes):
+                    name = name.decode()
+                if name != broker.consumer_group_name:
+                    continue
+                lag = group.get("lag")
+                pending = int(group.get("pending") or 0)
+                if lag is None:  # Redis cannot tell after deletions: count the whole stream
+                    lag = await client.xlen(broker.queue_name)
+                return waiting + int(lag) + pending
+            return waiting + int(await client.xlen(broker.queue_name))
 
     def close(self) -> None:
         for h in list(self._later):

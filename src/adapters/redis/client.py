@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind, Tracer
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -62,7 +63,14 @@ def create_client(
 class RedisStore:
     """One client, its key prefix and its failure breaker, shared by every Redis adapter."""
 
-    def __init__(self, client: Any, *, prefix: str = "sba:", retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "sba:",
+        retry_after_s: float = 1.0,
+        tracer: Tracer | None = None,
+    ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the Redis key prefix cannot contain braces (they mark hash tags)")
         self.client = client
@@ -70,6 +78,8 @@ class RedisStore:
         self._retry_after_s = retry_after_s
         self._down_until = 0.0
         self.failures = 0
+        # When set, each call is a client span named after what it does.
+        self._tracer = tracer
 
     def key(self, partition: str, *parts: str) -> str:
         """``<prefix>{<partition>}:<parts>``: every key of one partition shares a slot."""
@@ -79,6 +89,14 @@ class RedisStore:
         return self.client.register_script(source)
 
     async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        if self._tracer is None:
+            return await self._run(what, call)
+        with self._tracer.start_as_current_span(
+            f"redis {what}", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+        ):
+            return await self._run(what, call)
+
+    async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         if time.monotonic() < self._down_until:
             raise ServiceUnavailable(f"redis is unreachable ({what} skipped)")
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from application.context import current_tenant
 from application.errors import InvalidInput, NotFound
 from application.jobs.ports import DeadLetterStore, JobHandler, JobQueue
 from application.ports import Clock
@@ -19,11 +20,17 @@ MAX_ERROR = 2000
 
 @dataclass(slots=True)
 class JobStats:
-    """Counted per process."""
+    """Counted per process; ``outcomes`` by (job kind, outcome), an unknown kind as
+    ``unknown``."""
 
     succeeded: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, kind: str, outcome: str) -> None:
+        key = (kind, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
 class RunJob:
@@ -53,14 +60,18 @@ class RunJob:
     async def __call__(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         if handler is None:
-            await self._bury(job, f"no handler for job kind {job.kind!r}")
+            await self._bury(job, f"no handler for job kind {job.kind!r}", kind="unknown")
             return
+        tenant = current_tenant.set(job.tenant_id)
         try:
             await handler(job)
         except Exception as exc:
             await self._failed(job, exc)
             return
+        finally:
+            current_tenant.reset(tenant)
         self.stats.succeeded += 1
+        self.stats.count(job.kind, "succeeded")
 
     async def _failed(self, job: Job, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
@@ -78,10 +89,12 @@ class RunJob:
             delay,
         )
         self.stats.retried += 1
+        self.stats.count(job.kind, "retried")
         await self._queue.enqueue_later(job.next_attempt(), delay)
 
-    async def _bury(self, job: Job, error: str) -> None:
+    async def _bury(self, job: Job, error: str, *, kind: str = "") -> None:
         self.stats.dead_lettered += 1
+        self.stats.count(kind or job.kind, "dead_lettered")
         await self._dead.add(
             DeadLetter(
                 id=DeadLetter.letter_id(job),

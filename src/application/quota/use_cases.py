@@ -35,8 +35,10 @@ _LOG_EVERY_S = 10.0
 
 @dataclass(slots=True)
 class QuotaStats:
-    """Counts a deployment exports: decisions made without the store, refusals."""
+    """Counts a deployment exports: admissions, refusals, and decisions made without the store
+    (``degraded``: admitted unchecked; ``unavailable``: refused with 503)."""
 
+    admitted: int = 0
     degraded: int = 0
     refused: int = 0
     unavailable: int = 0
@@ -128,6 +130,7 @@ class AdmitRequest:
                 retry_after_s=decision.retry_after_s,
                 decision=decision,
             )
+        self.stats.admitted += 1
         return decision
 
 
@@ -190,6 +193,7 @@ class RunSlots:
                 retry_after_s=1.0,
                 code="concurrency_limited",
             )
+        self.stats.admitted += 1
         return [s.key for s in slots]
 
     def keep(self, tenant_id: str, keys: Sequence[str], holder: str) -> None:

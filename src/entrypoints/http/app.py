@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
+from typing import Any
 
 from dishka import AsyncContainer, Provider
 from dishka.integrations.litestar import LitestarProvider, setup_dishka
-from litestar import Litestar
+from litestar import Litestar, Request, get
+from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.response import Response
 
 from application.conversation.ports import RunLauncher
 from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
@@ -25,16 +29,40 @@ from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs
+from entrypoints.ioc.telemetry import METRICS_CONTENT_TYPE, Telemetry, build_telemetry, observed
 from entrypoints.settings import Settings
 
 log = logging.getLogger("sba.http")
 VERSION = "0.1.0"
 
 
-def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
+def create_app(
+    settings: Settings, *extra_providers: Provider, telemetry: Telemetry | None = None
+) -> Litestar:
+    """``telemetry`` unset: built from the settings."""
+    telemetry = telemetry or build_telemetry(settings)
     container: AsyncContainer = make_container(
-        settings, LitestarProvider(), PrincipalProvider(), *extra_providers
+        settings, LitestarProvider(), PrincipalProvider(), *extra_providers, telemetry=telemetry
     )
+    metrics = telemetry.metrics
+    token = telemetry.metrics_token
+
+    @get(
+        "/metrics",
+        summary="Prometheus metrics of this process",
+        description="Prometheus text exposition. Each process serves its own figures: scrape "
+        "every instance. When SBA_TELEMETRY__METRICS_TOKEN is set, send it as a bearer token.",
+        tags=["operations"],
+        include_in_schema=metrics is not None,
+    )
+    async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if metrics is None:
+            raise NotFoundException("metrics are off (SBA_TELEMETRY__METRICS=false)")
+        if token is not None:
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                raise NotAuthorizedException("send the metrics token: 'Bearer <token>'")
+        return Response(await metrics.scrape(), media_type=METRICS_CONTENT_TYPE)
 
     async def on_startup() -> None:
         # Build what the first request would, then freeze everything alive so far out of the
@@ -50,6 +78,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         launcher = await container.get(RunLauncher)
         await launcher.drain(settings.runs.shutdown_grace_s)
         await container.close()
+        telemetry.shutdown()
 
     app = Litestar(
         route_handlers=[
@@ -62,6 +91,7 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
             usage,
             healthz,
             readyz,
+            metrics_endpoint,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, idempotency_middleware],
@@ -80,6 +110,8 @@ def create_app(settings: Settings, *extra_providers: Provider) -> Litestar:
         debug=False,
     )
     setup_dishka(container, app)
+    # Outermost, around routing: unknown paths and refused requests are counted and traced too.
+    app.asgi_handler = observed(app.asgi_handler, telemetry)  # type: ignore[arg-type,assignment]
     return app
 
 

@@ -11,6 +11,7 @@ from dishka import Scope as DiScope
 from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from application.context import current_tenant
 from application.errors import Unauthenticated
 from application.quota.use_cases import AdmitRequest
 from application.tenancy.use_cases import Authenticate
@@ -88,6 +89,8 @@ class PrincipalProvider(Provider):
     ) -> Principal:
         await admit.address(client_address(request, settings.rate_limit.client_address_header))
         principal = await authenticate(bearer_token(request), request.headers.get("x-tenant-id"))
+        # The request's logs and spans name the tenant from here on.
+        current_tenant.set(principal.tenant_id)
         decision = await admit.principal(principal, route_class(request))
         if decision is not None and decision.results:
             request.state[RATE_STATE] = decision

@@ -33,6 +33,15 @@ from adapters.memory.launcher import AsyncioRunLauncher
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.memory.replay import MemoryReplayGuard
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
+from adapters.observability.instrumented import (
+    ContentLoggingChatModel,
+    ObservedChatModel,
+    ObservedRunExecutor,
+    ObservedRunJournal,
+    ObservedToolRegistry,
+)
+from adapters.observability.telemetry import Telemetry
+from adapters.observability.tracing import trace_engine
 from adapters.outbound import guarded_client
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
@@ -106,6 +115,7 @@ from domain.quota.budget import BudgetPeriod, TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
 from entrypoints.ioc.jobs import Embeddings, JobProvider, Metering
+from entrypoints.ioc.telemetry import build_telemetry, counted
 from entrypoints.settings import (
     JwtSettings,
     PlanSettings,
@@ -161,12 +171,27 @@ def quota_policy(settings: Settings) -> QuotaPolicy:
         raise SettingsError(f"SBA_RATE_LIMIT: {exc.message}") from exc
 
 
+def price_table(settings: Settings) -> PriceTable:
+    b = settings.billing
+    try:
+        return PriceTable(
+            {
+                name: Price(Decimal(str(p.input_per_million)), Decimal(str(p.output_per_million)))
+                for name, p in b.prices.items()
+            },
+            currency=b.currency,
+        )
+    except DomainError as exc:
+        raise SettingsError(f"SBA_BILLING__PRICES: {exc.message}") from exc
+
+
 class InfrastructureProvider(Provider):
     scope = Scope.APP
     settings = from_context(Settings, scope=Scope.APP)
+    telemetry = from_context(Telemetry, scope=Scope.APP)
 
     @provide
-    async def database(self, settings: Settings) -> AsyncIterator[Database]:
+    async def database(self, settings: Settings, telemetry: Telemetry) -> AsyncIterator[Database]:
         pg = settings.postgres
 
         def engine(url: str) -> AsyncEngine:
@@ -175,6 +200,8 @@ class InfrastructureProvider(Provider):
             )
 
         main = engine(settings.effective_database_url)
+        if (tracer := telemetry.statement_tracer) is not None:
+            trace_engine(main, tracer)
         admin = engine(settings.database_admin_url) if settings.database_admin_url else None
         yield Database(main, admin_engine=admin, app_role=pg.app_role)
         await main.dispose()
@@ -187,16 +214,30 @@ class InfrastructureProvider(Provider):
 
     @provide
     def run_journal(
-        self, settings: Settings, uow: UnitOfWork, queue: JobQueue, metering: Metering
+        self,
+        settings: Settings,
+        uow: UnitOfWork,
+        queue: JobQueue,
+        metering: Metering,
+        telemetry: Telemetry,
     ) -> Iterator[RunJournal]:
         url = make_url(settings.effective_database_url)
         path = url.database if url.get_backend_name() == "sqlite" else None
         inner: RunJournal = (
             SqliteRunJournal(path) if path and path != ":memory:" else TransactionalRunJournal(uow)
         )
+        journal: RunJournal = inner
         # Metered tenants' finished runs queue their usage report.
-        enabled = metering.customers.enabled
-        yield MeteredRunJournal(inner, queue, metering.customers) if enabled else inner
+        if metering.customers.enabled:
+            journal = MeteredRunJournal(journal, queue, metering.customers)
+        if telemetry.metrics is not None or telemetry.tracer is not None:
+            journal = ObservedRunJournal(
+                journal,
+                metrics=telemetry.metrics,
+                prices=price_table(settings),
+                tracer=telemetry.tracer,
+            )
+        yield journal
         if isinstance(inner, SqliteRunJournal):
             inner.close()
 
@@ -230,7 +271,7 @@ class InfrastructureProvider(Provider):
         )
 
     @provide
-    async def redis(self, settings: Settings) -> AsyncIterator[RedisHolder]:
+    async def redis(self, settings: Settings, telemetry: Telemetry) -> AsyncIterator[RedisHolder]:
         if not settings.redis_url:
             yield RedisHolder(None)
             return
@@ -248,7 +289,10 @@ class InfrastructureProvider(Provider):
                 max_connections=cfg.max_connections,
             )
             store = RedisStore(
-                client, prefix=cfg.key_prefix, retry_after_s=cfg.retry_after_failure_s
+                client,
+                prefix=cfg.key_prefix,
+                retry_after_s=cfg.retry_after_failure_s,
+                tracer=telemetry.statement_tracer,
             )
         except ValueError as exc:
             raise SettingsError(f"SBA_REDIS_URL / SBA_REDIS__KEY_PREFIX: {exc}") from exc
@@ -355,9 +399,14 @@ class InfrastructureProvider(Provider):
         get_render: GetRender,
         links: LinkSigner,
         settings: Settings,
+        telemetry: Telemetry,
     ) -> ToolRegistry:
-        return BuiltinToolRegistry(
-            CachedKnowledgeSearch(knowledge, cache, ttl_s=settings.content.cache_ttl_s),
+        registry: ToolRegistry = BuiltinToolRegistry(
+            CachedKnowledgeSearch(
+                knowledge,
+                counted(cache, telemetry, "kb_search"),
+                ttl_s=settings.content.cache_ttl_s,
+            ),
             documents,
             tasks,
             clock,
@@ -365,6 +414,9 @@ class InfrastructureProvider(Provider):
                 request_render, get_render, links, wait_s=settings.render.tool_wait_s
             ),
         )
+        if telemetry.metrics is None and telemetry.tracer is None:
+            return registry
+        return ObservedToolRegistry(registry, tracer=telemetry.tracer, metrics=telemetry.metrics)
 
     @provide
     def tool_policy(self, settings: Settings) -> ToolPolicy:
@@ -386,7 +438,12 @@ class InfrastructureProvider(Provider):
 
     @provide
     async def chat_model(
-        self, settings: Settings, knowledge: KnowledgeSearch, clock: Clock, store: Cache
+        self,
+        settings: Settings,
+        knowledge: KnowledgeSearch,
+        clock: Clock,
+        store: Cache,
+        telemetry: Telemetry,
     ) -> AsyncIterator[ChatModel]:
         llm = settings.llm
         offline = OfflineChatModel(
@@ -408,27 +465,61 @@ class InfrastructureProvider(Provider):
             clients.append(client)
             named[p.name] = NamedModel(p.name, _provider_model(p, client))
 
+        kinds = {p.name: p for p in llm.chain}
+        observe = telemetry.tracer is not None or telemetry.metrics is not None
+        responses = counted(store, telemetry, "llm_responses")
+
+        def observed(position: int, member: NamedModel) -> NamedModel:
+            if not observe:
+                return member
+            p = kinds[member.name]
+            return NamedModel(
+                member.name,
+                ObservedChatModel(
+                    member.model,
+                    name=member.name,
+                    provider=p.kind,
+                    model=p.model or "",
+                    fallback=position > 0,
+                    tracer=telemetry.tracer,
+                    metrics=telemetry.metrics,
+                ),
+            )
+
         def build(names: Sequence[str], cache: bool) -> ChatModel:
             try:
-                chain = [named[n] for n in names]
+                chain = [observed(i, named[n]) for i, n in enumerate(names)]
             except KeyError as exc:
                 raise SettingsError(
                     f"SBA_LLM__TENANTS: {exc.args[0]!r} is not a name in SBA_LLM__CHAIN"
                 ) from exc
-            model: ChatModel = (
-                FallbackChatModel(
+            model: ChatModel
+            if chain:
+                fallback = FallbackChatModel(
                     chain,
                     clock,
                     threshold=llm.breaker_threshold,
                     cool_down_ms=int(llm.breaker_cool_down_s * 1000),
                 )
-                if chain
-                else offline
-            )
+                if telemetry.metrics is not None:
+                    telemetry.metrics.watch_models(fallback.stats)
+                model = fallback
+            elif observe:
+                model = ObservedChatModel(
+                    offline,
+                    name="offline",
+                    provider="offline",
+                    model="offline",
+                    fallback=False,
+                    tracer=telemetry.tracer,
+                    metrics=telemetry.metrics,
+                )
+            else:
+                model = offline
             if cache and llm.cache_ttl_s > 0:
                 model = CachingChatModel(
                     model,
-                    CachedResponses(store),
+                    CachedResponses(responses),
                     model_name=chain[0].name if chain else "offline",
                     ttl_s=llm.cache_ttl_s,
                 )
@@ -447,13 +538,21 @@ class InfrastructureProvider(Provider):
                     for slug, flags in llm.tenants.items()
                 },
             )
+        if telemetry.content_tenants:
+            model = ContentLoggingChatModel(model, telemetry.content_tenants)
         yield LoadTestChatModel(model) if llm.loadtest else model
         for client in clients:
             await client.aclose()
 
     @provide
-    def launcher(self, execute: ExecuteRun) -> AsyncioRunLauncher:
-        return AsyncioRunLauncher(execute)
+    def launcher(self, execute: ExecuteRun, telemetry: Telemetry) -> AsyncioRunLauncher:
+        tracer = telemetry.tracer
+        launcher = AsyncioRunLauncher(
+            execute if tracer is None else ObservedRunExecutor(execute, tracer)
+        )
+        if telemetry.metrics is not None:
+            telemetry.metrics.watch_runs(lambda: launcher.active)
+        return launcher
 
     @provide
     def run_launcher(self, launcher: AsyncioRunLauncher) -> RunLauncher:
@@ -588,16 +687,22 @@ class UseCaseProvider(Provider):
 
     @provide
     def admit_request(
-        self, limiter: RateLimiter, policy: QuotaPolicy, settings: Settings
+        self, limiter: RateLimiter, policy: QuotaPolicy, settings: Settings, telemetry: Telemetry
     ) -> AdmitRequest:
-        return AdmitRequest(limiter, policy, fail_open=settings.rate_limit.fail_mode == "open")
+        admit = AdmitRequest(limiter, policy, fail_open=settings.rate_limit.fail_mode == "open")
+        if telemetry.metrics is not None:
+            telemetry.metrics.watch_limiter("requests", admit.stats)
+        return admit
 
     @provide
     def run_slots(
-        self, guard: ConcurrencyGuard, policy: QuotaPolicy, settings: Settings
+        self, guard: ConcurrencyGuard, policy: QuotaPolicy, settings: Settings, telemetry: Telemetry
     ) -> RunSlots:
         rl = settings.rate_limit
-        return RunSlots(guard, policy, lease_s=rl.run_lease_s, fail_open=rl.fail_mode == "open")
+        slots = RunSlots(guard, policy, lease_s=rl.run_lease_s, fail_open=rl.fail_mode == "open")
+        if telemetry.metrics is not None:
+            telemetry.metrics.watch_limiter("runs", slots.stats)
+        return slots
 
     cancel_run = provide(CancelRun)
     get_run = provide(GetRun)
@@ -610,20 +715,7 @@ class UseCaseProvider(Provider):
     def get_usage(
         self, ledger: UsageLedger, budget: BudgetGuard, clock: Clock, settings: Settings
     ) -> GetUsage:
-        b = settings.billing
-        try:
-            prices = PriceTable(
-                {
-                    name: Price(
-                        Decimal(str(p.input_per_million)), Decimal(str(p.output_per_million))
-                    )
-                    for name, p in b.prices.items()
-                },
-                currency=b.currency,
-            )
-        except DomainError as exc:
-            raise SettingsError(f"SBA_BILLING__PRICES: {exc.message}") from exc
-        return GetUsage(ledger, budget, clock, prices)
+        return GetUsage(ledger, budget, clock, price_table(settings))
 
     @provide
     def tenant_export(self, db: Database) -> TenantExport:
@@ -684,5 +776,12 @@ def base_providers() -> list[Provider]:
     return [InfrastructureProvider(), UseCaseProvider(), JobProvider()]
 
 
-def make_container(settings: Settings, *extra: Provider) -> AsyncContainer:
-    return make_async_container(*base_providers(), *extra, context={Settings: settings})
+def make_container(
+    settings: Settings, *extra: Provider, telemetry: Telemetry | None = None
+) -> AsyncContainer:
+    """``telemetry`` unset: built from the settings (the caller then flushes nothing)."""
+    if telemetry is None:
+        telemetry = build_telemetry(settings)
+    return make_async_container(
+        *base_providers(), *extra, context={Settings: settings, Telemetry: telemetry}
+    )

@@ -16,6 +16,7 @@ import httpx
 from dishka import AsyncContainer, Provider, Scope, from_context, provide
 from dishka.integrations.taskiq import FromDishka, inject
 from dishka.integrations.taskiq import setup_dishka as setup_taskiq_dishka
+from opentelemetry.trace import SpanKind
 from taskiq import AsyncBroker
 
 from adapters.billing.stripe import StripeMeterReporter
@@ -35,6 +36,7 @@ from adapters.jobs.taskiq import (
     run_worker,
 )
 from adapters.llm.http import HttpRetryPolicy
+from adapters.observability.telemetry import Telemetry
 from adapters.outbound import guarded_client
 from adapters.render.convert import MarkdownConverter
 from adapters.render.jinja import SandboxedTemplateEngine
@@ -69,6 +71,7 @@ from application.render.use_cases import (
     RequestRender,
 )
 from domain.jobs.model import RetryPolicy
+from entrypoints.ioc.telemetry import counted
 from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
 
 ContentClient = NewType("ContentClient", httpx.AsyncClient)
@@ -142,12 +145,28 @@ def _source(slug: str, cfg: ContentSourceSettings, client: httpx.AsyncClient) ->
         raise SettingsError(f"{where}: {exc}") from exc
 
 
-async def run_job_task(payload: str, runner: FromDishka[RunJob]) -> None:
-    """The one taskiq task: every job travels as an envelope and ``RunJob`` dispatches it."""
+async def run_job_task(
+    payload: str, runner: FromDishka[RunJob], telemetry: FromDishka[Telemetry]
+) -> None:
+    """The one taskiq task: every job travels as an envelope and ``RunJob`` dispatches it,
+    inside the trace of whoever queued it."""
     job = decode_job(payload)
     token = attach_trace(job)
     try:
-        await runner(job)
+        tracer = telemetry.tracer
+        if tracer is None:
+            await runner(job)
+            return
+        with tracer.start_as_current_span(
+            f"job {job.kind}",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "sba.job.kind": job.kind,
+                "sba.job.attempt": job.attempt,
+                "sba.tenant": job.tenant_id,
+            },
+        ):
+            await runner(job)
     finally:
         detach_trace(token)
 
@@ -287,15 +306,27 @@ class JobProvider(Provider):
 
     @provide
     def read_content(
-        self, sources: ContentSources, cache: Cache, settings: Settings
+        self, sources: ContentSources, cache: Cache, settings: Settings, telemetry: Telemetry
     ) -> ReadContent:
-        return ReadContent(sources, cache, ttl_s=settings.content.cache_ttl_s)
+        return ReadContent(
+            sources, counted(cache, telemetry, "content"), ttl_s=settings.content.cache_ttl_s
+        )
 
     @provide
     def read_document(
-        self, store: KnowledgeStore, content: ReadContent, cache: Cache, settings: Settings
+        self,
+        store: KnowledgeStore,
+        content: ReadContent,
+        cache: Cache,
+        settings: Settings,
+        telemetry: Telemetry,
     ) -> ReadDocument:
-        return ReadDocument(store, content, cache, ttl_s=settings.content.cache_ttl_s)
+        return ReadDocument(
+            store,
+            content,
+            counted(cache, telemetry, "documents"),
+            ttl_s=settings.content.cache_ttl_s,
+        )
 
     @provide
     def sync_content(
@@ -409,9 +440,18 @@ async def start_jobs(container: AsyncContainer) -> AsyncBroker:
     broker = await container.get(AsyncBroker)
     # Every job handler (and what it needs: content sources, the blob store) is built now, so
     # a setting that cannot work stops start-up instead of failing the first job.
-    await container.get(RunJob)
+    runner = await container.get(RunJob)
     await container.get(DownloadArtifact)
     if not broker.state.get("sba_started"):
+        telemetry = await container.get(Telemetry)
+        if (metrics := telemetry.metrics) is not None:
+            metrics.watch_jobs(runner.stats)
+            queue = await container.get(JobQueue)
+            dead = await container.get(DeadLetterStore)
+            depth = getattr(queue, "depth", None)
+            if depth is not None:
+                metrics.probe("queue_depth", depth)
+            metrics.probe("dead_letters", dead.count)
         setup_taskiq_dishka(container, broker)
         await broker.startup()
         broker.state["sba_started"] = True

@@ -1,0 +1,1 @@
+"""Observability adapters: OpenTelemetry traces, Prometheus metrics, JSON logs (ADR 0031)."""
