@@ -233,3 +233,86 @@ async def test_a_job_that_always_fails_is_dead_lettered_and_sba_dlq_retry_reruns
         assert missing.returncode == 1 and "no dead letter dlq_nope" in out
     finally:
         await container.close()
+
+
+async def test_each_worker_process_serves_its_own_metrics_and_their_sum_is_the_truth(
+    tmp_path, fake
+):
+    """Per-process metrics (ADR 0031): every worker exposes what it did; a scrape of each,
+    summed, counts every job exactly once."""
+    require_redis()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.redis_support import free_port
+
+    queue = f"sba-test:{uuid.uuid4().hex[:10]}:jobs"
+    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_WORKER__QUEUE=queue)
+    settings = load_settings(env)
+    container = make_container(settings)
+    client = aioredis.from_url(REDIS_URL)
+    ports = [free_port(), free_port()]
+    workers: list[subprocess.Popen[str]] = []
+    docs = [f"doc-{i}" for i in range(6)]
+    for doc in docs:
+        fake.put(doc, f"Title {doc}", f"Body of {doc}.")
+
+    async def scrape(port: int) -> dict[tuple[str, str], float] | None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return None
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = await reader.read()
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"text/plain; version=0.0.4" in head
+        tasks: dict[tuple[str, str], float] = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            if fam.name == "sba_tasks":
+                for s in fam.samples:
+                    tasks[(s.labels["kind"], s.labels["outcome"])] = s.value
+            if fam.name == "sba_queue_depth":
+                tasks[("depth", "")] = fam.samples[0].value
+        return tasks
+
+    async def synced() -> list[dict[tuple[str, str], float]] | None:
+        seen = [await scrape(p) for p in ports]
+        if any(s is None for s in seen):
+            return None
+        done = sum(s.get(("content.sync", "succeeded"), 0) for s in seen if s is not None)
+        indexed = sum(s.get(("kb.index", "succeeded"), 0) for s in seen if s is not None)
+        return seen if done == len(docs) and indexed == len(docs) else None  # type: ignore[return-value]
+
+    try:
+        await (await container.get(SchemaMigrator)).upgrade()
+        issued = await (await container.get(EnsureDemoTenant))()
+        assert issued is not None
+        await start_jobs(container)
+        for port in ports:
+            workers.append(sba({**env, "SBA_TELEMETRY__WORKER_METRICS_PORT": str(port)}, "worker"))
+        jobs = await container.get(JobQueue)
+        for doc in docs:
+            await jobs.enqueue(sync_job(issued.key.tenant_id, "demo", doc))
+        seen = await until(synced, timeout_s=60, what="both workers' metrics to count every job")
+
+        async def drained() -> bool:
+            # Acknowledged once finished: the depth reaches zero right after the last one.
+            now = [await scrape(p) for p in ports]
+            return all(s is not None and s[("depth", "")] == 0 for s in now)
+
+        await until(drained, timeout_s=10, what="the queue depth to reach zero")
+        # No job ran twice: the sum is exact, not at least.
+        assert sum(s.get(("content.sync", "succeeded"), 0) for s in seen) == len(docs)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                await asyncio.to_thread(w.wait, 30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        await container.close()
+        await client.delete(queue)
+        await client.aclose()

@@ -36,6 +36,7 @@ from adapters.jobs.taskiq import (
     run_worker,
 )
 from adapters.llm.http import HttpRetryPolicy
+from adapters.observability.exposition import serve_metrics
 from adapters.observability.telemetry import Telemetry
 from adapters.outbound import guarded_client
 from adapters.render.convert import MarkdownConverter
@@ -474,11 +475,27 @@ async def work(container: AsyncContainer, settings: Settings) -> None:
         # still stops when cancelled; its running jobs are then redelivered.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await run_worker(
-        broker,
-        max_async_tasks=settings.worker.concurrency,
-        redeliver_after_s=settings.worker.redeliver_after_s,
-        stop=stop,
-        grace_s=settings.worker.shutdown_grace_s,
-    )
+    telemetry = await container.get(Telemetry)
+    t = settings.telemetry
+    exposition = None
+    if telemetry.metrics is not None and t.worker_metrics_port:
+        exposition = await serve_metrics(
+            telemetry.metrics,
+            t.worker_metrics_host,
+            t.worker_metrics_port,
+            token=telemetry.metrics_token,
+        )
+        log.info("worker metrics on http://%s:%d/metrics", *exposition.sockets[0].getsockname()[:2])
+    try:
+        await run_worker(
+            broker,
+            max_async_tasks=settings.worker.concurrency,
+            redeliver_after_s=settings.worker.redeliver_after_s,
+            stop=stop,
+            grace_s=settings.worker.shutdown_grace_s,
+        )
+    finally:
+        if exposition is not None:
+            exposition.close()
+        telemetry.shutdown()
     log.info("worker stopped")
