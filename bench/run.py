@@ -810,13 +810,88 @@ async def redis_rows(
     return sections
 
 
+def start_sink() -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    return sink, port
+
+
+def sink_count(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    return int(json.loads(raw.partition(b"\r\n\r\n")[2])["spans"])
+
+
+async def telemetry_rows(
+    args: argparse.Namespace, extra: dict[str, str], quick: bool, record: dict[str, object]
+) -> list[str]:
+    """The same full runs with telemetry off, metrics only, and metrics with every span (or
+    one trace in ten) exported over OTLP to a collector stand-in in another process."""
+    sink, sink_port = start_sink()
+    off = {"SBA_TELEMETRY__METRICS": "false", "SBA_TELEMETRY__TRACES": "none"}
+    otlp = {
+        "SBA_TELEMETRY__TRACES": "otlp",
+        "SBA_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
+        # A queue deep enough that no span is dropped: every one is paid for.
+        "OTEL_BSP_MAX_QUEUE_SIZE": "262144",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    configs = [
+        ("off (no metrics, no traces)", off),
+        ("metrics (the default)", {"SBA_TELEMETRY__TRACES": "none"}),
+        ("metrics + traces, 10 % sampled", {**otlp, "SBA_TELEMETRY__SAMPLE_RATIO": "0.1"}),
+        ("metrics + traces, all", otlp),
+        (
+            "metrics + traces, all, no statement spans",
+            {**otlp, "SBA_TELEMETRY__TRACE_STATEMENTS": "false"},
+        ),
+    ]
+    rows = []
+    try:
+        for name, env in configs:
+            before = sink_count(sink_port)
+            server = await asyncio.to_thread(start_server, {**extra, **env})
+            try:
+                row: dict[str, float | str] = {"telemetry": name}
+                for clients in (1, 16):
+                    got = await throughput(
+                        server,
+                        clients,
+                        3 if quick else args.duration,
+                        1 if quick else 2,
+                        args.tokens,
+                    )
+                    row[f"runs_per_s_{clients}"] = got["runs_per_s"]
+                ttfe = await sequential_ttfe(server, 300 if quick else 2000, args.tokens)
+                row["ttfe_p50_ms"] = ttfe["ttfe_p50_ms"]
+                row["ttfe_p99_ms"] = ttfe["ttfe_p99_ms"]
+            finally:
+                stop_server(server)
+            row["spans_exported"] = sink_count(sink_port) - before
+            rows.append(row)
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    record["telemetry"] = rows
+    return [table(f"Cost of telemetry on full runs, {args.tokens} tokens", rows)]
+
+
 async def main_async(args: argparse.Namespace) -> None:
     raise_nofile()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     extra = dict(kv.split("=", 1) for kv in args.env)
     scenarios = (
-        ["throughput", "ttfe", "tools", "held", "index", "render"]
+        ["throughput", "ttfe", "tools", "held", "index", "render", "telemetry"]
         if args.scenario == "all"
         else [args.scenario]
     )
@@ -828,7 +903,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "python": platform.python_version(),
         "env": extra,
     }
-    server = start_server(extra)
+    server = start_server(extra) if set(scenarios) - {"telemetry"} else None
     try:
         if "throughput" in scenarios:
             rows = []
@@ -874,7 +949,10 @@ async def main_async(args: argparse.Namespace) -> None:
             sections.append(table("Render latency, request to done, sequential", rows))
             record["render"] = rows
     finally:
-        stop_server(server)
+        if server is not None:
+            stop_server(server)
+    if "telemetry" in scenarios:
+        sections.extend(await telemetry_rows(args, extra, quick, record))
     if args.postgres and ("throughput" in scenarios or "ttfe" in scenarios):
         sections.extend(await postgres_rows(args, extra, quick, record))
     if args.redis and ("throughput" in scenarios or "ttfe" in scenarios):
@@ -906,7 +984,7 @@ def main() -> None:
     parser.add_argument(
         "--scenario",
         default="all",
-        choices=["all", "throughput", "ttfe", "tools", "held", "index", "render"],
+        choices=["all", "throughput", "ttfe", "tools", "held", "index", "render", "telemetry"],
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])

@@ -540,7 +540,21 @@ class InfrastructureProvider(Provider):
             )
         if telemetry.content_tenants:
             model = ContentLoggingChatModel(model, telemetry.content_tenants)
-        yield LoadTestChatModel(model) if llm.loadtest else model
+        if llm.loadtest:
+            model = LoadTestChatModel(model)
+            if observe:
+                # Scripted runs never reach the chain: observed here, so that benchmarks pay
+                # for a model span like any run (runs it hands on are observed twice).
+                model = ObservedChatModel(
+                    model,
+                    name="loadtest",
+                    provider="loadtest",
+                    model="loadtest",
+                    fallback=False,
+                    tracer=telemetry.tracer,
+                    metrics=telemetry.metrics,
+                )
+        yield model
         for client in clients:
             await client.aclose()
 
