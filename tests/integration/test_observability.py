@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,6 +11,10 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +28,8 @@ from entrypoints.ioc.container import make_container
 from entrypoints.ioc.telemetry import build_telemetry
 from entrypoints.seed import seed_demo_knowledge
 from entrypoints.settings import SettingsError, load_settings
+from tests.http_fake import Answer, Request, serve
+from tests.in_thread import InThread
 from tests.integration.test_http_api import Api, parse_sse, run_body
 from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, require_redis
 
@@ -343,3 +350,64 @@ async def test_redis_calls_are_spans_of_the_request_that_made_them(tmp_path) -> 
     assert all(s.context.trace_id == int(TRACE_ID, 16) for s in redis_spans)
     # The run's event appends happen inside the run's span.
     assert any("run" in chain(s, by_id) for s in redis_spans)
+
+
+class FakeCollector:
+    """An OpenTelemetry collector's OTLP/HTTP trace endpoint: decodes each export (protobuf)
+    and answers as the OTLP specification says (200 with an ExportTraceServiceResponse)."""
+
+    def __init__(self) -> None:
+        self.exports: list[tuple[dict[str, str], Any]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            lambda r, w: serve(r, w, self.handle), "127.0.0.1", 0
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def handle(self, request: Request) -> Answer:
+        if request.method != "POST" or request.path != "/v1/traces":
+            return Answer(404)
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(request.body)
+        self.exports.append((request.headers, export))
+        return Answer(
+            200,
+            ExportTraceServiceResponse().SerializeToString(),
+            {"content-type": "application/x-protobuf"},
+        )
+
+
+async def test_spans_are_exported_over_otlp_to_the_configured_collector(tmp_path) -> None:
+    with InThread(FakeCollector()) as collector:
+        env = {
+            "SBA_TELEMETRY__TRACES": "otlp",
+            "SBA_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}/v1/traces",
+            "SBA_TELEMETRY__OTLP_HEADERS": '{"x-collector-team": "sba-ops"}',
+            "SBA_TELEMETRY__SERVICE_NAME": "sba-test",
+        }
+        async for api in observed_api(tmp_path, **env):
+            response = await api.run(
+                run_body(run_id="otlp"), traceparent=f"00-{TRACE_ID}-{PARENT}-01"
+            )
+            assert response.status_code == 200
+        # Leaving the app flushed the batch processor.
+    assert collector.exports
+    names = set()
+    for headers, export in collector.exports:
+        assert headers["content-type"] == "application/x-protobuf"
+        assert headers["x-collector-team"] == "sba-ops"
+        for rs in export.resource_spans:
+            attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
+            assert attrs["service.name"] == "sba-test"
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    if span.trace_id.hex() == TRACE_ID:
+                        names.add(span.name)
+    assert {"POST /v1/agents/{agent}/runs", "run", "chat offline"} <= names
