@@ -44,6 +44,15 @@ _TOOL = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 _MODEL = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+def _counters(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, str], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        family.add_metric(list(key), n)
+    return family
+
+
 @dataclass(slots=True, eq=False)
 class _Watched(Collector):
     """The components' own counters, read at scrape time."""
@@ -90,15 +99,13 @@ class _Watched(Collector):
             for name, n in m.failures.items():
                 calls[(name, "failed")] = calls.get((name, "failed"), 0) + n
             fallbacks += m.fallbacks
-        chain = CounterMetricFamily(
+        yield _counters(
             "sba_model_attempts",
             "Attempts on each model of the chain (called) and those that failed before "
             "answering (failed: the next model was tried, or the run failed).",
-            labels=["model", "result"],
+            ["model", "result"],
+            calls,
         )
-        for (name, result), n in sorted(calls.items()):
-            chain.add_metric([name, result], n)
-        yield chain
         yield CounterMetricFamily(
             "sba_model_fallbacks",
             "Requests a model of the chain handed to the next one.",
@@ -108,14 +115,12 @@ class _Watched(Collector):
         for j in self.jobs:
             for key, n in j.outcomes.items():
                 outcomes[key] = outcomes.get(key, 0) + n
-        tasks = CounterMetricFamily(
+        yield _counters(
             "sba_tasks",
             "Background job deliveries by kind and outcome (succeeded, retried, dead_lettered).",
-            labels=["kind", "outcome"],
+            ["kind", "outcome"],
+            outcomes,
         )
-        for (kind, outcome), n in sorted(outcomes.items()):
-            tasks.add_metric([kind, outcome], n)
-        yield tasks
         yield GaugeMetricFamily(
             "sba_active_runs",
             "Runs executing in this process.",
