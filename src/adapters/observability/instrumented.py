@@ -276,6 +276,3 @@ class CountingCache:
         dropped = await self._inner.invalidate(scope, tags)
         self.stats.invalidated += dropped
         return dropped
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)

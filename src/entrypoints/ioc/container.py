@@ -115,6 +115,7 @@ from domain.quota.budget import BudgetPeriod, TokenBudget
 from domain.quota.policy import Plan, QuotaPolicy
 from domain.tenancy.model import Role
 from entrypoints.ioc.jobs import Embeddings, JobProvider, Metering
+from entrypoints.ioc.secrets import read_secret
 from entrypoints.ioc.telemetry import build_telemetry, counted
 from entrypoints.settings import (
     JwtSettings,
@@ -276,7 +277,7 @@ class InfrastructureProvider(Provider):
             yield RedisHolder(None)
             return
         cfg = settings.redis
-        password = _read_secret(cfg.password_file, "SBA_REDIS__PASSWORD_FILE")
+        password = read_secret(None, cfg.password_file, "SBA_REDIS__PASSWORD_FILE")
         try:
             client = create_client(
                 settings.redis_url,
@@ -353,7 +354,7 @@ class InfrastructureProvider(Provider):
         if not e.model:
             yield Embeddings(None)
             return
-        key = _read_secret(e.api_key_file, "SBA_KB__EMBEDDINGS__API_KEY_FILE") or e.api_key
+        key = read_secret(None, e.api_key_file, "SBA_KB__EMBEDDINGS__API_KEY_FILE") or e.api_key
         client = outbound_client(
             [e.base_url], httpx.Timeout(e.timeout_s, connect=5.0), "SBA_KB__EMBEDDINGS__BASE_URL"
         )
@@ -600,24 +601,8 @@ def _jwt_verifier(cfg: JwtSettings, client: httpx.AsyncClient) -> JwtVerifier:
     )
 
 
-def _read_secret(path: str | None, name: str) -> str | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(f"{name}: {exc}") from exc
-
-
 def _secret(p: ProviderSettings) -> str | None:
-    if p.api_key_file:
-        try:
-            return Path(p.api_key_file).read_text().strip()
-        except OSError as exc:
-            raise SettingsError(
-                f"SBA_LLM__CHAIN ({p.name}): cannot read api_key_file: {exc}"
-            ) from exc
-    return p.api_key
+    return read_secret(p.api_key, p.api_key_file, f"SBA_LLM__CHAIN ({p.name}): api_key_file")
 
 
 def outbound_client(urls: Sequence[str], timeout: httpx.Timeout, what: str) -> httpx.AsyncClient:

@@ -72,6 +72,7 @@ from application.render.use_cases import (
     RequestRender,
 )
 from domain.jobs.model import RetryPolicy
+from entrypoints.ioc.secrets import read_secret
 from entrypoints.ioc.telemetry import counted
 from entrypoints.settings import ContentSourceSettings, Settings, SettingsError
 
@@ -113,22 +114,13 @@ def _artifacts_dir(data_dir: str) -> str:
     return str(Path(data_dir).expanduser() / "artifacts")
 
 
-def _secret(value: str | None, path: str | None, name: str) -> str | None:
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise SettingsError(f"{name}: {exc}") from exc
-    return value
-
-
 def _source(slug: str, cfg: ContentSourceSettings, client: httpx.AsyncClient) -> ContentSource:
     where = f"SBA_CONTENT__TENANTS ({slug})"
     if cfg.kind == "folder":
         if not cfg.path:
             raise SettingsError(f"{where}: a folder source needs a path")
         return FolderContentSource(cfg.path)
-    token = _secret(cfg.token, cfg.token_file, f"{where}: token_file")
+    token = read_secret(cfg.token, cfg.token_file, f"{where}: token_file")
     if not token:
         raise SettingsError(f"{where}: a BaseHub source needs a token or token_file")
     try:
@@ -190,14 +182,19 @@ class JobProvider(Provider):
         await broker.shutdown()
 
     @provide
-    async def job_queue(self, broker: AsyncBroker) -> AsyncIterator[JobQueue]:
+    async def job_queue(self, broker: AsyncBroker, telemetry: Telemetry) -> AsyncIterator[JobQueue]:
         queue = TaskiqJobQueue(broker)
+        if telemetry.metrics is not None:
+            telemetry.metrics.probe("queue_depth", queue.depth)
         yield queue
         queue.close()
 
     @provide
-    def dead_letters(self, db: Database) -> DeadLetterStore:
-        return SqlaDeadLetterStore(db)
+    def dead_letters(self, db: Database, telemetry: Telemetry) -> DeadLetterStore:
+        store = SqlaDeadLetterStore(db)
+        if telemetry.metrics is not None:
+            telemetry.metrics.probe("dead_letters", store.count)
+        return store
 
     @provide
     def retry_policy(self, settings: Settings) -> RetryPolicy:
@@ -220,11 +217,15 @@ class JobProvider(Provider):
         sync: SyncContent,
         render: ExecuteRender,
         metering: Metering,
+        telemetry: Telemetry,
     ) -> RunJob:
         handlers: dict[str, JobHandler] = {INDEX_JOB: index, SYNC_JOB: sync, RENDER_JOB: render}
         if metering.report is not None:
             handlers[METER_JOB] = metering.report
-        return RunJob(handlers, queue, dead, clock, policy)
+        runner = RunJob(handlers, queue, dead, clock, policy)
+        if telemetry.metrics is not None:
+            telemetry.metrics.watch_jobs(runner.stats)
+        return runner
 
     @provide
     async def metering(
@@ -235,7 +236,7 @@ class JobProvider(Provider):
         if b.provider == "none":
             yield Metering(customers, None)
             return
-        key = _secret(b.api_key, b.api_key_file, "SBA_BILLING__API_KEY_FILE")
+        key = read_secret(b.api_key, b.api_key_file, "SBA_BILLING__API_KEY_FILE")
         if not key or not b.customers:
             raise SettingsError(
                 "SBA_BILLING__PROVIDER=stripe needs SBA_BILLING__API_KEY (or …_FILE) and "
@@ -296,7 +297,7 @@ class JobProvider(Provider):
         hooks: dict[str, bytes] = {}
         for slug, cfg in settings.content.tenants.items():
             sources[slug] = _source(slug, cfg, client)
-            secret = _secret(
+            secret = read_secret(
                 cfg.webhook_secret,
                 cfg.webhook_secret_file,
                 f"SBA_CONTENT__TENANTS ({slug}): webhook_secret_file",
@@ -366,7 +367,7 @@ class JobProvider(Provider):
         if r.blob_store != "s3":
             raise SettingsError(f"SBA_RENDER__BLOB_STORE: {r.blob_store!r} is not one of local, s3")
         s3 = r.s3
-        secret = _secret(s3.secret_key, s3.secret_key_file, "SBA_RENDER__S3__SECRET_KEY_FILE")
+        secret = read_secret(s3.secret_key, s3.secret_key_file, "SBA_RENDER__S3__SECRET_KEY_FILE")
         if not s3.bucket or not s3.access_key or not secret:
             raise SettingsError(
                 "SBA_RENDER__BLOB_STORE=s3 needs SBA_RENDER__S3__BUCKET, …__ACCESS_KEY and "
@@ -399,7 +400,7 @@ class JobProvider(Provider):
     @provide
     def link_signer(self, settings: Settings, clock: Clock) -> LinkSigner:
         r = settings.render
-        secret = _secret(r.link_secret, r.link_secret_file, "SBA_RENDER__LINK_SECRET_FILE")
+        secret = read_secret(r.link_secret, r.link_secret_file, "SBA_RENDER__LINK_SECRET_FILE")
         try:
             return LinkSigner(
                 secret.encode() if secret else secrets.token_bytes(32), clock, ttl_s=r.link_ttl_s
@@ -441,18 +442,9 @@ async def start_jobs(container: AsyncContainer) -> AsyncBroker:
     broker = await container.get(AsyncBroker)
     # Every job handler (and what it needs: content sources, the blob store) is built now, so
     # a setting that cannot work stops start-up instead of failing the first job.
-    runner = await container.get(RunJob)
+    await container.get(RunJob)
     await container.get(DownloadArtifact)
     if not broker.state.get("sba_started"):
-        telemetry = await container.get(Telemetry)
-        if (metrics := telemetry.metrics) is not None:
-            metrics.watch_jobs(runner.stats)
-            queue = await container.get(JobQueue)
-            dead = await container.get(DeadLetterStore)
-            depth = getattr(queue, "depth", None)
-            if depth is not None:
-                metrics.probe("queue_depth", depth)
-            metrics.probe("dead_letters", dead.count)
         setup_taskiq_dishka(container, broker)
         await broker.startup()
         broker.state["sba_started"] = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -14,18 +13,12 @@ from adapters.observability.metrics import Metrics
 from adapters.observability.telemetry import Telemetry
 from adapters.observability.tracing import make_tracer_provider
 from application.ports import Cache
+from entrypoints.ioc.secrets import read_secret
 from entrypoints.settings import Settings, SettingsError
 
 VERSION = "0.1.0"
 
 __all__ = ["METRICS_CONTENT_TYPE", "Telemetry", "build_telemetry", "counted", "observed"]
-
-
-def _read(path: str, name: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(f"{name}: {exc}") from exc
 
 
 def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = None) -> Telemetry:
@@ -34,7 +27,9 @@ def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = 
     headers = dict(t.otlp_headers)
     if t.otlp_headers_file:
         try:
-            loaded = json.loads(_read(t.otlp_headers_file, "SBA_TELEMETRY__OTLP_HEADERS_FILE"))
+            loaded = json.loads(
+                read_secret(None, t.otlp_headers_file, "SBA_TELEMETRY__OTLP_HEADERS_FILE") or ""
+            )
         except json.JSONDecodeError as exc:
             raise SettingsError(f"SBA_TELEMETRY__OTLP_HEADERS_FILE: not JSON: {exc}") from exc
         if not isinstance(loaded, dict) or not all(
@@ -44,9 +39,7 @@ def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = 
                 "SBA_TELEMETRY__OTLP_HEADERS_FILE: must hold a JSON object of strings"
             )
         headers.update(loaded)
-    token = t.metrics_token
-    if t.metrics_token_file:
-        token = _read(t.metrics_token_file, "SBA_TELEMETRY__METRICS_TOKEN_FILE")
+    token = read_secret(t.metrics_token, t.metrics_token_file, "SBA_TELEMETRY__METRICS_TOKEN_FILE")
     provider = make_tracer_provider(
         t.traces,
         service_name=t.service_name,
