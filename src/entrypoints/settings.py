@@ -135,9 +135,15 @@ class JwtSettings(_Section, frozen=True):
     leeway_s: float = 30.0
     # A token naming an unknown key refetches the key set at most this often.
     jwks_refresh_s: float = 30.0
-    # Where the claims name the tenant (its id) and the role (admin, member, readonly).
+    # Where the claims name the person's tenants (by id): one id, a list of ids, or a map from
+    # id to role. X-Tenant-ID chooses among several. A dotted path; a claim whose own name has
+    # dots (Auth0's "https://example.com/tenants") is matched whole.
     tenant_claim: str = "app_metadata.tenant_id"
+    # The role (admin, member, readonly) for tenants the tenant claim gives none: a name, or a
+    # list of which the most capable of ours counts (Keycloak's resource_access.<client>.roles).
     role_claim: str = "app_metadata.sba_role"
+    # Stripped from role names before they are read: "sba-" makes "sba-admin" mean admin.
+    role_prefix: str = ""
     default_role: Literal["admin", "member", "readonly"] = "member"
 
 

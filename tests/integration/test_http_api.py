@@ -206,7 +206,7 @@ async def test_a_right_prefix_with_a_wrong_secret_is_a_401_problem(api: Api) -> 
 
 async def test_x_tenant_id_of_another_tenant_is_a_403_problem(api: Api) -> None:
     await api.key_for("acme")
-    assert_problem(await api.run(run_body(), **{"X-Tenant-ID": "acme"}), 403, "forbidden")
+    assert_problem(await api.run(run_body(), **{"X-Tenant-ID": "acme"}), 403, "not_a_member")
     ok = await api.run(run_body(), **{"X-Tenant-ID": "demo"})
     assert ok.status_code == 200
 

@@ -8,70 +8,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from application.ports import UnitOfWork
 from application.tenancy.use_cases import Authenticate
 from entrypoints.ioc.container import make_container
 from entrypoints.settings import SettingsError, load_settings
+from tests.idp import Jwks
 from tests.integration.test_http_api import Api, make_api
 
 ISSUER = "https://abcdefghijklmnop.supabase.co/auth/v1"
 
 
-class Jwks:
-    """The project's signing keys, published by a tiny HTTP server in its own thread."""
-
-    def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.fetches = 0
-        jwks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                assert self.path == "/auth/v1/.well-known/jwks.json"
-                jwks.fetches += 1
-                body = json.dumps({"keys": jwks.keys}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/auth/v1/.well-known/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def new_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
-        private = ec.generate_private_key(ec.SECP256R1())
-        kid = str(uuid.uuid4())
-        public = json.loads(ECAlgorithm.to_jwk(private.public_key()))
-        # The entry as Supabase publishes it for an ES256 signing key.
-        self.keys.append(
-            {**public, "kid": kid, "alg": "ES256", "use": "sig", "key_ops": ["verify"], "ext": True}
-        )
-        return kid, private
-
-
 @pytest.fixture
 def jwks() -> Iterator[Jwks]:
-    j = Jwks()
+    j = Jwks("/auth/v1/.well-known/jwks.json")
     yield j
-    j.server.shutdown()
+    j.close()
 
 
 def supabase_claims(tenant_id: str | None, **over: Any) -> dict[str, Any]:

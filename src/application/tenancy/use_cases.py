@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from application.ports import AdminTransaction, Clock, UnitOfWork
+from application.tenancy.claims import ClaimMapping, memberships
 from application.tenancy.ports import TokenVerifier
 from domain.audit.model import AuditEvent
 from domain.ids import ApiKeyId, TenantId, new_id
@@ -30,26 +29,6 @@ _NEVER = 2**62
 LAST_USED_RESOLUTION_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimMapping:
-    """Where a token's claims say which tenant and role the person acts with (dotted paths).
-    The defaults fit Supabase Auth, whose ``app_metadata`` only the service can write."""
-
-    tenant: str = "app_metadata.tenant_id"
-    role: str = "app_metadata.sba_role"
-    default_role: Role = Role.MEMBER
-
-
-def claim_at(claims: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path of the claims, or None."""
-    node: Any = claims
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
 class Authenticate:
     """Turns a bearer credential (an API key, or an identity provider's JWT when a verifier is
     configured) and an optional tenant selector into a principal.
@@ -67,7 +46,7 @@ class Authenticate:
         cache_ttl_ms: int = 5_000,
         cache_size: int = 10_000,
         tokens: TokenVerifier | None = None,
-        claims: ClaimMapping = ClaimMapping(),
+        claims: ClaimMapping | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -75,31 +54,29 @@ class Authenticate:
         self._size = cache_size
         self._cache: dict[str, tuple[Principal, int]] = {}
         self._tokens = tokens
-        self._claims = claims
+        self._claims = claims or ClaimMapping()
 
     async def __call__(self, bearer: str, tenant_selector: str | None = None) -> Principal:
+        # Remembered per credential and tenant asked for: a token naming several tenants
+        # resolves each one it is used with.
         digest = digest_secret(bearer)
+        if tenant_selector is not None:
+            digest = f"{digest}:{tenant_selector}"
         now = self._clock.now_ms()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            principal = cached[0]
-        else:
-            principal, expires_at_ms = await self._verify(bearer)
-            if len(self._cache) >= self._size:
-                self._cache.clear()
-            self._cache[digest] = (principal, min(now + self._ttl_ms, expires_at_ms))
-        if tenant_selector is not None and tenant_selector not in (
-            principal.tenant_slug,
-            principal.tenant_id,
-        ):
-            raise Forbidden("this API key does not belong to the tenant named in X-Tenant-ID")
+            return cached[0]
+        principal, expires_at_ms = await self._verify(bearer, tenant_selector)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[digest] = (principal, min(now + self._ttl_ms, expires_at_ms))
         return principal
 
-    async def _verify(self, bearer: str) -> tuple[Principal, int]:
+    async def _verify(self, bearer: str, selector: str | None) -> tuple[Principal, int]:
         parts = split_api_key(bearer)
         if parts is None:
             if self._tokens is not None and bearer.count(".") == 2:
-                return await self._verify_token(bearer)
+                return await self._verify_token(bearer, selector)
             raise Unauthenticated("the bearer credential is not a valid API key")
         prefix, secret = parts
         async with self._uow.key_transaction(prefix) as tx:
@@ -111,6 +88,11 @@ class Authenticate:
         refusal = key.refusal(now)
         if refusal is not None:
             raise Unauthenticated(refusal)
+        if selector is not None and selector not in (tenant.slug, tenant.id):
+            raise Forbidden(
+                "this API key does not belong to the tenant named in X-Tenant-ID",
+                code="not_a_member",
+            )
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
         if key.last_used_at_ms is None or now - key.last_used_at_ms >= LAST_USED_RESOLUTION_MS:
@@ -122,25 +104,27 @@ class Authenticate:
         )
         return principal, key.expires_at_ms if key.expires_at_ms is not None else _NEVER
 
-    async def _verify_token(self, bearer: str) -> tuple[Principal, int]:
+    async def _verify_token(self, bearer: str, selector: str | None) -> tuple[Principal, int]:
         assert self._tokens is not None
         claims = await self._tokens.verify(bearer)
-        tenant_id = claim_at(claims, self._claims.tenant)
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise Unauthenticated(f"the token names no tenant (claim {self._claims.tenant})")
-        raw_role = claim_at(claims, self._claims.role)
-        if raw_role is None:
-            role = self._claims.default_role
-        elif isinstance(raw_role, str) and raw_role in Role.__members__.values():
-            role = Role(raw_role)
+        member_of = memberships(claims, self._claims)
+        if selector is None:
+            if len(member_of) > 1:
+                raise InvalidInput(
+                    "this token belongs to several tenants: name one in X-Tenant-ID",
+                    code="tenant_required",
+                )
+            [only] = member_of
+            tenant = await self._read_tenant(only)
+            if tenant is None:
+                raise Unauthenticated("the token's tenant is unknown")
         else:
-            raise Unauthenticated(f"the token's role {raw_role!r} is not one of ours")
-        async with self._uow.transaction(TenantId(tenant_id)) as tx:
-            tenant = await tx.tenants.get(TenantId(tenant_id))
-        if tenant is None:
-            raise Unauthenticated("the token's tenant is unknown")
+            tenant = await self._member_tenant(member_of, selector)
+            if tenant is None:
+                raise Forbidden(f"you are not a member of tenant {selector!r}", code="not_a_member")
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
+        role = member_of[tenant.id]
         principal = Principal(
             tenant_id=tenant.id,
             tenant_slug=tenant.slug,
@@ -149,6 +133,23 @@ class Authenticate:
         )
         exp = claims.get("exp")
         return principal, int(exp * 1000) if isinstance(exp, int | float) else _NEVER
+
+    async def _member_tenant(self, member_of: Mapping[str, Role], selector: str) -> Tenant | None:
+        """The tenant ``selector`` (an id or a slug) names, when the person is a member of it.
+        Each tenant is read in its own scope, never by a cross-tenant lookup: a slug is matched
+        by reading the member tenants one by one."""
+        if selector in member_of:
+            return await self._read_tenant(selector)
+        for ref in member_of:
+            tenant = await self._read_tenant(ref)
+            if tenant is not None and tenant.slug == selector:
+                return tenant
+        return None
+
+    async def _read_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._uow.transaction(TenantId(tenant_id)) as tx:
+            tenant = await tx.tenants.get(TenantId(tenant_id))
+        return tenant if tenant is not None and tenant.id == tenant_id else None
 
 
 class CreateTenant:

@@ -98,10 +98,10 @@ from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, Un
 from application.quota.ports import ConcurrencyGuard, RateLimiter, UsageLedger
 from application.quota.use_cases import AdmitRequest, BudgetGuard, GetUsage, RunSlots
 from application.render.use_cases import GetRender, LinkSigner, RequestRender
+from application.tenancy.claims import ClaimMapping
 from application.tenancy.ports import TenantExport
 from application.tenancy.use_cases import (
     Authenticate,
-    ClaimMapping,
     CreateApiKey,
     CreateTenant,
     EnsureDemoTenant,
@@ -576,6 +576,8 @@ class InfrastructureProvider(Provider):
 
 def _jwt_verifier(cfg: JwtSettings, client: httpx.AsyncClient) -> JwtVerifier:
     for name, path in (("tenant_claim", cfg.tenant_claim), ("role_claim", cfg.role_claim)):
+        if not path.strip():
+            raise SettingsError(f"SBA_AUTH__JWT__{name.upper()} cannot be empty")
         if path.split(".", 1)[0] == "user_metadata":
             raise SettingsError(
                 f"SBA_AUTH__JWT__{name.upper()}: user_metadata is written by the user "
@@ -765,7 +767,10 @@ class UseCaseProvider(Provider):
             cache_ttl_ms=settings.auth.cache_ttl_ms,
             tokens=verifier,
             claims=ClaimMapping(
-                tenant=cfg.tenant_claim, role=cfg.role_claim, default_role=Role(cfg.default_role)
+                tenants=cfg.tenant_claim,
+                role=cfg.role_claim,
+                default_role=Role(cfg.default_role),
+                role_prefix=cfg.role_prefix,
             ),
         )
         await client.aclose()
