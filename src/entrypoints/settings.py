@@ -144,6 +144,10 @@ class JwtSettings(_Section, frozen=True):
     role_claim: str = "app_metadata.sba_role"
     # Stripped from role names before they are read: "sba-" makes "sba-admin" mean admin.
     role_prefix: str = ""
+    # Where the token's OAuth scopes are ("scope" for Auth0 and Keycloak). Empty: tokens are
+    # limited by role only; set: a token may do only the work its scopes of ours name (runs,
+    # kb:read, kb:write, renders, usage:read).
+    scope_claim: str = ""
     default_role: Literal["admin", "member", "readonly"] = "member"
 
 

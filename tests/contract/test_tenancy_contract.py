@@ -10,7 +10,7 @@ from application.errors import TenantScopeViolation
 from domain.audit.model import AuditEvent
 from domain.conversation.model import Run, Thread
 from domain.ids import ApiKeyId, RunId, TenantId, ThreadId
-from domain.tenancy.model import Role, Tenant, TenantStatus, mint_api_key
+from domain.tenancy.model import Role, Scope, Tenant, TenantStatus, mint_api_key
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
@@ -90,3 +90,24 @@ async def test_keys_are_listed_revoked_and_touched_per_tenant(uow) -> None:
     async with uow.transaction(B) as tx:
         [other] = await tx.api_keys.list_for(B)
         assert not other.revoked and other.last_used_at_ms is None
+
+
+async def test_a_keys_scopes_are_stored_and_read_back_exactly(uow) -> None:
+    await seed(uow)
+    scoped = mint_api_key(
+        key_id=ApiKeyId("key_scoped"),
+        tenant_id=A,
+        role=Role.MEMBER,
+        created_at_ms=7,
+        scopes=frozenset({Scope.RUNS, Scope.KB_READ}),
+    )
+    async with uow.transaction(A) as tx:
+        await tx.api_keys.add(scoped.key)
+        await tx.commit()
+    async with uow.key_transaction(scoped.key.prefix) as tx:
+        found = await tx.api_keys.get_by_prefix(scoped.key.prefix)
+    assert found is not None and found.scopes == {Scope.RUNS, Scope.KB_READ}
+    async with uow.transaction(A) as tx:
+        unscoped, again = await tx.api_keys.list_for(A)
+    assert unscoped.scopes is None  # a key minted without scopes keeps all its role allows
+    assert again.scopes == scoped.key.scopes

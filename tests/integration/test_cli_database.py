@@ -199,3 +199,38 @@ def test_tenant_and_key_lifecycle_through_the_cli_as_the_api_sees_it(
     assert main(["tenant", "show", "acme"]) == 1
     assert call(other_key)[0] == 200  # the other tenant is untouched
     assert main(["audit", "verify"]) == 0
+
+
+def test_a_scoped_key_from_the_cli_is_shown_with_its_scopes_and_held_to_them(
+    database, capsys, monkeypatch
+) -> None:
+    import asyncio
+
+    from litestar.testing import AsyncTestClient
+
+    from entrypoints.http.app import create_app
+    from entrypoints.settings import load_settings
+
+    assert main(["db", "upgrade"]) == 0
+    assert main(["tenant", "create", "acme"]) == 0
+    assert main(["apikey", "create", "--tenant", "acme", "--scope", "kb:read"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "scopes kb:read" in out[-2]
+    key = out[-1]
+    with pytest.raises(SystemExit) as refused:
+        main(["apikey", "create", "--tenant", "acme", "--scope", "everything"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'everything'" in capsys.readouterr().err
+    assert main(["tenant", "show", "acme"]) == 0
+    assert "scopes kb:read" in capsys.readouterr().out
+
+    async def statuses() -> tuple[int, int]:
+        h = {"Authorization": f"Bearer {key}"}
+        async with AsyncTestClient(create_app(load_settings())) as client:
+            read = await client.get("/v1/kb/documents", headers=h)
+            write = await client.post(
+                "/v1/kb/documents", json={"title": "T", "content": "x"}, headers=h
+            )
+            return read.status_code, write.status_code
+
+    assert asyncio.run(statuses()) == (200, 403)

@@ -266,3 +266,24 @@ async def test_a_keycloak_token_for_another_audience_is_refused(keycloak: World)
     acme = await keycloak.tenant("acme")
     token = keycloak.token(keycloak_claims([acme], ["sba-admin"], aud=["account"]))
     assert_problem(await keycloak.documents(token), 401, "unauthenticated")
+
+
+async def test_auth0_scopes_limit_a_token_when_a_scope_claim_is_configured(tmp_path) -> None:
+    async for w in world_for(
+        tmp_path,
+        "/.well-known/jwks.json",
+        SBA_AUTH__JWT__ISSUER=AUTH0_ISSUER,
+        SBA_AUTH__JWT__AUDIENCE=AUTH0_API,
+        SBA_AUTH__JWT__TENANT_CLAIM=f"{NAMESPACE}tenants",
+        SBA_AUTH__JWT__SCOPE_CLAIM="scope",
+    ):
+        acme = await w.tenant("acme")
+        reader = w.token(auth0_claims([acme], scope="openid profile email kb:read"))
+        assert (await w.documents(reader)).status_code == 200
+        assert_problem(await w.add_document(reader), 403, "insufficient_scope")
+        writer = w.token(auth0_claims([acme], scope="openid kb:read kb:write"))
+        assert (await w.add_document(writer)).status_code == 201
+        # Configured but absent: the token is granted none of our scopes.
+        bare = auth0_claims([acme])
+        del bare["scope"]
+        assert_problem(await w.documents(w.token(bare)), 403, "insufficient_scope")

@@ -10,8 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from application.errors import Unauthenticated
-from application.tenancy.claims import MAX_MEMBERSHIPS, ClaimMapping, claim_at, memberships
-from domain.tenancy.model import Role
+from application.tenancy.claims import (
+    MAX_MEMBERSHIPS,
+    ClaimMapping,
+    claim_at,
+    memberships,
+    scopes_from,
+)
+from domain.errors import InvariantViolated
+from domain.tenancy.model import Role, Scope, parse_scopes, scopes_text
 
 SUPABASE = ClaimMapping()
 AUTH0 = ClaimMapping(tenants="https://sba.example.com/tenants", role="https://sba.example.com/role")
@@ -129,3 +136,33 @@ def test_a_role_list_grants_the_most_capable_role_it_holds(roles: list[str]) -> 
     ours = [Role(r) for r in roles if r in Role.__members__.values()]
     expected = min(ours, key=[Role.ADMIN, Role.MEMBER, Role.READONLY].index, default=Role.MEMBER)
     assert found == {"ten_a": expected}
+
+
+@given(st.sets(st.sampled_from(list(Scope)), min_size=1))
+def test_scopes_are_stored_as_text_and_read_back_exactly(scopes: set[Scope]) -> None:
+    text = scopes_text(frozenset(scopes))
+    assert text is not None
+    assert parse_scopes(text.split()) == scopes
+    assert scopes_text(None) is None
+
+
+@pytest.mark.parametrize("names", [[], ["runs", "admin"], ["RUNS"], ["kb:*"]])
+def test_unknown_or_no_scope_names_are_refused(names: list[str]) -> None:
+    with pytest.raises(InvariantViolated):
+        parse_scopes(names)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        st.lists(st.one_of(st.sampled_from([*Scope, "openid", "email"]), st.integers())),
+    )
+)
+def test_token_scopes_keep_ours_and_ignore_the_rest(value: Any) -> None:
+    mapping = ClaimMapping(scopes="scope")
+    granted = scopes_from({} if value is None else {"scope": value}, mapping)
+    assert granted is not None
+    names = value.split() if isinstance(value, str) else value or []
+    assert granted == {Scope(n) for n in names if n in Scope.__members__.values()}
+    assert scopes_from({"scope": "runs"}, ClaimMapping()) is None  # not configured: unlimited

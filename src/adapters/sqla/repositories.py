@@ -15,7 +15,14 @@ from adapters.scope import AdminScope, KeyScope, Scope, TenantScope, check_key, 
 from adapters.sqla.tables import admin_log, api_keys, messages, runs, tenants, threads
 from domain.conversation.model import Message, Role, Run, RunStatus, Thread, ToolCall, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
-from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
+from domain.tenancy.model import (
+    AdminLogEntry,
+    ApiKey,
+    Tenant,
+    TenantStatus,
+    parse_scopes,
+    scopes_text,
+)
 from domain.tenancy.model import Role as KeyRole
 
 
@@ -323,6 +330,7 @@ class SqlaApiKeyRepository:
                 created_at_ms=key.created_at_ms,
                 expires_at_ms=key.expires_at_ms,
                 last_used_at_ms=key.last_used_at_ms,
+                scopes=scopes_text(key.scopes),
             )
         )
 
@@ -338,6 +346,7 @@ def _api_key(r: Any) -> ApiKey:
         revoked=r.revoked,
         expires_at_ms=r.expires_at_ms,
         last_used_at_ms=r.last_used_at_ms,
+        scopes=parse_scopes(r.scopes.split()) if r.scopes is not None else None,
     )
 
 

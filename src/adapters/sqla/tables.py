@@ -55,6 +55,8 @@ api_keys = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger),
     Column("last_used_at_ms", BigInteger),
+    # Space-separated scope names; NULL: whatever the key's role allows.
+    Column("scopes", String(200)),
     Index(None, "tenant_id"),
 )
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from application.authz import authorize
 from application.conversation.ports import (
     ChatModel,
     ChatRequest,
@@ -27,7 +28,6 @@ from application.conversation.ports import ToolCallStarted as ModelToolCallStart
 from application.errors import (
     ApplicationError,
     Conflict,
-    Forbidden,
     InvalidInput,
     ModelError,
     NotFound,
@@ -59,7 +59,7 @@ from domain.conversation.model import Message, Role, Run, Thread, ToolCall, Usag
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId, new_id
 from domain.quota.budget import BudgetState
-from domain.tenancy.model import Principal
+from domain.tenancy.model import Principal, Scope
 from domain.tools.model import ToolOutcome
 
 KNOWN_AGENTS = frozenset({"assistant"})
@@ -156,8 +156,7 @@ class StartRun:
 
     async def __call__(self, cmd: StartRunCommand) -> RunStart:
         principal = cmd.principal
-        if not principal.can_write:
-            raise Forbidden("a read-only principal cannot start runs")
+        authorize(principal, Scope.RUNS, write=True, action="start runs")
         if cmd.agent not in KNOWN_AGENTS:
             raise NotFound(f"no agent named {cmd.agent!r}")
         if not any(m.role is Role.USER for m in cmd.messages):
@@ -608,6 +607,7 @@ class TailRun:
     async def __call__(
         self, principal: Principal, run_id: str, *, after: int, wait_s: float
     ) -> EventBatch:
+        authorize(principal, Scope.RUNS, write=False, action="follow runs")
         batch = await self._events.read(
             principal.tenant_id, RunId(run_id), after=after, wait_s=wait_s
         )
@@ -622,8 +622,7 @@ class CancelRun:
         self._launcher = launcher
 
     async def __call__(self, principal: Principal, run_id: str) -> Run:
-        if not principal.can_write:
-            raise Forbidden("a read-only principal cannot cancel runs")
+        authorize(principal, Scope.RUNS, write=True, action="cancel runs")
         async with self._uow.transaction(principal.tenant_id) as tx:
             run = await tx.runs.get(principal.tenant_id, RunId(run_id))
         if run is None:
@@ -640,6 +639,7 @@ class GetThreadMessages:
         self._uow = uow
 
     async def __call__(self, principal: Principal, thread_id: str) -> list[Message]:
+        authorize(principal, Scope.RUNS, write=False, action="read threads")
         async with self._uow.transaction(principal.tenant_id) as tx:
             thread = await tx.threads.get(principal.tenant_id, ThreadId(thread_id))
             if thread is None:
@@ -652,6 +652,7 @@ class GetRun:
         self._uow = uow
 
     async def __call__(self, principal: Principal, run_id: str) -> Run:
+        authorize(principal, Scope.RUNS, write=False, action="read runs")
         async with self._uow.transaction(principal.tenant_id) as tx:
             run = await tx.runs.get(principal.tenant_id, RunId(run_id))
         if run is None:

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from application.authz import authorize
+from application.errors import InvalidInput, NotFound, ServiceUnavailable
 from application.jobs.ports import JobQueue
 from application.knowledge.ports import ChunkVectors, Embedder, KnowledgeSearch, KnowledgeStore
 from application.ports import KB_CACHE_TAG, Cache, Clock
@@ -21,7 +22,7 @@ from domain.jobs.model import Job
 from domain.knowledge.model import Chunk, IndexState, IndexStatus, KbDocument, SearchHit
 from domain.knowledge.text import ContentType, to_plain_text
 from domain.knowledge.vectors import fuse, pack
-from domain.tenancy.model import Principal
+from domain.tenancy.model import Principal, Scope
 
 MAX_QUERY = 500
 log = logging.getLogger("sba.knowledge")
@@ -94,8 +95,7 @@ class IngestDocument:
         self._max_bytes = max_bytes
 
     async def __call__(self, cmd: IngestCommand) -> Ingested:
-        if not cmd.principal.can_write:
-            raise Forbidden("a read-only principal cannot change the knowledge base")
+        authorize(cmd.principal, Scope.KB_WRITE, write=True, action="change the knowledge base")
         size = len(cmd.content.encode())
         if size > self._max_bytes:
             raise InvalidInput(f"the content is {size} bytes; the limit is {self._max_bytes}")
@@ -224,6 +224,7 @@ class GetDocument:
     async def __call__(
         self, principal: Principal, document_id: str
     ) -> tuple[KbDocument, IndexStatus]:
+        authorize(principal, Scope.KB_READ, write=False, action="read the knowledge base")
         document = await self._store.get(principal.tenant_id, document_id)
         status = await self._store.status(principal.tenant_id, document_id)
         if document is None or status is None:
@@ -236,6 +237,7 @@ class ListDocuments:
         self._store = store
 
     async def __call__(self, principal: Principal) -> list[KbDocument]:
+        authorize(principal, Scope.KB_READ, write=False, action="read the knowledge base")
         return await self._store.list_documents(principal.tenant_id)
 
 
@@ -248,8 +250,7 @@ class DeleteDocument:
         self._clock = clock
 
     async def __call__(self, principal: Principal, document_id: str) -> None:
-        if not principal.can_write:
-            raise Forbidden("a read-only principal cannot change the knowledge base")
+        authorize(principal, Scope.KB_WRITE, write=True, action="change the knowledge base")
         audit = AuditEvent(
             actor=principal.subject, action="kb.document.deleted", subject=document_id
         )
@@ -264,6 +265,7 @@ class SearchKnowledge:
         self._store = store
 
     async def __call__(self, principal: Principal, query: str, limit: int = 5) -> list[SearchHit]:
+        authorize(principal, Scope.KB_READ, write=False, action="search the knowledge base")
         query = query.strip()
         if not query:
             raise InvalidInput("the query q must not be empty")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from application.authz import authorize
 from application.errors import InvalidInput, RateLimited, ServiceUnavailable
 from application.ports import Clock
 from application.quota.ports import (
@@ -24,7 +25,7 @@ from domain.billing.prices import PriceTable
 from domain.quota.budget import DAY_MS, BudgetPeriod, BudgetState, period_bounds
 from domain.quota.policy import QuotaPolicy, RouteClass
 from domain.quota.rate_limit import RateLimitRule
-from domain.tenancy.model import Principal
+from domain.tenancy.model import Principal, Scope
 
 log = logging.getLogger("sba.quota")
 
@@ -385,6 +386,7 @@ class GetUsage:
     async def __call__(
         self, principal: Principal, since_ms: int | None = None, until_ms: int | None = None
     ) -> UsageReport:
+        authorize(principal, Scope.USAGE_READ, write=False, action="read usage")
         start, end = period_bounds(BudgetPeriod.MONTH, self._clock.now_ms())
         since = start if since_ms is None else since_ms
         until = end if until_ms is None else until_ms

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from application.authz import authorize
 from application.content.use_cases import ReadContent
 from application.errors import (
     Forbidden,
@@ -31,7 +32,7 @@ from domain.errors import DomainError
 from domain.ids import TenantId, new_id
 from domain.jobs.model import Job
 from domain.render.model import MEDIA_TYPES, RenderFormat, RenderJob, RenderState, artifact_key
-from domain.tenancy.model import Principal
+from domain.tenancy.model import Principal, Scope
 
 log = logging.getLogger("sba.render")
 
@@ -69,8 +70,7 @@ class RequestRender:
         self._clock = clock
 
     async def __call__(self, cmd: RenderCommand) -> RenderJob:
-        if not cmd.principal.can_write:
-            raise Forbidden("a read-only principal cannot render documents")
+        authorize(cmd.principal, Scope.RENDERS, write=True, action="render documents")
         kind, _, rest = cmd.template.partition(":")
         if kind not in ("inline", "kb", "content") or not rest:
             raise InvalidInput(
@@ -208,6 +208,7 @@ class GetRender:
         self._renders = renders
 
     async def __call__(self, principal: Principal, render_id: str) -> RenderJob:
+        authorize(principal, Scope.RENDERS, write=False, action="read renders")
         job = await self._renders.get(principal.tenant_id, render_id)
         if job is None:
             raise NotFound(f"no render {render_id}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.errors import Unauthenticated
-from domain.tenancy.model import Role
+from domain.tenancy.model import Role, Scope
 
 # A person in more tenants than this is refused rather than carried around on every request.
 MAX_MEMBERSHIPS = 100
@@ -40,6 +40,9 @@ class ClaimMapping:
     role: str = "app_metadata.sba_role"
     default_role: Role = Role.MEMBER
     role_prefix: str = ""
+    # Where the OAuth scopes are (Auth0 and Keycloak: ``scope``); empty: tokens are not limited
+    # by scope, only by role.
+    scopes: str = ""
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -127,3 +130,16 @@ def memberships(claims: Mapping[str, Any], mapping: ClaimMapping) -> dict[str, R
     if len(found) > MAX_MEMBERSHIPS:
         raise Unauthenticated(f"the token names more than {MAX_MEMBERSHIPS} tenants")
     return found
+
+
+def scopes_from(claims: Mapping[str, Any], mapping: ClaimMapping) -> frozenset[Scope] | None:
+    """The scopes of ours a token grants (None when scopes are not configured). The claim is a
+    space-separated string (RFC 8693 and 9068) or a list; other scopes (``openid``, ``email``)
+    are ignored, and a token without the claim is granted none."""
+    if not mapping.scopes:
+        return None
+    value = claim_at(claims, mapping.scopes)
+    names = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
+    return frozenset(
+        Scope(n) for n in names if isinstance(n, str) and n in Scope.__members__.values()
+    )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from application.ports import AdminTransaction, Clock, UnitOfWork
-from application.tenancy.claims import ClaimMapping, memberships
+from application.tenancy.claims import ClaimMapping, memberships, scopes_from
 from application.tenancy.ports import TokenVerifier
 from domain.audit.model import AuditEvent
 from domain.ids import ApiKeyId, TenantId, new_id
@@ -15,10 +15,12 @@ from domain.tenancy.model import (
     IssuedKey,
     Principal,
     Role,
+    Scope,
     Tenant,
     TenantStatus,
     digest_secret,
     mint_api_key,
+    scopes_text,
     split_api_key,
     validate_slug,
 )
@@ -100,7 +102,11 @@ class Authenticate:
                 await tx.api_keys.touch(tenant.id, key.id, now)
                 await tx.commit()
         principal = Principal(
-            tenant_id=tenant.id, tenant_slug=tenant.slug, subject=f"apikey:{key.id}", role=key.role
+            tenant_id=tenant.id,
+            tenant_slug=tenant.slug,
+            subject=f"apikey:{key.id}",
+            role=key.role,
+            scopes=key.scopes,
         )
         return principal, key.expires_at_ms if key.expires_at_ms is not None else _NEVER
 
@@ -130,6 +136,7 @@ class Authenticate:
             tenant_slug=tenant.slug,
             subject=f"user:{claims.get('sub')}",
             role=role,
+            scopes=scopes_from(claims, self._claims),
         )
         exp = claims.get("exp")
         return principal, int(exp * 1000) if isinstance(exp, int | float) else _NEVER
@@ -198,9 +205,12 @@ class CreateApiKey:
         *,
         actor: str,
         expires_in_ms: int | None = None,
+        scopes: frozenset[Scope] | None = None,
     ) -> IssuedKey:
         if expires_in_ms is not None and expires_in_ms <= 0:
             raise InvalidInput("an API key's lifetime must be positive")
+        if scopes is not None and not scopes:
+            raise InvalidInput("a scoped API key needs at least one scope")
         async with self._uow.admin_transaction(
             actor, f"apikey.create {tenant_slug} {role.value}"
         ) as tx:
@@ -214,6 +224,7 @@ class CreateApiKey:
                 role=role,
                 created_at_ms=now,
                 expires_at_ms=now + expires_in_ms if expires_in_ms is not None else None,
+                scopes=scopes,
             )
             await tx.api_keys.add(issued.key)
             await tx.audit.append(
@@ -222,7 +233,11 @@ class CreateApiKey:
                     actor=f"admin:{actor}",
                     action="apikey.created",
                     subject=issued.key.id,
-                    details={"role": role.value, "prefix": issued.key.prefix},
+                    details={
+                        "role": role.value,
+                        "prefix": issued.key.prefix,
+                        "scopes": scopes_text(scopes) or "*",
+                    },
                 ),
                 at_ms=issued.key.created_at_ms,
             )

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from domain.errors import InvariantViolated
@@ -20,6 +21,38 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
     READONLY = "readonly"
+
+
+class Scope(enum.StrEnum):
+    """What a credential may be used for, beside its role: a key for a website's chat widget
+    needs ``runs`` and nothing else. ``runs`` covers starting, following, cancelling and
+    resuming runs (answering interrupts included) and reading their threads. The list of
+    tools a tenant's agent offers is readable with any scope."""
+
+    RUNS = "runs"
+    KB_READ = "kb:read"
+    KB_WRITE = "kb:write"
+    RENDERS = "renders"
+    USAGE_READ = "usage:read"
+
+
+def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
+    """Scope names as scopes; an unknown name is an error, never silently dropped."""
+    found: set[Scope] = set()
+    for name in names:
+        if name not in Scope.__members__.values():
+            raise InvariantViolated(
+                f"unknown scope {name!r}: use one of {', '.join(s.value for s in Scope)}"
+            )
+        found.add(Scope(name))
+    if not found:
+        raise InvariantViolated("a scoped credential needs at least one scope")
+    return frozenset(found)
+
+
+def scopes_text(scopes: frozenset[Scope] | None) -> str | None:
+    """Scopes as stored: space-separated names in a stable order (None: unrestricted)."""
+    return None if scopes is None else " ".join(s.value for s in Scope if s in scopes)
 
 
 class TenantStatus(enum.StrEnum):
@@ -122,6 +155,8 @@ class ApiKey:
     revoked: bool = False
     expires_at_ms: int | None = None
     last_used_at_ms: int | None = None
+    # None: whatever the role allows; otherwise only these.
+    scopes: frozenset[Scope] | None = None
 
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.secret_digest, digest_secret(secret))
@@ -155,9 +190,12 @@ def mint_api_key(
     role: Role,
     created_at_ms: int,
     expires_at_ms: int | None = None,
+    scopes: frozenset[Scope] | None = None,
 ) -> IssuedKey:
     if expires_at_ms is not None and expires_at_ms <= created_at_ms:
         raise InvariantViolated("an API key must expire after it is created")
+    if scopes is not None and not scopes:
+        raise InvariantViolated("a scoped API key needs at least one scope")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     key = ApiKey(
@@ -168,6 +206,7 @@ def mint_api_key(
         role=role,
         created_at_ms=created_at_ms,
         expires_at_ms=expires_at_ms,
+        scopes=scopes,
     )
     return IssuedKey(key=key, plaintext=f"{KEY_PREFIX}_{prefix}_{secret}")
 
@@ -185,16 +224,21 @@ def split_api_key(plaintext: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
-    """Who a request acts as, inside one tenant."""
+    """Who a request acts as, inside one tenant, and what for (``scopes``: None when only the
+    role limits it)."""
 
     tenant_id: TenantId
     tenant_slug: str
     subject: str
     role: Role
+    scopes: frozenset[Scope] | None = None
 
     @property
     def can_write(self) -> bool:
         return self.role is not Role.READONLY
+
+    def allows(self, scope: Scope) -> bool:
+        return self.scopes is None or scope in self.scopes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

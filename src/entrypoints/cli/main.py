@@ -29,7 +29,16 @@ from application.tenancy.use_cases import (
 from domain.audit.model import AuditEntry
 from domain.errors import DomainError
 from domain.jobs.model import DeadLetter
-from domain.tenancy.model import KB_LANGUAGES, ApiKey, IssuedKey, Role, Tenant, TenantStatus
+from domain.tenancy.model import (
+    KB_LANGUAGES,
+    ApiKey,
+    IssuedKey,
+    Role,
+    Scope,
+    Tenant,
+    TenantStatus,
+    scopes_text,
+)
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs, work
 from entrypoints.logs import configure_logging
@@ -170,11 +179,13 @@ def _cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
             Role(args.role),
             actor=_actor(),
             expires_in_ms=int(days * 86_400_000) if days is not None else None,
+            scopes=frozenset(Scope(s) for s in args.scope) if args.scope else None,
         )
         return issued.plaintext
 
     key = _with_container(settings, job)
-    print(f"API key for tenant {args.tenant} with role {args.role} (shown once):")
+    scoped = f", scopes {' '.join(args.scope)}" if args.scope else ""
+    print(f"API key for tenant {args.tenant} with role {args.role}{scoped} (shown once):")
     print(key)
     return 0
 
@@ -208,7 +219,7 @@ def _cmd_tenant_show(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"  key {k.id}  sba_{k.prefix}_…  {k.role.value}  {state}  "
             f"created {_when(k.created_at_ms)}  expires {_when(k.expires_at_ms)}  "
-            f"last used {_when(k.last_used_at_ms)}"
+            f"last used {_when(k.last_used_at_ms)}  scopes {scopes_text(k.scopes) or 'all'}"
         )
     return 0
 
@@ -452,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
     key.add_argument(
         "--expires-in-days", type=float, default=None, help="default: the key does not expire"
+    )
+    key.add_argument(
+        "--scope",
+        action="append",
+        choices=[s.value for s in Scope],
+        help="limit the key to this work (repeat for several); default: all its role allows",
     )
     key.set_defaults(handler=_cmd_apikey_create)
     revoke = apikey.add_parser("revoke", help="revoke an API key at once")

@@ -771,6 +771,7 @@ class UseCaseProvider(Provider):
                 role=cfg.role_claim,
                 default_role=Role(cfg.default_role),
                 role_prefix=cfg.role_prefix,
+                scopes=cfg.scope_claim,
             ),
         )
         await client.aclose()
