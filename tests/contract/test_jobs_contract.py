@@ -9,6 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,13 +28,19 @@ from adapters.jobs.taskiq import (
     run_worker,
 )
 from adapters.memory.jobs import MemoryDeadLetterStore, MemoryRenderJobRepository
+from adapters.memory.persistence import MemoryUnitOfWork
 from adapters.memory.replay import MemoryReplayGuard
 from adapters.redis.replay import RedisReplayGuard
 from adapters.sqla.jobs import SqlaDeadLetterStore, SqlaRenderJobRepository
+from adapters.sqla.uow import SqlaUnitOfWork
 from application.errors import Conflict, NotFound, ServiceUnavailable
+from application.ports import UnitOfWork
+from application.render.ports import RenderJobRepository
+from domain.audit.events import render_finished, render_requested
 from domain.ids import TenantId
 from domain.jobs.model import DeadLetter, Job
 from domain.render.model import RenderFormat, RenderJob, RenderState
+from tests.audit_support import actions, break_audit_appends, verified_trail
 from tests.db import sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
 from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, redis_store, require_redis
@@ -112,13 +119,29 @@ async def test_removing_a_letter_happens_once(letters) -> None:
 # --- RenderJobRepository -----------------------------------------------------------------
 
 
+@dataclass
+class RenderSubject:
+    renders: RenderJobRepository
+    uow: UnitOfWork  # reads the audit trail the renders are written to
+
+
 @pytest.fixture(params=SQL_KINDS)
-async def renders(request, tmp_path) -> AsyncIterator[object]:
+async def render_subject(request, tmp_path) -> AsyncIterator[RenderSubject]:
     if request.param == "memory":
-        yield MemoryRenderJobRepository()
+        uow = MemoryUnitOfWork()
+        yield RenderSubject(MemoryRenderJobRepository(uow), uow)
         return
     async with sql_database(request.param, request, tmp_path, tenants=(A, B)) as db:
-        yield SqlaRenderJobRepository(db)
+        yield RenderSubject(SqlaRenderJobRepository(db), SqlaUnitOfWork(db))
+
+
+@pytest.fixture
+def renders(render_subject: RenderSubject) -> RenderJobRepository:
+    return render_subject.renders
+
+
+async def add(renders: RenderJobRepository, job: RenderJob) -> None:
+    await renders.add(job, audit=render_requested(job, actor=job.requested_by))
 
 
 def render(id: str = "r1", tenant: TenantId = A, template: str = "inline:x") -> RenderJob:
@@ -153,13 +176,13 @@ def fields(job: RenderJob) -> tuple[object, ...]:
 
 async def test_a_render_reads_back_field_for_field(renders) -> None:
     job = render()
-    await renders.add(job)
+    await add(renders, job)
     got = await renders.get(A, "r1")
     assert got is not None and fields(got) == fields(job)
 
 
 async def test_a_saved_render_keeps_every_change_of_state(renders) -> None:
-    await renders.add(render())
+    await add(renders, render())
     job = await renders.get(A, "r1")
     job.start(5)
     await renders.save(job)
@@ -174,12 +197,12 @@ async def test_a_saved_render_keeps_every_change_of_state(renders) -> None:
 
 
 async def test_render_ids_are_per_tenant_and_never_cross(renders) -> None:
-    await renders.add(render("same", A))
-    await renders.add(render("same", B, template="inline:b"))
+    await add(renders, render("same", A))
+    await add(renders, render("same", B, template="inline:b"))
     assert (await renders.get(A, "same")).template == "inline:x"
     assert (await renders.get(B, "same")).template == "inline:b"
     assert await renders.get(B, "only-a") is None
-    await renders.add(render("only-a", A))
+    await add(renders, render("only-a", A))
     assert await renders.get(B, "only-a") is None
     with pytest.raises(NotFound):
         await renders.save(render("only-a", B))
@@ -189,18 +212,98 @@ async def test_render_ids_are_per_tenant_and_never_cross(renders) -> None:
 async def test_adding_a_render_twice_is_a_conflict_and_saving_an_unknown_one_not_found(
     renders,
 ) -> None:
-    await renders.add(render())
+    await add(renders, render())
     with pytest.raises(Conflict):
-        await renders.add(render())
+        await add(renders, render())
     with pytest.raises(NotFound):
         await renders.save(render("never-added"))
 
 
 async def test_a_read_render_is_a_copy_not_the_stored_one(renders) -> None:
-    await renders.add(render())
+    await add(renders, render())
     job = await renders.get(A, "r1")
     job.start(9)
     assert (await renders.get(A, "r1")).state is RenderState.QUEUED
+
+
+async def test_a_requested_render_is_on_its_tenants_audit_trail_without_its_data(
+    render_subject: RenderSubject,
+) -> None:
+    await add(render_subject.renders, render("r1", template="kb:price-list"))
+    await add(render_subject.renders, render("r1", B))
+    entries = await verified_trail(render_subject.uow, A)
+    assert [(e.action, e.subject, e.actor, e.at_ms) for e in entries] == [
+        ("render.requested", "r1", "user:u1", 1)
+    ]
+    assert dict(entries[0].details) == {"template": "kb:price-list", "formats": "markdown,pdf"}
+    assert "Teh" not in repr(entries)
+    assert actions(await verified_trail(render_subject.uow, B)) == ["render.requested"]
+
+
+async def test_a_render_that_ends_is_on_the_trail_with_its_outcome_and_error_code(
+    render_subject: RenderSubject,
+) -> None:
+    renders = render_subject.renders
+    await add(renders, render())
+    job = await renders.get(A, "r1")
+    job.start(5)
+    await renders.save(job)  # a start is not audited
+    job.fail("the template says {{ secret }}", 6)
+    await renders.save(job, audit=render_finished(job, error_code="template_failed"))
+    job.start(7)
+    await renders.save(job)
+    job.complete({"markdown": "k/md", "pdf": "k/pdf"}, 8)
+    await renders.save(job, audit=render_finished(job))
+    entries = await verified_trail(render_subject.uow, A)
+    assert [(e.action, e.at_ms) for e in entries] == [
+        ("render.requested", 1),
+        ("render.finished", 6),
+        ("render.finished", 8),
+    ]
+    failed, done = dict(entries[1].details), dict(entries[2].details)
+    assert failed == {
+        "status": "failed",
+        "formats": "markdown,pdf",
+        "attempts": "1",
+        "error": "template_failed",
+    }
+    assert done == {"status": "done", "formats": "markdown,pdf", "attempts": "2"}
+    assert entries[2].actor == "system:render" and entries[2].subject == "r1"
+    assert "secret" not in repr(entries)
+
+
+async def test_a_render_change_that_is_not_stored_leaves_no_audit_entry(
+    render_subject: RenderSubject,
+) -> None:
+    renders = render_subject.renders
+    await add(renders, render())
+    with pytest.raises(Conflict):
+        await add(renders, render())
+    unknown = render("never-added")
+    unknown.start(2)
+    unknown.complete({"markdown": "k", "pdf": "k"}, 3)
+    with pytest.raises(NotFound):
+        await renders.save(unknown, audit=render_finished(unknown))
+    assert actions(await verified_trail(render_subject.uow, A)) == ["render.requested"]
+
+
+async def test_a_render_whose_audit_entry_fails_is_not_stored(
+    render_subject: RenderSubject, monkeypatch
+) -> None:
+    renders = render_subject.renders
+    await add(renders, render("r1"))
+    job = await renders.get(A, "r1")
+    job.start(2)
+    job.complete({"markdown": "k", "pdf": "k"}, 3)
+    with monkeypatch.context() as patched:
+        break_audit_appends(patched)
+        with pytest.raises(ServiceUnavailable):
+            await add(renders, render("r2"))
+        with pytest.raises(ServiceUnavailable):
+            await renders.save(job, audit=render_finished(job))
+    assert await renders.get(A, "r2") is None
+    assert (await renders.get(A, "r1")).state is RenderState.QUEUED
+    assert actions(await verified_trail(render_subject.uow, A)) == ["render.requested"]
 
 
 # --- ReplayGuard -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from application.ports import UnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import Tenant
+from domain.tools.model import ToolInvocation, ToolOutcome
+from tests.audit_support import verified_trail
 from tests.db import sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
 
@@ -224,3 +227,72 @@ async def test_tool_calls_and_tool_results_round_trip(subject: Subject) -> None:
     async with subject.uow.transaction(A) as tx:
         listed = await tx.threads.list_messages(A, ThreadId("t1"))
     assert listed[1:] == [asked, answered]
+
+
+def invocation(call_id: str, tool: str, outcome: ToolOutcome, at: int, **kw) -> ToolInvocation:
+    return ToolInvocation(
+        tenant_id=A,
+        subject="key:k1",
+        run_id="r1",
+        tool=tool,
+        arguments_digest="d" * 32,
+        outcome=outcome,
+        latency_ms=12.4,
+        at_ms=at,
+        call_id=call_id,
+        **kw,
+    )
+
+
+async def test_a_runs_tool_calls_are_on_the_trail_between_its_start_and_its_end(
+    subject: Subject,
+) -> None:
+    run = new_run()
+    await subject.journal.record_start(run, [msg("u1")])
+    run.start()
+    run.succeed(usage=Usage(input_tokens=3, output_tokens=4), at_ms=9)
+    calls = [
+        invocation("call_1", "kb_search", ToolOutcome.OK, 7),
+        invocation("call_2", "create_task", ToolOutcome.FAILED, 8, error_code="not_found"),
+    ]
+    await subject.journal.record_end(run, [msg("a1", "answer", Role.ASSISTANT)], calls)
+    entries = await verified_trail(subject.uow, A)
+    assert [(e.action, e.subject, e.at_ms) for e in entries] == [
+        ("run.started", "r1", 5),
+        ("tool.called", "call_1", 7),
+        ("tool.called", "call_2", 8),
+        ("run.finished", "r1", 9),
+    ]
+    assert {e.actor for e in entries} == {"agent:assistant"}
+    assert dict(entries[1].details) == {
+        "tool": "kb_search",
+        "run": "r1",
+        "outcome": "ok",
+        "duration_ms": "12",
+    }
+    assert dict(entries[2].details)["outcome"] == "failed"
+    assert dict(entries[2].details)["error"] == "not_found"
+    assert "d" * 32 not in repr(entries)  # not even the digest of the arguments
+
+
+async def test_tool_calls_of_an_ending_that_does_not_stand_are_not_on_the_trail(
+    subject: Subject,
+) -> None:
+    run = new_run()
+    await subject.journal.record_start(run, [msg("u1")])
+    run.start()
+    run.fail(code="boom", message="y", at_ms=8)
+    await subject.journal.record_end(
+        run, [], [invocation("call_1", "kb_search", ToolOutcome.OK, 7)]
+    )
+    again = copy.copy(run)
+    await subject.journal.record_end(
+        again, [], [invocation("call_2", "kb_search", ToolOutcome.OK, 9)]
+    )
+    entries = await verified_trail(subject.uow, A)
+    assert [(e.action, e.subject) for e in entries] == [
+        ("run.started", "r1"),
+        ("tool.called", "call_1"),
+        ("run.finished", "r1"),
+    ]
+    assert dict(entries[-1].details)["error"] == "boom"

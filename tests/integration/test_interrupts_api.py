@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.audit_support import tenant_trail
 from tests.integration.test_http_api import (
     Api,
     assert_problem,
@@ -89,6 +90,25 @@ async def test_an_approved_interrupt_runs_the_tool_in_the_next_run(api: Api) -> 
     assert frames[-1][1]["outcome"] == {"type": "success"}
     again = await api.run({**body, "runId": "r3"})
     assert_problem(again, 422, "invalid_input")
+    entries = await tenant_trail(api.container, "demo")
+    interrupt_id = finished["outcome"]["interrupts"][0]["id"]
+    about = [e for e in entries if e.subject == interrupt_id]
+    assert [(e.action, e.actor) for e in about] == [
+        ("interrupt.opened", "agent:assistant"),
+        ("interrupt.resolved", about[1].actor),
+    ]
+    assert about[1].actor.startswith("apikey:") and about[1].details["outcome"] == "resolved"
+    # The second run starts, closes the interrupt, then runs the approved call: the task is
+    # created while the tool runs, the call is recorded with the run's end.
+    second = [(e.action, e.subject) for e in entries[-5:]]
+    assert [action for action, _ in second] == [
+        "run.started",
+        "interrupt.resolved",
+        "task.created",
+        "tool.called",
+        "run.finished",
+    ]
+    assert second[0] == ("run.started", "r2") and second[3][1] == history[1]["toolCalls"][0]["id"]
 
 
 async def test_a_declined_interrupt_tells_the_model_and_runs_nothing(api: Api) -> None:
@@ -98,6 +118,10 @@ async def test_a_declined_interrupt_tells_the_model_and_runs_nothing(api: Api) -
     assert results(frames)[0]["error"] == "refused"
     listed = parse_sse((await api.run(run_body("r3", "t9", "show tasks"))).text)
     assert results(listed)[0]["tasks"] == []
+    entries = await tenant_trail(api.container, "demo")
+    resolved = [e for e in entries if e.action == "interrupt.resolved"]
+    assert [e.details["outcome"] for e in resolved] == ["cancelled"]
+    assert "task.created" not in [e.action for e in entries]
 
 
 async def test_a_run_that_ignores_an_open_interrupt_is_refused(api: Api) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.audit_support import tenant_trail
 from tests.integration.test_http_api import Api, make_api
 
 
@@ -44,6 +45,14 @@ async def test_a_render_is_done_and_its_artifacts_download_by_signed_link(api: A
     assert forged.json()["code"] == "link_invalid"
     again = await api.client.get(f"/v1/renders/{render['id']}", headers=api.auth())
     assert again.json()["state"] == "done"
+    audited = [e for e in await tenant_trail(api.container, "demo") if e.subject == render["id"]]
+    assert [(e.action, e.details.get("status")) for e in audited] == [
+        ("render.requested", None),
+        ("render.finished", "done"),
+    ]
+    assert audited[0].details["formats"] == "markdown,html,pdf"
+    assert audited[0].details["template"].startswith("inline:")
+    assert "Invoice" not in repr(audited)
 
 
 async def test_a_template_escaping_the_sandbox_fails_the_render_safely(api: Api) -> None:
@@ -53,6 +62,10 @@ async def test_a_template_escaping_the_sandbox_fails_the_render_safely(api: Api)
     assert made.json()["state"] == "failed"
     assert "not allowed" in made.json()["error"]
     assert "artifacts" not in made.json()
+    trail = await tenant_trail(api.container, "demo")
+    (finished,) = [e for e in trail if e.action == "render.finished"]
+    assert (finished.subject, finished.details["status"]) == (made.json()["id"], "failed")
+    assert finished.details["error"] == "template_failed"
     bad = await api.client.post("/v1/renders", json={"template": "x"}, headers=api.auth())
     assert bad.status_code == 422
 

@@ -9,6 +9,7 @@ import pytest
 
 from application.tools.ports import ToolAudit
 from domain.tools.model import ToolOutcome
+from tests.audit_support import tenant_trail
 from tests.integration.test_http_api import (
     Api,
     make_api,
@@ -75,6 +76,42 @@ async def test_a_tool_outside_the_allowlist_is_refused_and_audited(api: Api) -> 
     assert "steal" not in last.arguments_digest
     listed = (await api.client.get("/v1/tools", headers=api.auth(acme))).json()["tools"]
     assert [t["name"] for t in listed] == ["kb_search"]
+    called = [e for e in await tenant_trail(api.container, "acme") if e.action == "tool.called"]
+    assert [(e.details["tool"], e.details["outcome"], e.details["error"]) for e in called] == [
+        ("create_task", "refused", "refused")
+    ]
+    assert "steal" not in repr(called)
+
+
+async def test_an_agent_run_that_creates_a_task_is_on_the_tenants_audit_trail_in_order(
+    api: Api,
+) -> None:
+    frames = parse_sse((await api.run(run_body(text="Create a task to call the supplier"))).text)
+    assert types(frames)[-1] == "RUN_FINISHED"
+    task_id = tool_results(frames)[0]["taskId"]
+    call_id = next(d["toolCallId"] for _, d in frames if d["type"] == "TOOL_CALL_START")
+    entries = await tenant_trail(api.container, "demo")
+    started = [e.action for e in entries].index("run.started")
+    # The task commits while the tool runs; the call itself is recorded with its outcome and
+    # duration when the run's end (and the tool's result message) is stored.
+    assert [(e.action, e.subject) for e in entries[started:]] == [
+        ("run.started", "r1"),
+        ("task.created", task_id),
+        ("tool.called", call_id),
+        ("run.finished", "r1"),
+    ]
+    _, task, call, finished = entries[started:]
+    assert (task.actor, task.details["run"]) == ("agent:assistant", "r1")
+    assert task.details["created_by"]  # the principal the agent acted for
+    assert call.actor == "agent:assistant"
+    assert {k: call.details[k] for k in ("tool", "run", "outcome")} == {
+        "tool": "create_task",
+        "run": "r1",
+        "outcome": "ok",
+    }
+    assert int(call.details["duration_ms"]) >= 0
+    assert finished.details["status"] == "succeeded"
+    assert "supplier" not in repr(entries[started:]) and api.key not in repr(entries)
 
 
 async def test_tasks_created_by_the_agent_are_kept_per_tenant(api: Api) -> None:

@@ -28,6 +28,7 @@ from adapters.sqla.scope import Database
 from adapters.sqla.tables import TENANT_TABLES
 from adapters.sqla.tasks import SqlaTaskRepository
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
+from domain.audit.events import render_requested, task_created
 from domain.conversation.interrupts import Interrupt
 from domain.conversation.model import Message, Role, Run, Thread
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
@@ -134,7 +135,8 @@ async def seed(db: Database, tenant: TenantId, ids: Mapping[str, str], *, only_a
             updated_at_ms=1,
         )
         await PostgresKnowledgeStore(db).put(d, d.chunks(max_chars=200, overlap=20))
-    await SqlaTaskRepository(db).add(Task(id=ids["task"], tenant_id=tenant, title="secret"))
+    task = Task(id=ids["task"], tenant_id=tenant, title="secret")
+    await SqlaTaskRepository(db).add(task, audit=task_created(task, actor="agent:assistant"))
     await SqlaInterruptStore(db).add(
         [
             Interrupt(
@@ -149,11 +151,12 @@ async def seed(db: Database, tenant: TenantId, ids: Mapping[str, str], *, only_a
                 message="approve?",
                 expires_at_ms=10**15,
             )
-        ]
+        ],
+        actor="agent:assistant",
+        at_ms=1,
     )
-    await SqlaRenderJobRepository(db).add(
-        RenderJob(id=f"r{ids['render']}", tenant_id=tenant, template="inline:secret")
-    )
+    render = RenderJob(id=f"r{ids['render']}", tenant_id=tenant, template="inline:secret")
+    await SqlaRenderJobRepository(db).add(render, audit=render_requested(render, actor="key:k"))
 
 
 async def snapshot(engine: AsyncEngine, tenant: TenantId) -> dict[str, list[tuple[Any, ...]]]:

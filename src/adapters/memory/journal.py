@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from application.errors import Conflict, NotFound
 from application.ports import UnitOfWork
-from domain.audit.events import run_finished, run_started
+from domain.audit.events import run_finished, run_started, tool_called
 from domain.conversation.model import Message, Run, Thread
+from domain.tools.model import ToolInvocation
 
 
 class TransactionalRunJournal:
@@ -34,7 +35,9 @@ class TransactionalRunJournal:
             )
             await tx.commit()
 
-    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
         async with self._uow.transaction(run.tenant_id) as tx:
             stored = await tx.runs.get(run.tenant_id, run.id)
             if stored is None:
@@ -43,6 +46,8 @@ class TransactionalRunJournal:
                 return
             await tx.threads.add_messages(run.tenant_id, run.thread_id, replies)
             await tx.runs.save(run)
+            for call in tool_calls:
+                await tx.audit.append(run.tenant_id, tool_called(run, call), at_ms=call.at_ms)
             await tx.audit.append(
                 run.tenant_id, run_finished(run), at_ms=run.finished_at_ms or run.created_at_ms
             )

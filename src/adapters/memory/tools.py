@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from adapters.memory.persistence import MemoryUnitOfWork
 from application.errors import Conflict
+from application.ports import UnitOfWork
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.tools.model import Task, TaskStatus, ToolInvocation
 
@@ -43,8 +46,8 @@ LATENCY_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_0
 
 class MemoryToolAudit:
     """Keeps the latest ``capacity`` invocations in memory, and a latency histogram per tool
-    (cumulative counts per upper bound in ms, Prometheus style, over every invocation); the
-    durable, hash-chained audit trail replaces the entries with the audit change."""
+    (cumulative counts per upper bound in ms, Prometheus style, over every invocation). The
+    durable record is the tenant's audit trail (``tool.called``, written with the run's end)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.entries: deque[ToolInvocation] = deque(maxlen=capacity)
@@ -65,13 +68,20 @@ class MemoryToolAudit:
 
 
 class MemoryTaskRepository:
-    def __init__(self) -> None:
-        self._tasks: list[Task] = []
+    """Audit entries go to ``uow``'s trail (a private one by default), committed with the
+    task."""
 
-    async def add(self, task: Task) -> None:
+    def __init__(self, uow: UnitOfWork | None = None) -> None:
+        self._tasks: list[Task] = []
+        self._uow: UnitOfWork = uow if uow is not None else MemoryUnitOfWork()
+
+    async def add(self, task: Task, *, audit: AuditEvent) -> None:
         if any(t.tenant_id == task.tenant_id and t.id == task.id for t in self._tasks):
             raise Conflict(f"task {task.id} already exists")
-        self._tasks.append(task)
+        async with self._uow.transaction(task.tenant_id) as tx:
+            await tx.audit.append(task.tenant_id, audit, at_ms=task.created_at_ms)
+            self._tasks.append(task)
+            await tx.commit()
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]:
         mine = [t for t in self._tasks if t.tenant_id == tenant_id and t.status is TaskStatus.OPEN]

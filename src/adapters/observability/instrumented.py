@@ -29,6 +29,7 @@ from application.ports import Cache, CacheStats
 from application.tools.ports import ToolContext, ToolRegistry, ToolResult
 from domain.billing.prices import PriceTable
 from domain.conversation.model import Message, Run, RunStatus
+from domain.tools.model import ToolInvocation
 
 content_log = logging.getLogger("sba.llm.content")
 
@@ -80,12 +81,14 @@ class ObservedRunJournal:
         with self._tracer.start_as_current_span("journal record_start"):
             await self._inner.record_start(run, messages)
 
-    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
         if self._tracer is None:
-            await self._inner.record_end(run, replies)
+            await self._inner.record_end(run, replies, tool_calls)
         else:
             with self._tracer.start_as_current_span("journal record_end"):
-                await self._inner.record_end(run, replies)
+                await self._inner.record_end(run, replies, tool_calls)
         outcome = str(run.status)
         usage = run.usage
         model = run.model or "none"

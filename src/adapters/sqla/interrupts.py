@@ -1,16 +1,21 @@
-"""Interrupts on SQL."""
+"""Interrupts on SQL. Opening and closing them appends their audit entries in the same
+transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import TenantScope
+from adapters.sqla.audit import SqlaAuditTrail
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import interrupts
 from application.errors import ServiceUnavailable, TenantScopeViolation
+from domain.audit.events import interrupt_opened, interrupt_resolved
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.ids import RunId, TenantId, ThreadId
 
@@ -19,14 +24,18 @@ class SqlaInterruptStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, items: Sequence[Interrupt]) -> None:
+    def _trail(self, conn: AsyncConnection, scope: TenantScope) -> SqlaAuditTrail:
+        return SqlaAuditTrail(conn, scope, is_postgres=self._db.is_postgres)
+
+    async def add(self, items: Sequence[Interrupt], *, actor: str, at_ms: int) -> None:
         if not items:
             return
         tenant = items[0].tenant_id
         if any(i.tenant_id != tenant for i in items):
             raise TenantScopeViolation("interrupts of several tenants in one call")
+        scope = TenantScope(tenant)
         try:
-            async with self._db.begin(TenantScope(tenant)) as conn:
+            async with self._db.begin(scope) as conn:
                 await conn.execute(
                     insert(interrupts),
                     [
@@ -46,6 +55,9 @@ class SqlaInterruptStore:
                         for i in items
                     ],
                 )
+                trail = self._trail(conn, scope)
+                for i in items:
+                    await trail.append(tenant, interrupt_opened(i, actor=actor), at_ms=at_ms)
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
 
@@ -61,38 +73,58 @@ class SqlaInterruptStore:
                     )
                     .order_by(interrupts.c.id)
                 )
-                return [
-                    Interrupt(
-                        id=r.id,
-                        tenant_id=TenantId(r.tenant_id),
-                        thread_id=ThreadId(r.thread_id),
-                        run_id=RunId(r.run_id),
-                        tool_call_id=r.tool_call_id,
-                        tool_name=r.tool_name,
-                        arguments=r.arguments,
-                        reason=r.reason,
-                        message=r.message,
-                        expires_at_ms=r.expires_at_ms,
-                        status=InterruptStatus(r.status),
-                    )
-                    for r in rows
-                ]
+                return [_interrupt(r) for r in rows]
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
 
-    async def close(self, tenant_id: TenantId, ids: Sequence[str], status: InterruptStatus) -> None:
+    async def close(
+        self,
+        tenant_id: TenantId,
+        ids: Sequence[str],
+        status: InterruptStatus,
+        *,
+        actor: str,
+        at_ms: int,
+    ) -> None:
         if not ids:
             return
+        scope = TenantScope(tenant_id)
         try:
-            async with self._db.begin(TenantScope(tenant_id)) as conn:
-                await conn.execute(
-                    update(interrupts)
-                    .where(
-                        interrupts.c.tenant_id == tenant_id,
-                        interrupts.c.id.in_(list(ids)),
-                        interrupts.c.status == InterruptStatus.PENDING.value,
+            async with self._db.begin(scope) as conn:
+                # Only the interrupts this statement closed are audited: one closed already
+                # (a retried start) keeps its first resolution, on the trail once.
+                closed = (
+                    await conn.execute(
+                        update(interrupts)
+                        .where(
+                            interrupts.c.tenant_id == tenant_id,
+                            interrupts.c.id.in_(list(ids)),
+                            interrupts.c.status == InterruptStatus.PENDING.value,
+                        )
+                        .values(status=status.value)
+                        .returning(*interrupts.c)
                     )
-                    .values(status=status.value)
-                )
+                ).all()
+                trail = self._trail(conn, scope)
+                order = {id_: n for n, id_ in enumerate(ids)}
+                for r in sorted(closed, key=lambda r: order[r.id]):
+                    event = interrupt_resolved(_interrupt(r), status, actor=actor)
+                    await trail.append(tenant_id, event, at_ms=at_ms)
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
+
+
+def _interrupt(r: Any) -> Interrupt:
+    return Interrupt(
+        id=r.id,
+        tenant_id=TenantId(r.tenant_id),
+        thread_id=ThreadId(r.thread_id),
+        run_id=RunId(r.run_id),
+        tool_call_id=r.tool_call_id,
+        tool_name=r.tool_name,
+        arguments=r.arguments,
+        reason=r.reason,
+        message=r.message,
+        expires_at_ms=r.expires_at_ms,
+        status=InterruptStatus(r.status),
+    )

@@ -6,12 +6,15 @@ import json
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.jobs.codec import decode_job, encode_job
 from adapters.scope import AdminScope, TenantScope
+from adapters.sqla.audit import SqlaAuditTrail
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import dead_letters, render_jobs
 from application.errors import NotFound
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.jobs.model import DeadLetter
 from domain.render.model import RenderFormat, RenderJob, RenderState
@@ -79,11 +82,16 @@ class SqlaRenderJobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, job: RenderJob) -> None:
-        async with self._db.begin(TenantScope(job.tenant_id)) as conn:
+    def _trail(self, conn: AsyncConnection, scope: TenantScope) -> SqlaAuditTrail:
+        return SqlaAuditTrail(conn, scope, is_postgres=self._db.is_postgres)
+
+    async def add(self, job: RenderJob, *, audit: AuditEvent) -> None:
+        scope = TenantScope(job.tenant_id)
+        async with self._db.begin(scope) as conn:
             await conn.execute(
                 insert(render_jobs).values(tenant_id=job.tenant_id, id=job.id, **_values(job))
             )
+            await self._trail(conn, scope).append(job.tenant_id, audit, at_ms=job.created_at_ms)
 
     async def get(self, tenant_id: TenantId, render_id: str) -> RenderJob | None:
         async with self._db.connect(TenantScope(tenant_id)) as conn:
@@ -111,8 +119,9 @@ class SqlaRenderJobRepository:
             updated_at_ms=r.updated_at_ms,
         )
 
-    async def save(self, job: RenderJob) -> None:
-        async with self._db.begin(TenantScope(job.tenant_id)) as conn:
+    async def save(self, job: RenderJob, *, audit: AuditEvent | None = None) -> None:
+        scope = TenantScope(job.tenant_id)
+        async with self._db.begin(scope) as conn:
             result = await conn.execute(
                 update(render_jobs)
                 .where(render_jobs.c.tenant_id == job.tenant_id, render_jobs.c.id == job.id)
@@ -120,6 +129,9 @@ class SqlaRenderJobRepository:
             )
             if not result.rowcount:
                 raise NotFound(f"no render {job.id}")
+            if audit is not None:
+                trail = self._trail(conn, scope)
+                await trail.append(job.tenant_id, audit, at_ms=job.updated_at_ms)
 
 
 def _values(job: RenderJob) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from pathlib import Path
 from adapters.sqla.audit import append_sqlite
 from adapters.sqla.repositories import encode_tool_calls
 from application.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable
-from domain.audit.events import run_finished, run_started
+from domain.audit.events import run_finished, run_started, tool_called
 from domain.conversation.model import Message, Run
+from domain.tools.model import ToolInvocation
 
 log = logging.getLogger("sba.journal")
 
@@ -96,7 +97,12 @@ def _apply_start(cur: sqlite3.Cursor, run: Run, messages: Sequence[Message]) -> 
     append_sqlite(cur, run.tenant_id, run_started(run, len(messages)), run.created_at_ms)
 
 
-def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> None:
+def _apply_end(
+    cur: sqlite3.Cursor,
+    run: Run,
+    replies: Sequence[Message],
+    tool_calls: Sequence[ToolInvocation],
+) -> None:
     cur.execute(
         _END_RUN,
         (
@@ -116,6 +122,8 @@ def _apply_end(cur: sqlite3.Cursor, run: Run, replies: Sequence[Message]) -> Non
             raise NotFound(f"run {run.id} was never recorded")
         return  # it ended already: the first ending stands
     _add_messages(cur, run, replies)
+    for call in tool_calls:
+        append_sqlite(cur, run.tenant_id, tool_called(run, call), call.at_ms)
     append_sqlite(cur, run.tenant_id, run_finished(run), run.finished_at_ms or run.created_at_ms)
 
 
@@ -157,8 +165,10 @@ class SqliteRunJournal:
     async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
         await self._submit(lambda cur: _apply_start(cur, run, messages))
 
-    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
-        await self._submit(lambda cur: _apply_end(cur, run, replies))
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
+        await self._submit(lambda cur: _apply_end(cur, run, replies, tool_calls))
 
     async def _submit(self, apply: Callable[[sqlite3.Cursor], None]) -> None:
         self._ensure_started()

@@ -6,9 +6,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.scope import TenantScope
+from adapters.sqla.audit import SqlaAuditTrail
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import tasks
 from application.errors import ServiceUnavailable
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.tools.model import Task, TaskStatus
 
@@ -17,9 +19,10 @@ class SqlaTaskRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, task: Task) -> None:
+    async def add(self, task: Task, *, audit: AuditEvent) -> None:
+        scope = TenantScope(task.tenant_id)
         try:
-            async with self._db.begin(TenantScope(task.tenant_id)) as conn:
+            async with self._db.begin(scope) as conn:
                 await conn.execute(
                     insert(tasks).values(
                         tenant_id=task.tenant_id,
@@ -32,6 +35,8 @@ class SqlaTaskRepository:
                         created_at_ms=task.created_at_ms,
                     )
                 )
+                trail = SqlaAuditTrail(conn, scope, is_postgres=self._db.is_postgres)
+                await trail.append(task.tenant_id, audit, at_ms=task.created_at_ms)
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"tasks are unavailable: {exc}") from exc
 

@@ -19,6 +19,7 @@ from application.knowledge.ports import KnowledgeSearch
 from application.ports import Clock
 from application.render.use_cases import GetRender, LinkSigner, RenderCommand, RequestRender
 from application.tools.ports import TaskRepository, ToolContext, ToolResult
+from domain.audit.events import task_created
 from domain.errors import DomainError
 from domain.ids import new_id
 from domain.render.model import RenderJob
@@ -261,7 +262,9 @@ class BuiltinToolRegistry:
             created_by=ctx.subject,
             created_at_ms=self._clock.now_ms(),
         )
-        await self._tasks.add(task)
+        await self._tasks.add(
+            task, audit=task_created(task, actor=f"agent:{ctx.agent}", run_id=ctx.run_id)
+        )
         return {"taskId": task.id, "title": task.title, "due": task.due, "status": task.status}
 
     async def _list_tasks(self, args: ListTasksArgs, ctx: ToolContext) -> Any:

@@ -12,6 +12,7 @@ from application.ports import Clock, UnitOfWork
 from domain.conversation.model import Message, Run
 from domain.ids import RunId, TenantId
 from domain.jobs.model import Job
+from domain.tools.model import ToolInvocation
 
 METER_JOB = "usage.report"
 
@@ -71,8 +72,10 @@ class MeteredRunJournal:
     async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
         await self._inner.record_start(run, messages)
 
-    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
-        await self._inner.record_end(run, replies)
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
+        await self._inner.record_end(run, replies, tool_calls)
         if await self._customers.customer(run.tenant_id) is not None:
             await self._queue.enqueue(meter_job(run.tenant_id, run.id))
 

@@ -10,6 +10,7 @@ from domain.conversation.events import RunEvent
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.conversation.model import Message, Run, Thread, Usage
 from domain.ids import RunId, TenantId, ThreadId
+from domain.tools.model import ToolInvocation
 
 
 class ThreadRepository(Protocol):
@@ -43,30 +44,44 @@ class RunJournal(Protocol):
     """The durable record of a run's start and end: the hot path's only writes.
 
     Each call returns once its record is committed. Adapters may commit concurrent records
-    together (group commit); a record that cannot be applied fails alone, never its batch."""
+    together (group commit); a record that cannot be applied fails alone, never its batch.
+    Each record appends its audit entries to the run's tenant trail in the same transaction:
+    ``run.started``; then ``tool.called`` per invocation and ``run.finished``."""
 
     async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
         """Creates the run's thread if it does not exist, stores the messages the thread does
         not hold yet (in order) and the run. Raises ``Conflict`` when the run id is taken."""
         ...
 
-    async def record_end(self, run: Run, replies: Sequence[Message]) -> None:
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
         """Stores a run's final state and the messages the run added to its thread (assistant
-        replies, tool calls and tool results), in order. A run that already ended keeps its
-        first ending."""
+        replies, tool calls and tool results), in order, with an audit entry per tool
+        invocation (``tool_calls``, in order) before the run's own. A run that already ended
+        keeps its first ending, and nothing of the later one is recorded."""
         ...
 
 
 class InterruptStore(Protocol):
     """Interrupts waiting for a person, per tenant and thread. ``close`` changes only pending
-    interrupts of that tenant."""
+    interrupts of that tenant. Each interrupt opened (``interrupt.opened``) and each one closed
+    (``interrupt.resolved``, with its outcome) is on the tenant's audit trail, appended by
+    ``actor`` at ``at_ms`` in the transaction of the change; all interrupts of one ``add``
+    belong to one tenant."""
 
-    async def add(self, interrupts: Sequence[Interrupt]) -> None: ...
+    async def add(self, interrupts: Sequence[Interrupt], *, actor: str, at_ms: int) -> None: ...
 
     async def pending(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Interrupt]: ...
 
     async def close(
-        self, tenant_id: TenantId, ids: Sequence[str], status: InterruptStatus
+        self,
+        tenant_id: TenantId,
+        ids: Sequence[str],
+        status: InterruptStatus,
+        *,
+        actor: str,
+        at_ms: int,
     ) -> None: ...
 
 

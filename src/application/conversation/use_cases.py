@@ -60,7 +60,7 @@ from domain.errors import DomainError
 from domain.ids import MessageId, RunId, ThreadId, new_id
 from domain.quota.budget import BudgetState
 from domain.tenancy.model import Principal, Scope
-from domain.tools.model import ToolOutcome
+from domain.tools.model import ToolInvocation, ToolOutcome
 
 KNOWN_AGENTS = frozenset({"assistant"})
 
@@ -197,7 +197,9 @@ class StartRun:
             raise
         for status in (InterruptStatus.RESOLVED, InterruptStatus.CANCELLED):
             ids = [i.id for i, ok in answers if ok == (status is InterruptStatus.RESOLVED)]
-            await self._interrupts.close(run.tenant_id, ids, status)
+            await self._interrupts.close(
+                run.tenant_id, ids, status, actor=principal.subject, at_ms=run.created_at_ms
+            )
         await self._events.open(principal.tenant_id, run.id)
         opening: tuple[RunEvent, ...] = (RunStarted(thread_id=run.thread_id, run_id=run.id),)
         if budget is not None and budget.state is BudgetState.SOFT:
@@ -302,6 +304,7 @@ class ExecuteRun:
         run.start()
         tally = _Tally(Usage())
         added: list[Message] = []
+        invoked: list[ToolInvocation] = []  # written to the audit trail with the run's end
         log = self._events
         run_id = job.run_id
         tenant_id = job.tenant_id
@@ -325,14 +328,21 @@ class ExecuteRun:
                 tenant_slug=job.tenant_slug,
                 subject=job.subject,
                 run_id=run_id,
+                agent=job.agent,
             )
             # Answered interrupts first: an approved call runs now, a declined one is reported.
             for interrupt, resolved in job.resolutions:
-                result = (
-                    await self._invoke_tool(ctx, interrupt.tool_name, interrupt.arguments)
-                    if resolved
-                    else error_result(ToolOutcome.REFUSED, "the person declined this tool call")
-                )
+                if resolved:
+                    approved = await self._invoke_tool.invoke(
+                        ctx,
+                        interrupt.tool_name,
+                        interrupt.arguments,
+                        call_id=interrupt.tool_call_id,
+                    )
+                    invoked.append(approved.invocation)
+                    result = approved.result
+                else:
+                    result = error_result(ToolOutcome.REFUSED, "the person declined this tool call")
                 reply = await self._tool_reply(job, interrupt.tool_call_id, result.content)
                 conversation.append(reply)
                 added.append(reply)
@@ -372,7 +382,9 @@ class ExecuteRun:
                 mine = [c for c in server_calls if c not in held]
                 if held and job.supports_interrupts:
                     waiting = [self._interrupt(job, c) for c in held]
-                    await self._interrupts.add(waiting)
+                    await self._interrupts.add(
+                        waiting, actor=f"agent:{job.agent}", at_ms=self._clock.now_ms()
+                    )
                 elif held:
                     # A client that cannot answer interrupts cannot approve: the model is told.
                     for c in held:
@@ -405,9 +417,14 @@ class ExecuteRun:
                 )
                 first = tracked
                 tracked += len(calls)
-                results = await asyncio.gather(
-                    *(self._invoke_tool(ctx, c.name, c.arguments) for c in mine)
+                called = await asyncio.gather(
+                    *(
+                        self._invoke_tool.invoke(ctx, c.name, c.arguments, call_id=c.id)
+                        for c in mine
+                    )
                 )
+                invoked.extend(c.invocation for c in called)
+                results = [c.result for c in called]
                 status = {c.id: r.outcome.value for c, r in zip(mine, results, strict=True)}
                 await log.append(
                     tenant_id,
@@ -445,7 +462,7 @@ class ExecuteRun:
             succeeded = copy.copy(run)
             succeeded.model = tally.model
             succeeded.succeed(usage=tally.usage, at_ms=self._clock.now_ms())
-            await self._journal.record_end(succeeded, added)
+            await self._journal.record_end(succeeded, added, invoked)
             outcome: RunEvent = RunFinished(
                 thread_id=job.thread_id,
                 run_id=job.run_id,
@@ -455,14 +472,14 @@ class ExecuteRun:
             )
         except asyncio.CancelledError:
             run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
-            await self._record_failure(run, added, tally.model)
+            await self._record_failure(run, added, tally.model, invoked)
             await self._end(job, RunFailed(code="cancelled", message="the run was cancelled"))
             raise
         except ApplicationError as exc:
             run.fail(
                 code=exc.code, message=exc.message, usage=tally.usage, at_ms=self._clock.now_ms()
             )
-            await self._record_failure(run, added, tally.model)
+            await self._record_failure(run, added, tally.model, invoked)
             outcome = RunFailed(code=exc.code, message=exc.message)
         except Exception:  # a bug: the run must still end cleanly for its client
             run.fail(
@@ -471,7 +488,7 @@ class ExecuteRun:
                 usage=tally.usage,
                 at_ms=self._clock.now_ms(),
             )
-            await self._record_failure(run, added, tally.model)
+            await self._record_failure(run, added, tally.model, invoked)
             await self._end(
                 job, RunFailed(code="internal_error", message="the run failed unexpectedly")
             )
@@ -589,10 +606,16 @@ class ExecuteRun:
             expires_at_ms=self._clock.now_ms() + self._approval_ttl_ms,
         )
 
-    async def _record_failure(self, run: Run, added: list[Message], model: str = "") -> None:
+    async def _record_failure(
+        self,
+        run: Run,
+        added: list[Message],
+        model: str = "",
+        invoked: Sequence[ToolInvocation] = (),
+    ) -> None:
         run.model = model or run.model
         try:
-            await self._journal.record_end(run, added)
+            await self._journal.record_end(run, added, invoked)
         except ApplicationError:
             # The database is down too: the client still gets its RUN_ERROR from the log.
             return

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.render.model import RenderJob
 
@@ -45,10 +46,11 @@ class BlobStore(Protocol):
 
 class RenderJobRepository(Protocol):
     """Render jobs of one tenant at a time. ``add`` refuses an existing id (``Conflict``);
-    ``save`` writes the job's state."""
+    ``save`` writes the job's state. ``audit`` is appended to the tenant's audit trail in the
+    same transaction, at the job's ``created_at_ms`` (add) or ``updated_at_ms`` (save)."""
 
-    async def add(self, job: RenderJob) -> None: ...
+    async def add(self, job: RenderJob, *, audit: AuditEvent) -> None: ...
 
     async def get(self, tenant_id: TenantId, render_id: str) -> RenderJob | None: ...
 
-    async def save(self, job: RenderJob) -> None: ...
+    async def save(self, job: RenderJob, *, audit: AuditEvent | None = None) -> None: ...

@@ -13,6 +13,7 @@ from typing import Any
 from application.authz import authorize
 from application.content.use_cases import ReadContent
 from application.errors import (
+    ApplicationError,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -28,6 +29,7 @@ from application.render.ports import (
     RenderJobRepository,
     TemplateEngine,
 )
+from domain.audit.events import render_finished, render_requested
 from domain.errors import DomainError
 from domain.ids import TenantId, new_id
 from domain.jobs.model import Job
@@ -104,7 +106,7 @@ class RequestRender:
         # The inline text travels in the data under a reserved key, so the job row holds it.
         if kind == "inline":
             job.data = {**job.data, _INLINE: rest}
-        await self._renders.add(job)
+        await self._renders.add(job, audit=render_requested(job, actor=cmd.principal.subject))
         await self._queue.enqueue(render_job(job, cmd.principal.tenant_slug))
         return await self._renders.get(job.tenant_id, job.id) or job
 
@@ -153,16 +155,19 @@ class ExecuteRender:
             artifacts = await self._render(render, job.args.get("tenant_slug", ""))
         except TemplateFailed as exc:
             render.fail(exc.message, self._clock.now_ms())
-            await self._renders.save(render)
+            await self._renders.save(render, audit=render_finished(render, error_code=exc.code))
             return
         except Exception as exc:
             if job.attempt >= self._last_attempt:
                 message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
                 render.fail(message, self._clock.now_ms())
-                await self._renders.save(render)
+                code = (
+                    exc.code if isinstance(exc, ApplicationError | DomainError) else "render_failed"
+                )
+                await self._renders.save(render, audit=render_finished(render, error_code=code))
             raise
         render.complete(artifacts, self._clock.now_ms())
-        await self._renders.save(render)
+        await self._renders.save(render, audit=render_finished(render))
 
     async def _template(self, render: RenderJob, tenant_slug: str) -> tuple[str, str]:
         kind, _, ref = render.template.partition(":")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 from application.conversation.ports import ToolSpec
+from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.tools.model import Task, ToolInvocation, ToolOutcome
+
+_CODE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,6 +21,7 @@ class ToolContext:
     tenant_slug: str
     subject: str
     run_id: str
+    agent: str = "assistant"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +34,20 @@ class ToolResult:
     @property
     def ok(self) -> bool:
         return self.outcome is ToolOutcome.OK
+
+    @property
+    def error_code(self) -> str | None:
+        """The machine code of a result that is not ok: the ``error`` of its JSON object when
+        that is a short code, else the outcome. Never text a person or the model wrote."""
+        if self.ok:
+            return None
+        try:
+            code = json.loads(self.content).get("error")
+        except (ValueError, AttributeError):
+            code = None
+        if isinstance(code, str) and _CODE.fullmatch(code):
+            return code
+        return self.outcome.value
 
 
 class ToolRegistry(Protocol):
@@ -50,12 +70,17 @@ class ToolPolicy(Protocol):
 
 
 class ToolAudit(Protocol):
-    """Records every invocation, allowed or not."""
+    """Records every invocation, allowed or not, as it happens (for latency metrics and a
+    recent view). The durable record is the tenant's audit trail, written by the run journal
+    with the run's end."""
 
     async def record(self, invocation: ToolInvocation) -> None: ...
 
 
 class TaskRepository(Protocol):
-    async def add(self, task: Task) -> None: ...
+    async def add(self, task: Task, *, audit: AuditEvent) -> None:
+        """Stores the task and appends ``audit`` to its tenant's audit trail (at the task's
+        creation time) in the same transaction. Raises ``Conflict`` for an id already used."""
+        ...
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]: ...

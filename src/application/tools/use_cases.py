@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 
 from application.conversation.ports import ToolSpec
 from application.ports import Clock
 from application.tools.ports import ToolAudit, ToolContext, ToolPolicy, ToolRegistry, ToolResult
 from domain.tools.model import ToolInvocation, ToolOutcome, arguments_digest
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    result: ToolResult
+    invocation: ToolInvocation
 
 
 def error_result(outcome: ToolOutcome, message: str) -> ToolResult:
@@ -49,6 +56,13 @@ class InvokeTool:
         return self._policy.needs_approval(tenant_slug, name)
 
     async def __call__(self, ctx: ToolContext, name: str, arguments: str) -> ToolResult:
+        return (await self.invoke(ctx, name, arguments)).result
+
+    async def invoke(
+        self, ctx: ToolContext, name: str, arguments: str, *, call_id: str = ""
+    ) -> Invoked:
+        """The result, and the record of the invocation that the run journal writes to the
+        audit trail with the run's end (where the result itself is stored)."""
         started = time.perf_counter()
         allowed = self._policy.allowed(ctx.tenant_slug)
         if allowed is not None and name not in allowed:
@@ -64,16 +78,17 @@ class InvokeTool:
                 result = error_result(
                     ToolOutcome.TIMED_OUT, f"the tool {name!r} took longer than {self._timeout_s} s"
                 )
-        await self._audit.record(
-            ToolInvocation(
-                tenant_id=ctx.tenant_id,
-                subject=ctx.subject,
-                run_id=ctx.run_id,
-                tool=name,
-                arguments_digest=arguments_digest(arguments),
-                outcome=result.outcome,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                at_ms=self._clock.now_ms(),
-            )
+        invocation = ToolInvocation(
+            tenant_id=ctx.tenant_id,
+            subject=ctx.subject,
+            run_id=ctx.run_id,
+            tool=name,
+            arguments_digest=arguments_digest(arguments),
+            outcome=result.outcome,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            at_ms=self._clock.now_ms(),
+            call_id=call_id,
+            error_code=result.error_code,
         )
-        return result
+        await self._audit.record(invocation)
+        return Invoked(result, invocation)

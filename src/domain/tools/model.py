@@ -34,6 +34,10 @@ class ToolInvocation:
     outcome: ToolOutcome
     latency_ms: float
     at_ms: int
+    # The model's id for the call (the audit trail's subject), and the error code of a call
+    # that did not succeed.
+    call_id: str = ""
+    error_code: str | None = None
 
 
 class TaskStatus(enum.StrEnum):
