@@ -152,9 +152,14 @@ class JwtSettings(_Section, frozen=True):
 
 
 class AuthSettings(_Section, frozen=True):
-    # A verified credential is remembered this long: revocation takes effect within it.
+    # A verified credential is remembered this long: a suspension or revocation made through
+    # another instance takes effect within it (through this one: at once).
     cache_ttl_ms: int = 5_000
     jwt: JwtSettings = JwtSettings()
+    # The operator's bearer token for the admin API (/admin/v1); unset: the API is off (404).
+    # ``admin_token_file`` (a mounted secret) wins.
+    admin_token: str | None = None
+    admin_token_file: str | None = None
 
 
 class ProviderSettings(_Section, frozen=True):

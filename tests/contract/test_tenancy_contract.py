@@ -10,7 +10,7 @@ from application.errors import TenantScopeViolation
 from domain.audit.model import AuditEvent
 from domain.conversation.model import Run, Thread
 from domain.ids import ApiKeyId, RunId, TenantId, ThreadId
-from domain.tenancy.model import Role, Scope, Tenant, TenantStatus, mint_api_key
+from domain.tenancy.model import Role, Scope, Tenant, TenantProfile, TenantStatus, mint_api_key
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
@@ -111,3 +111,27 @@ async def test_a_keys_scopes_are_stored_and_read_back_exactly(uow) -> None:
         unscoped, again = await tx.api_keys.list_for(A)
     assert unscoped.scopes is None  # a key minted without scopes keeps all its role allows
     assert again.scopes == scoped.key.scopes
+
+
+async def test_a_tenants_profile_is_stored_reset_and_held_to_its_tenant(uow) -> None:
+    await seed(uow)
+    profile = TenantProfile(
+        plan="trial", tools=frozenset({"kb_search", "create_task"}), models=frozenset({"m1"})
+    )
+    async with uow.admin_transaction("test", "profile") as tx:
+        assert await tx.tenants.set_profile(A, profile)
+        assert not await tx.tenants.set_profile(TenantId("ten_none"), profile)
+        await tx.commit()
+    async with uow.transaction(A) as tx:
+        found = await tx.tenants.get(A)
+        with pytest.raises(TenantScopeViolation):
+            await tx.tenants.set_profile(B, profile)
+    assert found is not None and found.profile == profile
+    async with uow.transaction(B) as tx:
+        other = await tx.tenants.get(B)
+    assert other is not None and other.profile == TenantProfile()
+    async with uow.admin_transaction("test", "reset") as tx:
+        assert await tx.tenants.set_profile(A, TenantProfile(tools=frozenset()))
+        await tx.commit()
+        [a, _] = await tx.tenants.list()
+    assert a.profile == TenantProfile(tools=frozenset())  # no tools at all, not "all tools"

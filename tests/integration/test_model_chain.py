@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from application.conversation.models import CachingChatModel, FallbackChatModel
+from application.conversation.models import (
+    CachingChatModel,
+    FallbackChatModel,
+    TenantRoutedChatModel,
+)
 from application.conversation.ports import ChatModel
 from tests.integration.test_http_api import Api, make_api, parse_sse, run_body, types
 from tests.llm.conftest import FakeProvider, Reply, stream_reply
@@ -80,6 +84,14 @@ def answer(frames) -> str:
     return "".join(d["delta"] for _, d in frames if d["type"] == "TEXT_MESSAGE_CONTENT")
 
 
+async def demo_model(api) -> ChatModel:
+    """The model the demo tenant is answered by (every tenant is routed: profiles may narrow
+    a tenant's models at any time)."""
+    routed = await api.container.get(ChatModel)
+    assert isinstance(routed, TenantRoutedChatModel)
+    return routed.model_for("demo")
+
+
 @pytest.mark.parametrize("failure", [SERVER_ERROR, RATE_LIMITED, Reply(hang=True)])
 async def test_runs_complete_on_the_fallback_when_the_primary_fails(
     tmp_path, providers, failure
@@ -92,7 +104,7 @@ async def test_runs_complete_on_the_fallback_when_the_primary_fails(
         assert types(frames)[-1] == "RUN_FINISHED", frames[-1]
         assert answer(frames) == "Hello! How can I help?"
         assert backup.requests[0].json()["model"] == "gpt-b"
-        model = await api.container.get(ChatModel)
+        model = await demo_model(api)
         assert isinstance(model, FallbackChatModel)
         assert model.stats.failures == {"primary": 1}
         assert model.stats.fallbacks == 1
@@ -125,7 +137,7 @@ async def test_a_repeated_request_is_served_from_the_cache_but_never_across_tena
         theirs = parse_sse((await api.run(run_body("r3", "t3", "same question"), key=other)).text)
         assert answer(theirs) == "Hello! How can I help?"
         assert len(primary.requests) == 2
-        model = await api.container.get(ChatModel)
+        model = await demo_model(api)
         assert isinstance(model, CachingChatModel)
         assert (model.hits, model.misses) == (1, 2)
 

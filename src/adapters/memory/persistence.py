@@ -16,7 +16,7 @@ from application.ports import Clock
 from domain.audit.model import AuditEntry, AuditEvent, AuditHead, chain
 from domain.conversation.model import Message, Run, Thread
 from domain.ids import RunId, TenantId, ThreadId
-from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantProfile, TenantStatus
 
 
 @dataclass
@@ -134,6 +134,14 @@ class MemoryTenantRepository:
         if tenant is None:
             return False
         tenant.status = status
+        return True
+
+    async def set_profile(self, tenant_id: TenantId, profile: TenantProfile) -> bool:
+        check_tenant(self._scope, tenant_id)
+        tenant = self._s.tenants.get(tenant_id)
+        if tenant is None:
+            return False
+        tenant.profile = profile
         return True
 
     async def delete(self, tenant_id: TenantId) -> bool:

@@ -19,6 +19,7 @@ from domain.tenancy.model import (
     AdminLogEntry,
     ApiKey,
     Tenant,
+    TenantProfile,
     TenantStatus,
     parse_scopes,
     scopes_text,
@@ -204,6 +205,7 @@ def _tenant(r: Any) -> Tenant:
         created_at_ms=r.created_at_ms,
         status=TenantStatus(r.status),
         kb_language=r.kb_language,
+        profile=_profile(r),
     )
 
 
@@ -216,6 +218,26 @@ def _tenant_filter(scope: Scope) -> ColumnElement[bool]:
             select(api_keys.c.tenant_id).where(api_keys.c.prefix == scope.prefix)
         )
     return true()
+
+
+def _names(names: frozenset[str] | None) -> str | None:
+    return None if names is None else " ".join(sorted(names))
+
+
+def _profile_columns(profile: TenantProfile) -> dict[str, str | None]:
+    return {
+        "plan": profile.plan,
+        "allowed_tools": _names(profile.tools),
+        "allowed_models": _names(profile.models),
+    }
+
+
+def _profile(r: Any) -> TenantProfile:
+    return TenantProfile(
+        plan=r.plan,
+        tools=None if r.allowed_tools is None else frozenset(r.allowed_tools.split()),
+        models=None if r.allowed_models is None else frozenset(r.allowed_models.split()),
+    )
 
 
 class SqlaTenantRepository:
@@ -251,6 +273,7 @@ class SqlaTenantRepository:
                 status=tenant.status.value,
                 created_at_ms=tenant.created_at_ms,
                 kb_language=tenant.kb_language,
+                **_profile_columns(tenant.profile),
             )
         )
 
@@ -264,6 +287,13 @@ class SqlaTenantRepository:
         check_tenant(self._scope, tenant_id)
         result = await self._conn.execute(
             update(tenants).where(tenants.c.id == tenant_id).values(status=status.value)
+        )
+        return bool(result.rowcount)
+
+    async def set_profile(self, tenant_id: TenantId, profile: TenantProfile) -> bool:
+        check_tenant(self._scope, tenant_id)
+        result = await self._conn.execute(
+            update(tenants).where(tenants.c.id == tenant_id).values(**_profile_columns(profile))
         )
         return bool(result.rowcount)
 

@@ -41,6 +41,11 @@ tenants = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     # The text-search configuration of the tenant's knowledge base (Postgres; see 0006).
     Column("kb_language", String(32), nullable=False, server_default="simple"),
+    # The operator's settings for the tenant (NULL: the deployment's default); tools and models
+    # are space-separated names.
+    Column("plan", String(64)),
+    Column("allowed_tools", Text),
+    Column("allowed_models", Text),
 )
 
 api_keys = Table(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from application.conversation.ports import (
 )
 from application.errors import ModelError, ServiceUnavailable
 from application.ports import KB_CACHE_TAG, Clock
+from application.tenancy.profiles import TenantProfiles
 
 # Failures worth trying the next model for; a bad request or bad auth would fail there too.
 FALLBACK_CODES = frozenset({"model_timeout", "model_unavailable", "model_rate_limited"})
@@ -187,15 +188,49 @@ class CachingChatModel:
             await self._cache.set(request.tenant_id, key, kept, ttl_s=self._ttl_s, tags=(KB_TAG,))
 
 
+class UnavailableChatModel:
+    """Answers every request with a ``model_unavailable`` error (a tenant with no usable
+    model): the run ends with a clear code instead of falling back to a model not allowed."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        raise ModelError(self._reason, code="model_unavailable")
+        yield  # an async generator, like every model
+
+
 class TenantRoutedChatModel:
     """Per-tenant feature flags for models: a tenant listed in ``per_tenant`` (by slug) gets its
-    own chain and cache setting; every other tenant gets ``default``."""
+    own chain and cache setting; every other tenant gets ``default``. A tenant whose profile
+    limits its models gets the chain ``restrict`` builds from those names (remembered per set
+    of names, so breakers and caches live as long as the process)."""
 
-    def __init__(self, default: ChatModel, per_tenant: Mapping[str, ChatModel]) -> None:
+    def __init__(
+        self,
+        default: ChatModel,
+        per_tenant: Mapping[str, ChatModel],
+        *,
+        profiles: TenantProfiles | None = None,
+        restrict: Callable[[str, frozenset[str]], ChatModel] | None = None,
+    ) -> None:
         self._default = default
         self._per_tenant = dict(per_tenant)
+        self._profiles = profiles
+        self._restrict = restrict
+        self._restricted: dict[tuple[str, frozenset[str]], ChatModel] = {}
 
     def model_for(self, tenant_slug: str) -> ChatModel:
+        if self._profiles is not None and self._restrict is not None:
+            models = self._profiles.of(tenant_slug).models
+            if models is not None:
+                # Keyed by the tenant's settings entry (if any) and the names, not the tenant.
+                key = (tenant_slug if tenant_slug in self._per_tenant else "", models)
+                model = self._restricted.get(key)
+                if model is None:
+                    model = self._restrict(key[0], models)
+                    self._restricted[key] = model
+                return model
         return self._per_tenant.get(tenant_slug, self._default)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:

@@ -21,9 +21,10 @@ from application.quota.ports import (
     Slot,
     UsageLedger,
 )
+from application.tenancy.profiles import TenantProfiles
 from domain.billing.prices import PriceTable
 from domain.quota.budget import DAY_MS, BudgetPeriod, BudgetState, period_bounds
-from domain.quota.policy import QuotaPolicy, RouteClass
+from domain.quota.policy import Plan, QuotaPolicy, RouteClass
 from domain.quota.rate_limit import RateLimitRule
 from domain.tenancy.model import Principal, Scope
 
@@ -63,15 +64,28 @@ class QuotaStats:
             )
 
 
+def plan_of(policy: QuotaPolicy, profiles: TenantProfiles | None, tenant_slug: str) -> Plan:
+    """The tenant's plan, the operator's assignment first."""
+    return policy.plan_for(tenant_slug, profiles.plan(tenant_slug) if profiles else None)
+
+
 class AdmitRequest:
     """Holds a request to the rate limits of its plan: by client address before
     authentication, then by tenant and principal together (one atomic decision). When the
     limiter's store cannot be reached it fails open (admits, counted and logged) or closed
     (503), as configured; either way the client gets a clean answer."""
 
-    def __init__(self, limiter: RateLimiter, policy: QuotaPolicy, *, fail_open: bool) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        policy: QuotaPolicy,
+        *,
+        fail_open: bool,
+        profiles: TenantProfiles | None = None,
+    ) -> None:
         self._limiter = limiter
         self._policy = policy
+        self._profiles = profiles
         self._fail_open = fail_open
         self._rules: dict[int, RateLimitRule] = {}
         self.stats = QuotaStats()
@@ -93,15 +107,21 @@ class AdmitRequest:
         return await self._decide(f"a:{address}", (check,), f"client address {address}")
 
     async def principal(self, principal: Principal, route: RouteClass) -> RateDecision | None:
-        plan = self._policy.plan_for(principal.tenant_slug)
+        plan = plan_of(self._policy, self._profiles, principal.tenant_slug)
         checks: list[RateCheck] = []
+        # Counted per plan: a tenant moved to another plan starts on its limits afresh, instead
+        # of carrying the old plan's debt (or credit) over.
         if tenant_limit := plan.tenant_limit(route):
-            checks.append(RateCheck(policy="tenant", key=route, rule=self._rule(tenant_limit)))
+            checks.append(
+                RateCheck(
+                    policy="tenant", key=f"{route}@{plan.name}", rule=self._rule(tenant_limit)
+                )
+            )
         if principal_limit := plan.principal_limit(route):
             checks.append(
                 RateCheck(
                     policy="key",
-                    key=f"{route}:p:{principal.subject}",
+                    key=f"{route}@{plan.name}:p:{principal.subject}",
                     rule=self._rule(principal_limit),
                 )
             )
@@ -147,9 +167,11 @@ class RunSlots:
         *,
         lease_s: float,
         fail_open: bool = True,
+        profiles: TenantProfiles | None = None,
     ) -> None:
         self._guard = guard
         self._policy = policy
+        self._profiles = profiles
         self.lease_s = lease_s
         self._fail_open = fail_open
         self.stats = QuotaStats()
@@ -158,7 +180,7 @@ class RunSlots:
         self._renewer: asyncio.Task[None] | None = None
 
     def slots(self, tenant_slug: str, subject: str) -> list[Slot]:
-        plan = self._policy.plan_for(tenant_slug)
+        plan = plan_of(self._policy, self._profiles, tenant_slug)
         slots: list[Slot] = []
         if plan.concurrent_runs:
             slots.append(Slot(key="runs", cap=plan.concurrent_runs))
@@ -264,16 +286,23 @@ class BudgetGuard:
     out. Tenants without a budget cost nothing."""
 
     def __init__(
-        self, ledger: UsageLedger, policy: QuotaPolicy, clock: Clock, *, ttl_ms: int = 2_000
+        self,
+        ledger: UsageLedger,
+        policy: QuotaPolicy,
+        clock: Clock,
+        *,
+        ttl_ms: int = 2_000,
+        profiles: TenantProfiles | None = None,
     ) -> None:
         self._ledger = ledger
         self._policy = policy
+        self._profiles = profiles
         self._clock = clock
         self._ttl_ms = ttl_ms
         self._cache: dict[str, tuple[int, int, int]] = {}  # tenant -> (start, used, read at)
 
     async def status(self, principal: Principal) -> BudgetStatus | None:
-        budget = self._policy.plan_for(principal.tenant_slug).budget
+        budget = plan_of(self._policy, self._profiles, principal.tenant_slug).budget
         if not budget.enabled:
             return None
         now = self._clock.now_ms()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from domain.ids import TenantId
-from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantStatus
+from domain.tenancy.model import AdminLogEntry, ApiKey, Tenant, TenantProfile, TenantStatus
 
 
 class TenantRepository(Protocol):
@@ -21,6 +21,10 @@ class TenantRepository(Protocol):
     async def list(self) -> list[Tenant]: ...
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
+        """False when there is no such tenant."""
+        ...
+
+    async def set_profile(self, tenant_id: TenantId, profile: TenantProfile) -> bool:
         """False when there is no such tenant."""
         ...
 

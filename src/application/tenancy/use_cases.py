@@ -8,6 +8,7 @@ from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unau
 from application.ports import AdminTransaction, Clock, UnitOfWork
 from application.tenancy.claims import ClaimMapping, memberships, scopes_from
 from application.tenancy.ports import TokenVerifier
+from application.tenancy.profiles import ProfileRules, TenantProfiles
 from domain.audit.model import AuditEvent
 from domain.ids import ApiKeyId, TenantId, new_id
 from domain.tenancy.model import (
@@ -17,6 +18,7 @@ from domain.tenancy.model import (
     Role,
     Scope,
     Tenant,
+    TenantProfile,
     TenantStatus,
     digest_secret,
     mint_api_key,
@@ -49,7 +51,9 @@ class Authenticate:
         cache_size: int = 10_000,
         tokens: TokenVerifier | None = None,
         claims: ClaimMapping | None = None,
+        profiles: TenantProfiles | None = None,
     ) -> None:
+        self._profiles = profiles
         self._uow = uow
         self._clock = clock
         self._ttl_ms = cache_ttl_ms
@@ -67,7 +71,13 @@ class Authenticate:
         now = self._clock.now_ms()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return cached[0]
+            principal = cached[0]
+            if self._profiles is None or not self._profiles.refuses(
+                principal.tenant_id, principal.subject
+            ):
+                return principal
+            # Suspended, deleted or revoked through this process since: checked again now.
+            del self._cache[digest]
         principal, expires_at_ms = await self._verify(bearer, tenant_selector)
         if len(self._cache) >= self._size:
             self._cache.clear()
@@ -95,6 +105,8 @@ class Authenticate:
                 "this API key does not belong to the tenant named in X-Tenant-ID",
                 code="not_a_member",
             )
+        if self._profiles is not None:
+            self._profiles.learn(tenant)
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
         if key.last_used_at_ms is None or now - key.last_used_at_ms >= LAST_USED_RESOLUTION_MS:
@@ -128,6 +140,8 @@ class Authenticate:
             tenant = await self._member_tenant(member_of, selector)
             if tenant is None:
                 raise Forbidden(f"you are not a member of tenant {selector!r}", code="not_a_member")
+        if self._profiles is not None:
+            self._profiles.learn(tenant)
         if tenant.status is not TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.slug} is suspended")
         role = member_of[tenant.id]
@@ -270,9 +284,18 @@ class ManageTenants:
     revoke their keys. Every change is an admin transaction and an entry in the tenant's audit
     trail (a deleted tenant's trail goes with it, after its export)."""
 
-    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        *,
+        profiles: TenantProfiles | None = None,
+        rules: ProfileRules | None = None,
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._profiles = profiles
+        self._rules = rules
 
     async def all(self, *, actor: str) -> list[Tenant]:
         async with self._uow.admin_transaction(actor, "tenant.list") as tx:
@@ -300,7 +323,53 @@ class ManageTenants:
                 )
                 tenant.status = status
             await tx.commit()
+        if self._profiles is not None:
+            self._profiles.learn(tenant)
         return tenant
+
+    async def set_profile(self, slug: str, profile: TenantProfile, *, actor: str) -> Tenant:
+        """Puts the tenant on a plan and limits its tools and models (None: the deployment's
+        defaults), after checking each name against what the deployment defines."""
+        self.check(profile)
+        async with self._uow.admin_transaction(actor, f"tenant.profile {slug}") as tx:
+            tenant = await self._tenant(tx, slug)
+            if tenant.profile != profile:
+                await tx.tenants.set_profile(tenant.id, profile)
+                await tx.audit.append(
+                    tenant.id,
+                    AuditEvent(
+                        actor=f"admin:{actor}",
+                        action="tenant.profile.changed",
+                        subject=tenant.id,
+                        details=_profile_details(profile),
+                    ),
+                    at_ms=self._clock.now_ms(),
+                )
+                tenant.profile = profile
+            await tx.commit()
+        if self._profiles is not None:
+            self._profiles.learn(tenant)
+        return tenant
+
+    def check(self, profile: TenantProfile) -> None:
+        """Raises ``InvalidInput`` naming any plan, tool or model the deployment lacks."""
+        rules = self._rules
+        if rules is None:
+            return
+        if profile.plan is not None and profile.plan not in rules.plans:
+            raise InvalidInput(
+                f"no plan named {profile.plan!r}: the plans are {', '.join(sorted(rules.plans))}"
+            )
+        for kind, names, known in (
+            ("tool", profile.tools, rules.tools),
+            ("model", profile.models, rules.models),
+        ):
+            unknown = sorted((names or frozenset()) - known)
+            if unknown:
+                raise InvalidInput(
+                    f"unknown {kind} {', '.join(map(repr, unknown))}: "
+                    f"this deployment has {', '.join(sorted(known)) or 'none'}"
+                )
 
     async def revoke_key(self, slug: str, key_id: str, *, actor: str) -> None:
         async with self._uow.admin_transaction(actor, f"apikey.revoke {slug} {key_id}") as tx:
@@ -313,12 +382,16 @@ class ManageTenants:
                 at_ms=self._clock.now_ms(),
             )
             await tx.commit()
+        if self._profiles is not None:
+            self._profiles.revoked(f"apikey:{key_id}")
 
     async def delete(self, slug: str, *, actor: str) -> Tenant:
         async with self._uow.admin_transaction(actor, f"tenant.delete {slug}") as tx:
             tenant = await self._tenant(tx, slug)
             await tx.tenants.delete(tenant.id)
             await tx.commit()
+        if self._profiles is not None:
+            self._profiles.forget(tenant)
         return tenant
 
     @staticmethod
@@ -327,3 +400,14 @@ class ManageTenants:
         if tenant is None:
             raise NotFound(f"no tenant with slug {slug!r}")
         return tenant
+
+
+def _profile_details(profile: TenantProfile) -> dict[str, str]:
+    def names(value: frozenset[str] | None) -> str:
+        return "*" if value is None else " ".join(sorted(value))[:500]
+
+    return {
+        "plan": profile.plan or "*",
+        "tools": names(profile.tools),
+        "models": names(profile.models),
+    }

@@ -82,8 +82,14 @@ class QuotaPolicy:
         if not 0 < self.burst_ratio <= 1:
             raise InvariantViolated("burst_ratio must be above 0 and at most 1")
 
-    def plan_for(self, tenant_slug: str) -> Plan:
-        name = self.tenant_plans.get(tenant_slug)
+    def plan_for(self, tenant_slug: str, assigned: str | None = None) -> Plan:
+        """The tenant's plan: the one an operator ``assigned`` it, else the one settings name
+        for its slug, else the default."""
+        name = assigned or self.tenant_plans.get(tenant_slug)
         if name is None:
             return self.default
         return self.plans.get(name, self.default)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset([self.default.name, *self.plans])

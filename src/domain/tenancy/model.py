@@ -113,8 +113,28 @@ def validate_kb_language(language: str) -> str:
     return language
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantProfile:
+    """What an operator sets per tenant; None everywhere means the deployment's defaults.
+
+    - ``plan``: the named plan (rate limits, run caps, token budget) the tenant is on;
+    - ``tools``: the only tools its agent may use;
+    - ``models``: the only entries of the model chain it may be answered by (in the chain's
+      order)."""
+
+    plan: str | None = None
+    tools: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.plan is not None and not self.plan.strip():
+            raise InvariantViolated("a plan name cannot be blank")
+        if self.models is not None and not self.models:
+            raise InvariantViolated("a tenant needs at least one model it may use")
+
+
 class Tenant:
-    __slots__ = ("created_at_ms", "id", "kb_language", "name", "slug", "status")
+    __slots__ = ("created_at_ms", "id", "kb_language", "name", "profile", "slug", "status")
 
     def __init__(
         self,
@@ -125,6 +145,7 @@ class Tenant:
         created_at_ms: int,
         status: TenantStatus = TenantStatus.ACTIVE,
         kb_language: str = "simple",
+        profile: TenantProfile | None = None,
     ) -> None:
         self.id = id
         self.slug = validate_slug(slug)
@@ -134,6 +155,7 @@ class Tenant:
         self.status = status
         self.created_at_ms = created_at_ms
         self.kb_language = validate_kb_language(kb_language)
+        self.profile = profile if profile is not None else TenantProfile()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tenant) and self.id == other.id

@@ -9,13 +9,14 @@ from typing import Any
 
 from dishka import AsyncContainer, Provider
 from dishka.integrations.litestar import LitestarProvider, setup_dishka
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Response
 
 from application.conversation.ports import RunLauncher
+from entrypoints.http.admin import AdminController, admin_guard
 from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
 from entrypoints.http.hardening import cors_config, security_headers_hook
 from entrypoints.http.health import healthz, readyz
@@ -29,6 +30,7 @@ from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs
+from entrypoints.ioc.secrets import read_secret
 from entrypoints.ioc.telemetry import METRICS_CONTENT_TYPE, Telemetry, build_telemetry, observed
 from entrypoints.settings import Settings
 
@@ -46,6 +48,15 @@ def create_app(
     )
     metrics = telemetry.metrics
     token = telemetry.metrics_token
+    admin_token = read_secret(
+        settings.auth.admin_token, settings.auth.admin_token_file, "SBA_AUTH__ADMIN_TOKEN_FILE"
+    )
+    admin = Router(
+        path="/",
+        route_handlers=[AdminController],
+        guards=[admin_guard(admin_token)],
+        include_in_schema=admin_token is not None,
+    )
 
     @get(
         "/metrics",
@@ -92,6 +103,7 @@ def create_app(
             healthz,
             readyz,
             metrics_endpoint,
+            admin,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, idempotency_middleware],

@@ -67,6 +67,7 @@ from application.conversation.models import (
     FallbackChatModel,
     NamedModel,
     TenantRoutedChatModel,
+    UnavailableChatModel,
 )
 from application.conversation.ports import (
     ChatModel,
@@ -100,6 +101,7 @@ from application.quota.use_cases import AdmitRequest, BudgetGuard, GetUsage, Run
 from application.render.use_cases import GetRender, LinkSigner, RequestRender
 from application.tenancy.claims import ClaimMapping
 from application.tenancy.ports import TenantExport
+from application.tenancy.profiles import ProfileRules, TenantProfiles
 from application.tenancy.use_cases import (
     Authenticate,
     CreateApiKey,
@@ -107,6 +109,7 @@ from application.tenancy.use_cases import (
     EnsureDemoTenant,
     ManageTenants,
 )
+from application.tools.policy import ProfiledToolPolicy
 from application.tools.ports import TaskRepository, ToolAudit, ToolPolicy, ToolRegistry
 from application.tools.use_cases import InvokeTool, ListTools
 from domain.billing.prices import Price, PriceTable
@@ -323,14 +326,25 @@ class InfrastructureProvider(Provider):
         return quota_policy(settings)
 
     @provide
+    def tenant_profiles(self) -> TenantProfiles:
+        return TenantProfiles()
+
+    @provide
     def usage_ledger(self, db: Database) -> UsageLedger:
         return SqlaUsageLedger(db)
 
     @provide
     def budget_guard(
-        self, ledger: UsageLedger, policy: QuotaPolicy, clock: Clock, settings: Settings
+        self,
+        ledger: UsageLedger,
+        policy: QuotaPolicy,
+        clock: Clock,
+        settings: Settings,
+        profiles: TenantProfiles,
     ) -> BudgetGuard:
-        return BudgetGuard(ledger, policy, clock, ttl_ms=settings.rate_limit.budget_cache_ms)
+        return BudgetGuard(
+            ledger, policy, clock, ttl_ms=settings.rate_limit.budget_cache_ms, profiles=profiles
+        )
 
     @provide
     def rate_limiter(self, redis: RedisHolder) -> RateLimiter:
@@ -420,14 +434,15 @@ class InfrastructureProvider(Provider):
         return ObservedToolRegistry(registry, tracer=telemetry.tracer, metrics=telemetry.metrics)
 
     @provide
-    def tool_policy(self, settings: Settings) -> ToolPolicy:
+    def tool_policy(self, settings: Settings, profiles: TenantProfiles) -> ToolPolicy:
         tools = settings.tools
-        return StaticToolPolicy(
+        static = StaticToolPolicy(
             tools.allow,
             tools.tenants,
             approval=tools.approval,
             approval_per_tenant=tools.approval_tenants,
         )
+        return ProfiledToolPolicy(static, profiles)
 
     @provide
     def interrupt_store(self, db: Database) -> InterruptStore:
@@ -445,6 +460,7 @@ class InfrastructureProvider(Provider):
         clock: Clock,
         store: Cache,
         telemetry: Telemetry,
+        profiles: TenantProfiles,
     ) -> AsyncIterator[ChatModel]:
         llm = settings.llm
         offline = OfflineChatModel(
@@ -489,7 +505,12 @@ class InfrastructureProvider(Provider):
 
         def build(names: Sequence[str], cache: bool) -> ChatModel:
             try:
-                chain = [observed(i, named[n]) for i, n in enumerate(names)]
+                # "offline" names the built-in responder when the chain does not define it.
+                chain = [
+                    observed(i, named[n])
+                    for i, n in enumerate(names)
+                    if n in named or n != "offline"
+                ]
             except KeyError as exc:
                 raise SettingsError(
                     f"SBA_LLM__TENANTS: {exc.args[0]!r} is not a name in SBA_LLM__CHAIN"
@@ -526,19 +547,33 @@ class InfrastructureProvider(Provider):
                 )
             return model
 
-        default = build(list(named), True)
-        model: ChatModel = default
-        if llm.tenants:
-            model = TenantRoutedChatModel(
-                default,
-                {
-                    slug: build(
-                        flags.chain if flags.chain is not None else list(named),
-                        flags.cache if flags.cache is not None else True,
-                    )
-                    for slug, flags in llm.tenants.items()
-                },
+        def chain_of(slug: str) -> tuple[list[str], bool]:
+            flags = llm.tenants.get(slug)
+            if flags is None:
+                return list(named), True
+            return (
+                list(flags.chain) if flags.chain is not None else list(named),
+                flags.cache if flags.cache is not None else True,
             )
+
+        def restrict(slug: str, allowed: frozenset[str]) -> ChatModel:
+            """The tenant's chain (its settings entry's, else the deployment's) kept to the
+            models its profile allows, in the chain's order."""
+            names, cache = chain_of(slug)
+            kept = [n for n in names if n in allowed] if names else []
+            if names and not kept:
+                return UnavailableChatModel(
+                    "none of the models this tenant may use is in its chain"
+                )
+            return build(kept, cache)
+
+        default = build(list(named), True)
+        model: ChatModel = TenantRoutedChatModel(
+            default,
+            {slug: build(*chain_of(slug)) for slug in llm.tenants},
+            profiles=profiles,
+            restrict=restrict,
+        )
         if telemetry.content_tenants:
             model = ContentLoggingChatModel(model, telemetry.content_tenants)
         if llm.loadtest:
@@ -572,6 +607,12 @@ class InfrastructureProvider(Provider):
     @provide
     def run_launcher(self, launcher: AsyncioRunLauncher) -> RunLauncher:
         return launcher
+
+
+def model_names(settings: Settings) -> frozenset[str]:
+    """The names a tenant's model list may use: the chain's entries, or the built-in
+    responder's ``offline`` when no chain is configured."""
+    return frozenset(p.name for p in settings.llm.chain) or frozenset({"offline"})
 
 
 def _jwt_verifier(cfg: JwtSettings, client: httpx.AsyncClient) -> JwtVerifier:
@@ -688,19 +729,40 @@ class UseCaseProvider(Provider):
 
     @provide
     def admit_request(
-        self, limiter: RateLimiter, policy: QuotaPolicy, settings: Settings, telemetry: Telemetry
+        self,
+        limiter: RateLimiter,
+        policy: QuotaPolicy,
+        settings: Settings,
+        telemetry: Telemetry,
+        profiles: TenantProfiles,
     ) -> AdmitRequest:
-        admit = AdmitRequest(limiter, policy, fail_open=settings.rate_limit.fail_mode == "open")
+        admit = AdmitRequest(
+            limiter,
+            policy,
+            fail_open=settings.rate_limit.fail_mode == "open",
+            profiles=profiles,
+        )
         if telemetry.metrics is not None:
             telemetry.metrics.watch_limiter("requests", admit.stats)
         return admit
 
     @provide
     def run_slots(
-        self, guard: ConcurrencyGuard, policy: QuotaPolicy, settings: Settings, telemetry: Telemetry
+        self,
+        guard: ConcurrencyGuard,
+        policy: QuotaPolicy,
+        settings: Settings,
+        telemetry: Telemetry,
+        profiles: TenantProfiles,
     ) -> RunSlots:
         rl = settings.rate_limit
-        slots = RunSlots(guard, policy, lease_s=rl.run_lease_s, fail_open=rl.fail_mode == "open")
+        slots = RunSlots(
+            guard,
+            policy,
+            lease_s=rl.run_lease_s,
+            fail_open=rl.fail_mode == "open",
+            profiles=profiles,
+        )
         if telemetry.metrics is not None:
             telemetry.metrics.watch_limiter("runs", slots.stats)
         return slots
@@ -710,7 +772,23 @@ class UseCaseProvider(Provider):
     get_thread_messages = provide(GetThreadMessages)
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
-    manage_tenants = provide(ManageTenants)
+
+    @provide
+    def manage_tenants(
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        profiles: TenantProfiles,
+        policy: QuotaPolicy,
+        registry: ToolRegistry,
+        settings: Settings,
+    ) -> ManageTenants:
+        rules = ProfileRules(
+            plans=policy.names,
+            tools=frozenset(spec.name for spec in registry.specs()),
+            models=model_names(settings),
+        )
+        return ManageTenants(uow, clock, profiles=profiles, rules=rules)
 
     @provide
     def get_usage(
@@ -747,11 +825,13 @@ class UseCaseProvider(Provider):
 
     @provide
     async def authenticate(
-        self, uow: UnitOfWork, clock: Clock, settings: Settings
+        self, uow: UnitOfWork, clock: Clock, settings: Settings, profiles: TenantProfiles
     ) -> AsyncIterator[Authenticate]:
         cfg = settings.auth.jwt
         if not cfg.issuer:
-            yield Authenticate(uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms)
+            yield Authenticate(
+                uow, clock, cache_ttl_ms=settings.auth.cache_ttl_ms, profiles=profiles
+            )
             return
         client = outbound_client(
             [cfg.jwks_url or cfg.issuer], httpx.Timeout(5.0), "SBA_AUTH__JWT__ISSUER / JWKS_URL"
@@ -766,6 +846,7 @@ class UseCaseProvider(Provider):
             clock,
             cache_ttl_ms=settings.auth.cache_ttl_ms,
             tokens=verifier,
+            profiles=profiles,
             claims=ClaimMapping(
                 tenants=cfg.tenant_claim,
                 role=cfg.role_claim,
