@@ -179,8 +179,16 @@ class CreateTenant:
         self._clock = clock
 
     async def __call__(
-        self, slug: str, name: str | None = None, *, actor: str, kb_language: str = "simple"
+        self,
+        slug: str,
+        name: str | None = None,
+        *,
+        actor: str,
+        kb_language: str = "simple",
+        profile: TenantProfile | None = None,
     ) -> Tenant:
+        """``profile``: set with the tenant in one transaction (its names checked beforehand
+        by ``ManageTenants.check``)."""
         validate_slug(slug)
         tenant = Tenant(
             id=TenantId(new_id("ten")),
@@ -188,6 +196,7 @@ class CreateTenant:
             name=name or slug,
             created_at_ms=self._clock.now_ms(),
             kb_language=kb_language,
+            profile=profile,
         )
         async with self._uow.admin_transaction(actor, f"tenant.create {slug}") as tx:
             if await tx.tenants.get_by_slug(slug) is not None:
@@ -199,7 +208,11 @@ class CreateTenant:
                     actor=f"admin:{actor}",
                     action="tenant.created",
                     subject=tenant.id,
-                    details={"slug": slug, "kb_language": kb_language},
+                    details={
+                        "slug": slug,
+                        "kb_language": kb_language,
+                        **_profile_details(tenant.profile),
+                    },
                 ),
                 at_ms=tenant.created_at_ms,
             )

@@ -183,9 +183,13 @@ class AdminController(Controller):
             plan=body.plan, tools=_names(body.tools), models=_names(body.models)
         )
         manage.check(profile)  # before anything is created
-        tenant = await create(body.slug, body.name, actor=ADMIN_ACTOR, kb_language=body.kb_language)
-        if profile != TenantProfile():
-            tenant = await manage.set_profile(tenant.slug, profile, actor=ADMIN_ACTOR)
+        tenant = await create(
+            body.slug,
+            body.name,
+            actor=ADMIN_ACTOR,
+            kb_language=body.kb_language,
+            profile=profile,
+        )
         return Response(TenantOut.of(tenant), status_code=201)
 
     @get("/tenants/{slug:str}", summary="A tenant with its profile and API keys (no secrets)")
