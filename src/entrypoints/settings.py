@@ -247,8 +247,10 @@ class KnowledgeSettings(_Section, frozen=True):
 class WorkerSettings(_Section, frozen=True):
     """Background jobs (``SBA_BROKER_URL``; unset: they run inside ``sba serve``)."""
 
-    # The Redis stream (and its consumer group) jobs travel on.
-    queue: str = "sba:jobs"
+    # The Redis stream jobs travel on, named under SBA_REDIS__KEY_PREFIX like every other key
+    # (``<prefix><queue>``, its consumer group ``<prefix><queue>:workers``): deployments that
+    # share a Redis never take each other's jobs.
+    queue: str = "jobs"
     # Jobs one worker process runs at once.
     concurrency: int = 32
     # Attempts per job before it goes to the dead-letter store, and the backoff between them
@@ -441,6 +443,11 @@ class Settings(_Section, frozen=True):
     def is_embedded_database(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 
+    @property
+    def job_stream(self) -> str:
+        """The Redis stream of background jobs: the queue's name under the key prefix."""
+        return f"{self.redis.key_prefix}{self.worker.queue}"
+
 
 class SettingsError(Exception):
     """Raised with a message naming the offending key; start-up prints it and exits."""
@@ -548,3 +555,13 @@ def _check(settings: Settings) -> None:
         )
     if not 0 <= t.worker_metrics_port <= 65535:
         raise SettingsError("SBA_TELEMETRY__WORKER_METRICS_PORT: not a port number")
+    queue, prefix = settings.worker.queue, settings.redis.key_prefix
+    if not queue or "{" in queue or "}" in queue:
+        raise SettingsError("SBA_WORKER__QUEUE: a non-empty name without braces")
+    if prefix and queue.startswith(prefix):
+        # Before the prefix covered the queue, the default was "sba:jobs": a queue still named
+        # with its prefix would now live at "<prefix><prefix>…", away from its waiting jobs.
+        raise SettingsError(
+            f"SBA_WORKER__QUEUE: {queue!r} repeats the key prefix {prefix!r}; the queue is "
+            f"named under SBA_REDIS__KEY_PREFIX, so write {queue[len(prefix) :]!r}"
+        )

@@ -76,12 +76,13 @@ async def until(predicate, *, timeout_s: float, what: str):
 
 async def test_a_job_survives_its_worker_being_killed_and_takes_effect_once(tmp_path, fake):
     require_redis()
-    queue = f"sba-test:{uuid.uuid4().hex[:10]}:jobs"
+    prefix = f"sba-test:{uuid.uuid4().hex[:10]}:"
+    queue = f"{prefix}jobs"
     env = environment(
         tmp_path,
         fake,
         SBA_BROKER_URL=REDIS_URL,
-        SBA_WORKER__QUEUE=queue,
+        SBA_REDIS__KEY_PREFIX=prefix,
         SBA_WORKER__REDELIVER_AFTER_S="1",
         SBA_WORKER__CONCURRENCY="4",
     )
@@ -147,8 +148,9 @@ async def test_a_job_survives_its_worker_being_killed_and_takes_effect_once(tmp_
 
 async def test_sigterm_lets_a_worker_finish_the_job_it_holds_then_exit(tmp_path, fake):
     require_redis()
-    queue = f"sba-test:{uuid.uuid4().hex[:10]}:jobs"
-    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_WORKER__QUEUE=queue)
+    prefix = f"sba-test:{uuid.uuid4().hex[:10]}:"
+    queue = f"{prefix}jobs"
+    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_REDIS__KEY_PREFIX=prefix)
     settings = load_settings(env)
     container = make_container(settings)
     client = aioredis.from_url(REDIS_URL)
@@ -245,8 +247,9 @@ async def test_each_worker_process_serves_its_own_metrics_and_their_sum_is_the_t
 
     from tests.redis_support import free_port
 
-    queue = f"sba-test:{uuid.uuid4().hex[:10]}:jobs"
-    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_WORKER__QUEUE=queue)
+    prefix = f"sba-test:{uuid.uuid4().hex[:10]}:"
+    queue = f"{prefix}jobs"
+    env = environment(tmp_path, fake, SBA_BROKER_URL=REDIS_URL, SBA_REDIS__KEY_PREFIX=prefix)
     settings = load_settings(env)
     container = make_container(settings)
     client = aioredis.from_url(REDIS_URL)

@@ -73,3 +73,23 @@ def test_the_model_chain_comes_as_json_and_names_bad_entries() -> None:
     assert settings.llm.chain[0].kind == "openai"
     with pytest.raises(SettingsError, match="SBA_LLM__CHAIN"):
         load_settings({"SBA_LLM__CHAIN": '[{"name": "x", "kind": "palm"}]'})
+
+
+def test_the_job_stream_is_named_under_the_redis_key_prefix() -> None:
+    assert load_settings({}).job_stream == "sba:jobs"
+    assert load_settings({"SBA_REDIS__KEY_PREFIX": "eu:"}).job_stream == "eu:jobs"
+    named = load_settings({"SBA_REDIS__KEY_PREFIX": "eu:", "SBA_WORKER__QUEUE": "bulk"})
+    assert named.job_stream == "eu:bulk"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SBA_WORKER__QUEUE": "sba:jobs"}, "SBA_WORKER__QUEUE: 'sba:jobs' repeats the key prefix"),
+        ({"SBA_WORKER__QUEUE": "jobs{a}"}, "SBA_WORKER__QUEUE: a non-empty name without braces"),
+        ({"SBA_WORKER__QUEUE": ""}, "SBA_WORKER__QUEUE: a non-empty name"),
+    ],
+)
+def test_a_queue_name_that_cannot_live_under_the_prefix_is_refused(env, message) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env)

@@ -63,6 +63,9 @@ def create_broker(
     if not url:
         # Runs a job inside ``kick``: queued in-process work is done when enqueue returns.
         return InMemoryBroker(await_inplace=True, max_async_tasks=max_async_tasks)
+    # The stream named ``queue_name`` is the only key the queue keeps: no result backend (jobs
+    # report through the database), no schedules, dead letters in the database, and our
+    # listener takes no claim lock. Naming it under the deployment's prefix keeps it apart.
     return StoppableStreamBroker(
         url,
         queue_name=queue_name,

@@ -273,7 +273,7 @@ def _cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     async def job(container: AsyncContainer) -> None:
-        print(f"SBA worker consuming {settings.worker.queue}", flush=True)
+        print(f"SBA worker consuming {settings.job_stream}", flush=True)
         await work(container, settings)
 
     _with_container(settings, job)

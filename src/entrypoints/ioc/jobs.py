@@ -173,7 +173,7 @@ class JobProvider(Provider):
         w = settings.worker
         broker = create_broker(
             settings.broker_url,
-            queue_name=w.queue,
+            queue_name=settings.job_stream,
             redeliver_after_s=w.redeliver_after_s,
             max_async_tasks=w.concurrency,
         )
