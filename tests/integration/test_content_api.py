@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from application.content.use_cases import kb_document_id
+from application.json_limits import MAX_JSON_DEPTH
 from tests.content.fake_basehub import TOKEN, FakeBaseHub, ThreadedBaseHub
 from tests.integration.test_http_api import Api, make_api, parse_sse, run_body
 
@@ -124,3 +125,15 @@ async def test_forged_unsigned_and_replayed_webhooks_are_refused(api, fake) -> N
         headers={"x-basehub-webhook-signature": sign(body)},
     )
     assert unknown.status_code == 404
+
+
+async def test_a_signed_webhook_nested_too_deep_is_a_400_problem(api) -> None:
+    for depth in (MAX_JSON_DEPTH, 5_000):
+        body = b'{"data":' + b"[" * depth + b"]" * depth + b"}"
+        response = await api.client.post(
+            HOOK,
+            content=body,
+            headers={"content-type": "application/json", "x-basehub-webhook-signature": sign(body)},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "json_too_deep"

@@ -28,6 +28,7 @@ from application.conversation.ports import (
     UsageChunk,
 )
 from application.errors import ModelError
+from application.json_limits import json_too_deep
 from domain.conversation.model import Message, Role, Usage
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -198,9 +199,9 @@ class _Translator:
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(arguments) if arguments.strip() else {}
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         value = None
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not json_too_deep(value):
         return value
     # Arguments the model got wrong earlier are kept, so it can see what it sent.
     return {"_raw_arguments": arguments}

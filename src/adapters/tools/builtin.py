@@ -15,6 +15,7 @@ import msgspec
 from application.content.use_cases import ReadDocument
 from application.conversation.ports import ToolSpec
 from application.errors import ApplicationError
+from application.json_limits import TOO_DEEP, json_too_deep
 from application.knowledge.ports import KnowledgeSearch
 from application.ports import Clock
 from application.render.use_cases import GetRender, LinkSigner, RenderCommand, RequestRender
@@ -211,13 +212,14 @@ class BuiltinToolRegistry:
             )
         try:
             args = msgspec.json.decode(arguments or "{}", type=tool.args)
+            problem = TOO_DEEP if json_too_deep(args) else None
+        except RecursionError:
+            problem = TOO_DEEP
         except msgspec.DecodeError as exc:
+            problem = f"the arguments do not match the schema of {name}: {exc}"
+        if problem is not None:
             return _result(
-                ToolOutcome.INVALID_ARGUMENTS,
-                {
-                    "error": "invalid_arguments",
-                    "message": f"the arguments do not match the schema of {name}: {exc}",
-                },
+                ToolOutcome.INVALID_ARGUMENTS, {"error": "invalid_arguments", "message": problem}
             )
         try:
             payload = await tool.handler(args, ctx)

@@ -15,6 +15,7 @@ from typing import Any
 from application.content.ports import ContentDocument, ContentSource, ContentSources, ReplayGuard
 from application.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from application.jobs.ports import JobQueue
+from application.json_limits import TOO_DEEP, json_too_deep
 from application.knowledge.ports import KnowledgeStore
 from application.knowledge.use_cases import IngestCommand, IngestDocument, document_tag
 from application.ports import KB_CACHE_TAG, Cache, UnitOfWork
@@ -232,8 +233,12 @@ class HandleContentWebhook:
             raise InvalidInput(f"the webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
         try:
             payload = json.loads(body)
+        except RecursionError:
+            raise InvalidInput(TOO_DEEP, code="json_too_deep") from None
         except ValueError as exc:
             raise InvalidInput(f"the webhook body is not JSON: {exc}") from exc
+        if json_too_deep(payload):
+            raise InvalidInput(TOO_DEEP, code="json_too_deep")
         refs = _refs(payload)
         # Only a verified webhook costs a lookup (on the audited cross-tenant path).
         async with self._uow.admin_transaction("webhook:basehub", "content.webhook") as tx:

@@ -19,6 +19,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import Response
 
+from application.errors import InvalidInput
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, ManageTenants
 from domain.errors import InvariantViolated
 from domain.tenancy.model import (
@@ -30,7 +31,7 @@ from domain.tenancy.model import (
     TenantStatus,
     parse_scopes,
 )
-from entrypoints.http.problems import decode_error
+from entrypoints.http.inputs import json_body
 
 ADMIN_ACTOR = "api"
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
@@ -175,10 +176,7 @@ class AdminController(Controller):
         create: FromDishka[CreateTenant],
         manage: FromDishka[ManageTenants],
     ) -> Response[Any]:
-        try:
-            body = _tenant_in.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return decode_error(exc, request.url.path)
+        body = await json_body(request, _tenant_in)
         profile = TenantProfile(
             plan=body.plan, tools=_names(body.tools), models=_names(body.models)
         )
@@ -208,10 +206,7 @@ class AdminController(Controller):
         slug: FromPath[str],
         manage: FromDishka[ManageTenants],
     ) -> Response[Any]:
-        try:
-            body = _tenant_patch.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return decode_error(exc, request.url.path)
+        body = await json_body(request, _tenant_patch)
         tenant, _ = await manage.get(slug, actor=ADMIN_ACTOR)
         current = tenant.profile
         profile = TenantProfile(
@@ -234,13 +229,13 @@ class AdminController(Controller):
         slug: FromPath[str],
         create_key: FromDishka[CreateApiKey],
     ) -> Response[Any]:
+        body = await json_body(request, _key_in)
         try:
-            body = _key_in.decode(await request.body())
             scopes = parse_scopes(body.scopes) if body.scopes is not None else None
-        except msgspec.DecodeError as exc:
-            return decode_error(exc, request.url.path)
         except InvariantViolated as exc:
-            return decode_error(msgspec.ValidationError(str(exc)), request.url.path)
+            raise InvalidInput(
+                f"the request body is not valid: {exc}", code="validation_failed"
+            ) from None
         days = body.expires_in_days
         issued = await create_key(
             slug,

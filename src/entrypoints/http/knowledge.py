@@ -11,6 +11,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Response
 
+from application.errors import InvalidInput
 from application.knowledge.use_cases import (
     DeleteDocument,
     GetDocument,
@@ -22,7 +23,7 @@ from application.knowledge.use_cases import (
 )
 from domain.knowledge.model import IndexStatus, KbDocument
 from domain.tenancy.model import Principal
-from entrypoints.http.problems import decode_error
+from entrypoints.http.inputs import json_body
 
 
 class DocumentIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -117,12 +118,12 @@ async def _ingest(
     ingest: IngestDocument,
     document_id: str | None,
 ) -> Response[Any]:
-    try:
-        body = _document_in.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        return decode_error(exc, request.url.path)
+    body = await json_body(request, _document_in)
     if document_id is not None and body.id not in (None, document_id):
-        return decode_error(msgspec.ValidationError("the body's id differs from the path's"))
+        raise InvalidInput(
+            "the request body is not valid: the body's id differs from the path's",
+            code="validation_failed",
+        )
     done: Ingested = await ingest(
         IngestCommand(
             principal=principal,

@@ -21,6 +21,7 @@ PROBLEM_JSON = "application/problem+json"
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
     "invalid_json": 400,
+    "json_too_deep": 400,
     "unauthenticated": 401,
     "forbidden": 403,
     "not_found": 404,
@@ -162,14 +163,6 @@ def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
         "an unexpected error occurred; it has been logged",
         instance=request.url.path,
     )
-
-
-def decode_error(exc: msgspec.DecodeError, instance: str | None = None) -> Response[bytes]:
-    if isinstance(exc, msgspec.ValidationError):
-        return problem(
-            "validation_failed", f"the request body is not valid: {exc}", instance=instance
-        )
-    return problem("invalid_json", f"the request body is not valid JSON: {exc}", instance=instance)
 
 
 EXCEPTION_HANDLERS = {

@@ -21,7 +21,7 @@ from application.render.use_cases import (
 )
 from domain.render.model import RenderJob, RenderState
 from domain.tenancy.model import Principal
-from entrypoints.http.problems import decode_error
+from entrypoints.http.inputs import json_body
 
 
 class RenderIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -85,10 +85,7 @@ class RenderController(Controller):
         render: FromDishka[RequestRender],
         links: FromDishka[LinkSigner],
     ) -> Response[Any]:
-        try:
-            body = _render_in.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return decode_error(exc, request.url.path)
+        body = await json_body(request, _render_in)
         job = await render(
             RenderCommand(
                 principal=principal,

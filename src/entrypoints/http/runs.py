@@ -10,7 +10,6 @@ from dishka import FromDishka
 from dishka.integrations.litestar import inject
 from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import Response
 
 from application.conversation.ports import ToolSpec
 from application.conversation.use_cases import (
@@ -45,7 +44,7 @@ from entrypoints.http.agui.models import (
     run_input_decoder,
     text_of,
 )
-from entrypoints.http.problems import decode_error
+from entrypoints.http.inputs import json_body
 from entrypoints.http.sse import EventStream
 from entrypoints.settings import Settings
 
@@ -245,11 +244,8 @@ class RunController(Controller):
         messages: FromDishka[GetThreadMessages],
         settings: FromDishka[Settings],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
-    ) -> EventStream | Response[bytes]:
-        try:
-            body: RunAgentInput = run_input_decoder.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return decode_error(exc, request.url.path)
+    ) -> EventStream:
+        body: RunAgentInput = await json_body(request, run_input_decoder)
         forwarded = body.forwarded_props if isinstance(body.forwarded_props, dict) else {}
         started = await start_run(
             StartRunCommand(
