@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -364,6 +364,9 @@ class PostgresSettings(_Section, frozen=True):
     pooler: bool = False
     pool_size: int = 10
     max_overflow: int = 10
+    # Connections of the run journal's own pool (asyncpg): tenants flush beside each other on
+    # them, each tenant's records grouped into one transaction at a time (0034).
+    journal_connections: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
 
 class LogSettings(_Section, frozen=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.persistence import MemoryUnitOfWork
+from adapters.postgres.journal import PostgresRunJournal
+from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.sqlite_journal import SqliteRunJournal
 from adapters.sqla.uow import SqlaUnitOfWork
 from application.conversation.ports import RunJournal
@@ -34,6 +36,8 @@ A, B = TenantId("ten_a"), TenantId("ten_b")
 class Subject:
     journal: RunJournal
     uow: UnitOfWork
+    # Another journal on the same database, as a second instance of the server has.
+    twin: Callable[[], RunJournal]
 
 
 async def seed_tenants(uow: UnitOfWork) -> None:
@@ -47,24 +51,39 @@ async def make_subject(kind: str, request, tmp_path) -> AsyncIterator[Subject]:
     if kind == "memory":
         uow = MemoryUnitOfWork()
         await seed_tenants(uow)
-        yield Subject(TransactionalRunJournal(uow), uow)
+        yield Subject(TransactionalRunJournal(uow), uow, lambda: TransactionalRunJournal(uow))
         return
     async with sql_database(kind, request, tmp_path) as db:
         uow = SqlaUnitOfWork(db)
         await seed_tenants(uow)
-        journal: Any = (
-            SqliteRunJournal(str(tmp_path / "contract.db"))
-            if kind == "sqlite-writer"
-            else TransactionalRunJournal(uow)
-        )
+        made: list[Any] = []
+
+        def journal() -> Any:
+            if kind == "sqlite-writer":
+                made.append(SqliteRunJournal(str(tmp_path / "contract.db")))
+            elif kind == "postgres-writer":
+                made.append(PostgresRunJournal(plain_dsn(db), app_role=DEFAULT_APP_ROLE))
+            else:
+                made.append(TransactionalRunJournal(uow))
+            return made[-1]
+
         try:
-            yield Subject(journal, uow)
+            yield Subject(journal(), uow, journal)
         finally:
-            if isinstance(journal, SqliteRunJournal):
-                journal.close()
+            for j in made:
+                if isinstance(j, SqliteRunJournal):
+                    j.close()
+                elif isinstance(j, PostgresRunJournal):
+                    await j.close()
 
 
-KINDS = ["memory", "sqlite-transactional", "sqlite-writer", "postgres-transactional"]
+def plain_dsn(db: Any) -> str:
+    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# The journals each configuration runs: the transactional one serves memory and an in-memory
+# SQLite database; files and Postgres have their group-committing writers.
+KINDS = ["memory", "sqlite-transactional", "sqlite-writer", "postgres-writer"]
 
 
 @pytest.fixture(params=KINDS)
@@ -296,3 +315,62 @@ async def test_tool_calls_of_an_ending_that_does_not_stand_are_not_on_the_trail(
         ("run.finished", "r1"),
     ]
     assert dict(entries[-1].details)["error"] == "boom"
+
+
+async def test_concurrent_runs_of_two_tenants_keep_each_trail_whole_and_in_order(
+    subject: Subject,
+) -> None:
+    runs = [new_run(f"r{i}", tenant, thread=f"t{i % 3}") for i in range(20) for tenant in (A, B)]
+    await asyncio.gather(
+        *(subject.journal.record_start(r, [msg(f"u{r.id}", role=Role.USER)]) for r in runs)
+    )
+    for r in runs:
+        r.start()
+        r.succeed(usage=Usage(input_tokens=1, output_tokens=2), at_ms=9)
+    await asyncio.gather(
+        *(subject.journal.record_end(r, [msg(f"a{r.id}", role=Role.ASSISTANT)]) for r in runs)
+    )
+    for tenant in (A, B):
+        entries = await verified_trail(subject.uow, tenant)
+        assert len(entries) == 40
+        started = [e.subject for e in entries if e.action == "run.started"]
+        finished = [e.subject for e in entries if e.action == "run.finished"]
+        assert sorted(started) == sorted(finished) == sorted(f"r{i}" for i in range(20))
+        for run_id in started:
+            order = [e.action for e in entries if e.subject == run_id]
+            assert order == ["run.started", "run.finished"]
+        async with subject.uow.transaction(tenant) as tx:
+            for t in range(3):
+                listed = await tx.threads.list_messages(tenant, ThreadId(f"t{t}"))
+                # Each run's user message precedes its answer in the thread.
+                ids = [m.id for m in listed]
+                assert len(ids) == len(set(ids))
+                for i in range(t, 20, 3):
+                    assert ids.index(MessageId(f"ur{i}")) < ids.index(MessageId(f"ar{i}"))
+
+
+async def test_two_journals_on_one_database_share_one_unbroken_chain(subject: Subject) -> None:
+    other = subject.twin()
+    runs = [new_run(f"r{i}", thread=f"t{i}") for i in range(30)]
+    await asyncio.gather(
+        *(
+            (subject.journal if i % 2 else other).record_start(r, [msg(f"u{i}")])
+            for i, r in enumerate(runs)
+        )
+    )
+    entries = await verified_trail(subject.uow, A)
+    assert [e.seq for e in entries] == list(range(1, 31))
+    assert sorted(e.subject for e in entries) == sorted(r.id for r in runs)
+
+
+async def test_a_run_id_taken_through_another_journal_is_a_conflict(subject: Subject) -> None:
+    await subject.twin().record_start(new_run("r1"), [msg("u1")])
+    results = await asyncio.gather(
+        subject.journal.record_start(new_run("r1"), [msg("u2")]),
+        subject.journal.record_start(new_run("r2", thread="t2"), [msg("u3")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Conflict)
+    assert results[1] is None
+    assert (await stored(subject.uow))[2] == ["u1"]
+    assert (await stored(subject.uow, run_id="r2", thread="t2"))[2] == ["u3"]

@@ -28,7 +28,8 @@ _INSERT_ENTRY = (
 _MOVE_HEAD = "UPDATE audit_heads SET seq = {s}, hash = {h} WHERE tenant_id = {t}"
 
 
-def _details(event: AuditEvent) -> str:
+def entry_details(event: AuditEvent) -> str:
+    """The stored form of an entry's details: JSON with sorted keys, as hashed."""
     return json.dumps(dict(sorted(event.details.items())), ensure_ascii=False)
 
 
@@ -40,7 +41,7 @@ def _row(entry: AuditEntry, event: AuditEvent) -> tuple[Any, ...]:
         event.actor,
         event.action,
         event.subject,
-        _details(event),
+        entry_details(event),
         entry.prev_hash,
         entry.hash,
     )

@@ -10,6 +10,7 @@ single-user database: the scope is enforced by the repositories alone."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,29 @@ _ROLE = text(
     "SELECT current_user AS name, r.rolsuper, r.rolbypassrls FROM pg_roles r "
     "WHERE r.rolname = current_user"
 )
+
+
+UNAVAILABLE = "the database is unavailable"
+log = logging.getLogger("sba.sql")
+
+
+def log_driver_error(what: str, exc: BaseException) -> None:
+    """The driver's own words and the statement, for the operator: never in an error a client
+    sees (ADR 0039). Parameters (tenant ids, people's text) are left out of the log too."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig if exc.orig is not None else exc
+        log.warning(
+            "%s: %s: %s [statement: %s]",
+            what,
+            type(orig).__name__,
+            str(orig).strip(),
+            (exc.statement or "").strip(),
+        )
+    elif isinstance(exc, SQLAlchemyError):
+        # Other SQLAlchemy errors may quote parameters in their text: the class is enough.
+        log.warning("%s: %s", what, type(exc).__name__)
+    else:
+        log.warning("%s: %s: %s", what, type(exc).__name__, exc)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -76,23 +100,26 @@ class Database:
                 engine = self.admin_engine
             else:
                 engine = self.engine
-            async with engine.connect() as conn:
-                await conn.begin()
-                if self.is_postgres:
-                    await self._enter(conn, scope)
+            conn = await self._begin(engine, scope)
+            try:
                 yield conn
                 if conn.in_transaction():
                     await conn.rollback()
+            finally:
+                await conn.close()
         except IntegrityError as exc:
-            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
+            log_driver_error("a change conflicted with stored data", exc)
+            raise Conflict("the change conflicts with stored data") from exc
         except DBAPIError as exc:
+            log_driver_error("the database refused a statement", exc)
             if _sqlstate(exc) == _RLS_SQLSTATE:
                 raise TenantScopeViolation(
                     "the database refused a row outside the transaction's tenant"
                 ) from exc
-            raise ServiceUnavailable(f"the database is unavailable: {exc}") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         except (SQLAlchemyError, OSError) as exc:
-            raise ServiceUnavailable(f"the database is unavailable: {exc}") from exc
+            log_driver_error("the database is unavailable", exc)
+            raise ServiceUnavailable(UNAVAILABLE) from exc
 
     @asynccontextmanager
     async def begin(self, scope: Scope) -> AsyncIterator[AsyncConnection]:
@@ -100,6 +127,28 @@ class Database:
         async with self.connect(scope) as conn:
             yield conn
             await conn.commit()
+
+    async def _begin(self, engine: AsyncEngine, scope: Scope) -> AsyncConnection:
+        """A pooled connection in a begun transaction in ``scope``. Connections are not pinged
+        before use (a round trip per transaction): one the server closed fails on the scope's
+        first statement, before any work, and that is retried once on a fresh connection (the
+        pool discards its older connections when it sees a disconnect)."""
+        for attempt in (1, 2):
+            conn = engine.connect()
+            try:
+                await conn.start()
+                await conn.begin()
+                if self.is_postgres:
+                    await self._enter(conn, scope)
+                return conn
+            except DBAPIError as exc:
+                await conn.close()
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            except BaseException:
+                await conn.close()
+                raise
+        raise AssertionError("unreachable")
 
     async def _enter(self, conn: AsyncConnection, scope: Scope) -> None:
         if isinstance(scope, AdminScope):

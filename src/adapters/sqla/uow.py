@@ -130,9 +130,10 @@ def create_engine_for(
             "prepared_statement_cache_size": 0,
             "prepared_statement_name_func": _unique_statement_name,
         }
+    # No ping before each checkout: Database retries a connection found dead on its first
+    # statement instead (see ``adapters.sqla.scope``).
     return create_async_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         connect_args=connect_args,

@@ -6,7 +6,7 @@ which are appended last and so override what came before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +43,7 @@ from adapters.observability.instrumented import (
 from adapters.observability.telemetry import Telemetry
 from adapters.observability.tracing import trace_engine
 from adapters.outbound import guarded_client
+from adapters.postgres.journal import PostgresRunJournal
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
@@ -217,19 +218,29 @@ class InfrastructureProvider(Provider):
         return SqlaUnitOfWork(db)
 
     @provide
-    def run_journal(
+    async def run_journal(
         self,
         settings: Settings,
         uow: UnitOfWork,
         queue: JobQueue,
         metering: Metering,
         telemetry: Telemetry,
-    ) -> Iterator[RunJournal]:
+    ) -> AsyncIterator[RunJournal]:
         url = make_url(settings.effective_database_url)
         path = url.database if url.get_backend_name() == "sqlite" else None
-        inner: RunJournal = (
-            SqliteRunJournal(path) if path and path != ":memory:" else TransactionalRunJournal(uow)
-        )
+        inner: RunJournal
+        if url.get_backend_name() == "postgresql":
+            pg = settings.postgres
+            inner = PostgresRunJournal(
+                url.set(drivername="postgresql").render_as_string(hide_password=False),
+                app_role=pg.app_role or None,
+                pooler=pg.pooler,
+                connections=pg.journal_connections,
+            )
+        elif path and path != ":memory:":
+            inner = SqliteRunJournal(path)
+        else:
+            inner = TransactionalRunJournal(uow)
         journal: RunJournal = inner
         # Metered tenants' finished runs queue their usage report.
         if metering.customers.enabled:
@@ -244,6 +255,8 @@ class InfrastructureProvider(Provider):
         yield journal
         if isinstance(inner, SqliteRunJournal):
             inner.close()
+        elif isinstance(inner, PostgresRunJournal):
+            await inner.close()
 
     @provide
     def migrator(self, settings: Settings) -> SchemaMigrator:

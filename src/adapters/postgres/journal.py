@@ -1,0 +1,478 @@
+"""The run journal on Postgres: asyncpg directly, group commit per tenant.
+
+Run starts and ends are the hot path's only writes. Through SQLAlchemy each record cost a
+transaction of its own and about fifteen statements, each a round trip with the ORM-free Core's
+compile and the greenlet bridge around it, and every audit entry took the tenant's head row lock
+for the length of its transaction, so one tenant's runs queued on it.
+
+Here records are queued per tenant, and one flush writes everything a tenant queued while the
+previous flush ran: one transaction in that tenant's row-level-security context, a handful of
+set-based statements whatever the number of records (arrays through ``unnest``), and the audit
+entries of all of them chained in memory and written with one insert. The head row is taken last,
+just before the commit, so it is held for two round trips per flush rather than for the life of
+each run's transaction. A tenant has at most one flush in flight per instance; other tenants
+flush beside it on the journal's other connections.
+
+A batch that Postgres refuses (a run id taken by another instance in the meantime, a value the
+database cannot store) is retried record by record, each in a transaction of its own, so a record
+that cannot be applied fails alone. A connection lost mid-flush is retried once on a fresh
+connection: every record is idempotent (a start whose run exists is a conflict, an end whose run
+ended is a no-op), so a flush whose commit did land is not applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from adapters.sqla.audit import entry_details
+from adapters.sqla.repositories import encode_tool_calls
+from application.errors import (
+    ApplicationError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    TenantScopeViolation,
+)
+from domain.audit.events import run_finished, run_started, tool_called
+from domain.audit.model import GENESIS, AuditEvent, AuditHead, chain
+from domain.conversation.model import Message, Run
+from domain.ids import TenantId
+from domain.tools.model import ToolInvocation
+
+log = logging.getLogger("sba.journal")
+
+MAX_BATCH = 256
+
+_ENTER = "SELECT set_config('app.tenant_id', $1, true)"
+_ENTER_AS = "SELECT set_config('role', $2, true), set_config('app.tenant_id', $1, true)"
+_TAKEN = "SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2::text[])"
+_THREADS = (
+    "INSERT INTO threads (tenant_id, id, created_at_ms)"
+    " SELECT $1, t.id, t.at FROM unnest($2::text[], $3::bigint[]) AS t(id, at)"
+    " ON CONFLICT DO NOTHING"
+)
+# Messages the thread holds already (clients resend their history) are skipped; the new ones
+# take the positions after the thread's last, in the order given.
+_MESSAGES = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]
+    ) WITH ORDINALITY AS i(thread_id, id, role, content, created_at_ms, tool_calls,
+                           tool_call_id, ord)
+), fresh AS (
+    SELECT i.* FROM incoming i
+    WHERE NOT EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.tenant_id = $1 AND m.thread_id = i.thread_id AND m.id = i.id
+    )
+)
+INSERT INTO messages (tenant_id, thread_id, id, position, role, content, created_at_ms,
+                      tool_calls, tool_call_id)
+SELECT $1, f.thread_id, f.id,
+       coalesce((SELECT max(m.position) FROM messages m
+                 WHERE m.tenant_id = $1 AND m.thread_id = f.thread_id), -1)
+       + row_number() OVER (PARTITION BY f.thread_id ORDER BY f.ord),
+       f.role, f.content, f.created_at_ms, f.tool_calls, f.tool_call_id
+FROM fresh f
+ON CONFLICT DO NOTHING
+"""
+_RUNS = (
+    "INSERT INTO runs (tenant_id, id, thread_id, agent, status, input_tokens, output_tokens,"
+    " created_at_ms, model)"
+    " SELECT $1, r.id, r.thread_id, r.agent, r.status, 0, 0, r.at, ''"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
+    " AS r(id, thread_id, agent, status, at)"
+)
+_END = """
+UPDATE runs SET status = e.status, input_tokens = e.input_tokens,
+       output_tokens = e.output_tokens, error_code = e.error_code,
+       error_message = e.error_message, finished_at_ms = e.finished_at_ms, model = e.model
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
+            $8::bigint[], $9::text[])
+     AS e(id, status, input_tokens, output_tokens, error_code, error_message, finished_at_ms,
+          model)
+WHERE runs.tenant_id = $1 AND runs.id = e.id AND runs.status IN ('pending', 'running')
+RETURNING runs.id
+"""
+# Taking the head: created at sequence 0 for a tenant's first entry, locked either way.
+_HEAD = (
+    "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)"
+    " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
+    " RETURNING seq, hash"
+)
+_AUDIT = """
+WITH entries AS (
+    INSERT INTO audit_entries (tenant_id, seq, at_ms, actor, action, subject, details,
+                               prev_hash, hash)
+    SELECT $1, e.* FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                               $7::text[], $8::text[], $9::text[])
+    AS e(seq, at_ms, actor, action, subject, details, prev_hash, hash)
+)
+UPDATE audit_heads SET seq = $10, hash = $11 WHERE tenant_id = $1
+"""
+
+# SQLSTATEs that are the record's fault, not the database's.
+_RLS = "42501"
+_BAD_VALUE = {"22021", "22P05", "22001", "22P02", "22003"}
+_CONFLICT = {"23505", "23503"}
+
+
+@dataclass(slots=True)
+class _Start:
+    run: Run
+    messages: Sequence[Message]
+    future: asyncio.Future[None]
+    error: ApplicationError | None = field(default=None)
+    # An ending that does not stand: it succeeds, and nothing of it is written.
+    skip: bool = False
+
+
+@dataclass(slots=True)
+class _End:
+    run: Run
+    replies: Sequence[Message]
+    tool_calls: Sequence[ToolInvocation]
+    future: asyncio.Future[None]
+    error: ApplicationError | None = field(default=None)
+    skip: bool = False
+
+
+_Record = _Start | _End
+
+
+def _translate(exc: BaseException) -> ApplicationError:
+    """A refusal as an application error, naming no SQL, parameter or driver text."""
+    state = getattr(exc, "sqlstate", None)
+    if state in _CONFLICT:
+        return Conflict("the change conflicts with stored data")
+    if state == _RLS:
+        return TenantScopeViolation("the database refused a row outside the transaction's tenant")
+    if state in _BAD_VALUE:
+        return InvalidInput("a value cannot be stored (too long, or a character such as NUL)")
+    return ServiceUnavailable("the database is unavailable")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        # A connection the server closed while it sat in the pool is found out this way.
+        | asyncpg.exceptions.InternalClientError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    return None
+
+
+class _Plan:
+    """The rows of one flush, gathered in the records' order."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, int] = {}
+        self.messages: list[tuple[Any, ...]] = []
+        self.seen_messages: set[tuple[str, str]] = set()
+        self.runs: list[tuple[Any, ...]] = []
+        self.audit: list[tuple[AuditEvent, int]] = []
+
+    def add_messages(self, run: Run, messages: Sequence[Message]) -> None:
+        for m in messages:
+            key = (run.thread_id, m.id)
+            if key in self.seen_messages:
+                continue
+            self.seen_messages.add(key)
+            self.messages.append(
+                (
+                    run.thread_id,
+                    m.id,
+                    m.role.value,
+                    m.content,
+                    m.created_at_ms,
+                    encode_tool_calls(m.tool_calls),
+                    m.tool_call_id,
+                )
+            )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+class PostgresRunJournal:
+    """``dsn`` is a plain ``postgresql://`` URL. Tenant work drops to ``app_role`` (None: the
+    login role, which must then be unprivileged), exactly as ``adapters.sqla.scope`` does.
+    ``pooler``: no prepared statement outlives its statement (a transaction-mode pooler)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        app_role: str | None = None,
+        pooler: bool = False,
+        connections: int = 4,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._app_role = app_role
+        self._pooler = pooler
+        self._connections = connections
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._queued: dict[TenantId, list[_Record]] = {}
+        self._flushing: set[TenantId] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.flushes = 0
+        self.records = 0
+
+    # -- the port ----------------------------------------------------------------------------
+
+    async def record_start(self, run: Run, messages: Sequence[Message]) -> None:
+        await self._submit(_Start(run, messages, asyncio.get_running_loop().create_future()))
+
+    async def record_end(
+        self, run: Run, replies: Sequence[Message], tool_calls: Sequence[ToolInvocation] = ()
+    ) -> None:
+        await self._submit(
+            _End(run, replies, tool_calls, asyncio.get_running_loop().create_future())
+        )
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    async def _submit(self, record: _Record) -> None:
+        tenant = record.run.tenant_id
+        self._queued.setdefault(tenant, []).append(record)
+        if tenant not in self._flushing:
+            self._flushing.add(tenant)
+            task = asyncio.get_running_loop().create_task(self._drain(tenant))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await record.future
+
+    async def _drain(self, tenant: TenantId) -> None:
+        """Flushes the tenant's queue until it is empty; what arrives during a flush waits for
+        the next one and goes with everything else that arrived meanwhile."""
+        try:
+            while batch := self._take(tenant):
+                try:
+                    await self._flush(tenant, batch)
+                except BaseException as exc:
+                    error = _translate(exc)
+                    for record in batch:
+                        record.error = record.error or error
+                    if not isinstance(exc, Exception):
+                        raise
+                finally:
+                    self._settle(batch)
+        finally:
+            self._flushing.discard(tenant)
+            # Records queued after the last take but before the discard start a new drain.
+            if self._queued.get(tenant):
+                self._flushing.add(tenant)
+                task = asyncio.get_running_loop().create_task(self._drain(tenant))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _take(self, tenant: TenantId) -> list[_Record]:
+        queued = self._queued.get(tenant)
+        if not queued:
+            self._queued.pop(tenant, None)
+            return []
+        batch, rest = queued[:MAX_BATCH], queued[MAX_BATCH:]
+        if rest:
+            self._queued[tenant] = rest
+        else:
+            del self._queued[tenant]
+        return batch
+
+    @staticmethod
+    def _settle(batch: list[_Record]) -> None:
+        for record in batch:
+            if record.future.done():
+                continue
+            if record.error is None:
+                record.future.set_result(None)
+            else:
+                record.future.set_exception(record.error)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _pool_ready(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._connections,
+                        timeout=self._connect_timeout_s,
+                        statement_cache_size=0 if self._pooler else 128,
+                        # Every setting is transaction-local and no session state is left
+                        # behind, so a connection goes back without a reset round trip.
+                        reset=_keep_session,
+                    )
+        return self._pool
+
+    async def _flush(self, tenant: TenantId, batch: list[_Record]) -> None:
+        self.flushes += 1
+        self.records += len(batch)
+        for attempt in (1, 2):
+            try:
+                pool = await self._pool_ready()
+                async with pool.acquire() as conn:
+                    await self._write_isolating(conn, tenant, batch)
+                return
+            except Exception as exc:
+                if attempt == 2 or not _is_connection_error(exc):
+                    raise
+                log.warning("run journal connection lost; retrying the flush once", exc_info=exc)
+                for record in batch:
+                    record.error = None
+
+    async def _write_isolating(
+        self, conn: asyncpg.Connection, tenant: TenantId, batch: list[_Record]
+    ) -> None:
+        try:
+            await self._write(conn, tenant, batch)
+        except asyncpg.PostgresError as exc:
+            if _is_connection_error(exc):
+                raise
+            if len(batch) == 1:
+                batch[0].error = _translate(exc)
+                if batch[0].error.code == "service_unavailable":
+                    log.error("run journal write failed", exc_info=exc)
+                return
+            # Find the record Postgres refused: each alone, in its own transaction.
+            for record in batch:
+                record.error = None
+                await self._write_isolating(conn, tenant, [record])
+
+    async def _write(
+        self, conn: asyncpg.Connection, tenant: TenantId, batch: list[_Record]
+    ) -> None:
+        for record in batch:
+            record.error, record.skip = None, False
+        async with conn.transaction():
+            if self._app_role is None:
+                await conn.execute(_ENTER, tenant)
+            else:
+                await conn.execute(_ENTER_AS, tenant, self._app_role)
+            starts = [r for r in batch if isinstance(r, _Start)]
+            ends = [r for r in batch if isinstance(r, _End)]
+            if starts:
+                await self._check_starts(conn, tenant, starts)
+            if ends:
+                await self._apply_ends(conn, tenant, ends)
+            plan = _Plan()
+            for record in batch:
+                if record.error is not None or record.skip:
+                    continue
+                run = record.run
+                if isinstance(record, _Start):
+                    plan.threads.setdefault(run.thread_id, run.created_at_ms)
+                    plan.add_messages(run, record.messages)
+                    plan.runs.append(
+                        (run.id, run.thread_id, run.agent, run.status.value, run.created_at_ms)
+                    )
+                    plan.audit.append((run_started(run, len(record.messages)), run.created_at_ms))
+                else:
+                    plan.add_messages(run, record.replies)
+                    plan.audit.extend((tool_called(run, c), c.at_ms) for c in record.tool_calls)
+                    plan.audit.append((run_finished(run), run.finished_at_ms or run.created_at_ms))
+            if plan.threads:
+                await conn.execute(
+                    _THREADS, tenant, list(plan.threads), list(plan.threads.values())
+                )
+            if plan.messages:
+                await conn.execute(_MESSAGES, tenant, *_columns(plan.messages, 7))
+            if plan.runs:
+                await conn.execute(_RUNS, tenant, *_columns(plan.runs, 5))
+            if plan.audit:
+                await self._append_audit(conn, tenant, plan.audit)
+
+    async def _check_starts(
+        self, conn: asyncpg.Connection, tenant: TenantId, starts: list[_Start]
+    ) -> None:
+        taken = {row[0] for row in await conn.fetch(_TAKEN, tenant, [r.run.id for r in starts])}
+        for record in starts:
+            if record.run.id in taken:
+                record.error = Conflict(f"run {record.run.id} already exists")
+            taken.add(record.run.id)  # a second start of one id in the batch conflicts too
+
+    async def _apply_ends(
+        self, conn: asyncpg.Connection, tenant: TenantId, ends: list[_End]
+    ) -> None:
+        # The first ending of a run stands, within the batch as across batches.
+        first: dict[str, _End] = {}
+        for record in ends:
+            first.setdefault(record.run.id, record)
+        runs = [r.run for r in first.values()]
+        ended = {
+            row[0]
+            for row in await conn.fetch(
+                _END,
+                tenant,
+                [r.id for r in runs],
+                [r.status.value for r in runs],
+                [r.usage.input_tokens for r in runs],
+                [r.usage.output_tokens for r in runs],
+                [r.error_code for r in runs],
+                [r.error_message for r in runs],
+                [r.finished_at_ms for r in runs],
+                [r.model for r in runs],
+            )
+        }
+        missing = [r.id for r in runs if r.id not in ended]
+        known = {row[0] for row in await conn.fetch(_TAKEN, tenant, missing)} if missing else set()
+        for record in ends:
+            run_id = record.run.id
+            if run_id in ended and first[run_id] is record:
+                continue
+            if run_id not in ended and run_id not in known:
+                record.error = NotFound(f"run {run_id} was never recorded")
+            else:
+                # It ended already: the first ending stands and nothing of this one is kept.
+                record.skip = True
+
+    async def _append_audit(
+        self, conn: asyncpg.Connection, tenant: TenantId, events: list[tuple[AuditEvent, int]]
+    ) -> None:
+        seq, hash_ = await conn.fetchrow(_HEAD, tenant, GENESIS)
+        head = None if seq == 0 else AuditHead(int(seq), hash_)
+        rows: list[tuple[Any, ...]] = []
+        for event, at_ms in events:
+            entry = chain(tenant, head, at_ms, event)
+            rows.append(
+                (
+                    entry.seq,
+                    entry.at_ms,
+                    event.actor,
+                    event.action,
+                    event.subject,
+                    entry_details(event),
+                    entry.prev_hash,
+                    entry.hash,
+                )
+            )
+            head = AuditHead(entry.seq, entry.hash)
+        assert head is not None
+        await conn.execute(_AUDIT, tenant, *_columns(rows, 8), head.seq, head.hash)

@@ -1,0 +1,69 @@
+"""Connections the Postgres server closed are replaced without a ping before every transaction:
+the unit of work and the run journal each recover on their next use, with no request failing."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from adapters.postgres.journal import PostgresRunJournal
+from adapters.sqla.rls import DEFAULT_APP_ROLE
+from adapters.sqla.uow import SqlaUnitOfWork
+from domain.conversation.model import Message, Role, Run
+from domain.ids import MessageId, RunId, TenantId, ThreadId
+from tests.db import sql_database
+from tests.pg import ADMIN_DSN, pg_template  # noqa: F401 - fixture
+
+T = TenantId("ten_a")
+
+
+async def terminate_connections(database: str) -> int:
+    """Closes every server connection to ``database``, as a restart or failover would."""
+    admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
+    try:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        )
+    finally:
+        await admin.close()
+
+
+def run(run_id: str) -> Run:
+    return Run(
+        id=RunId(run_id), tenant_id=T, thread_id=ThreadId("t1"), agent="assistant", created_at_ms=1
+    )
+
+
+def message(mid: str) -> Message:
+    return Message(id=MessageId(mid), role=Role.USER, content="hi", created_at_ms=1)
+
+
+async def test_transactions_after_the_server_closed_the_pool_succeed(request, tmp_path) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T], pool_size=3) as db:
+        uow = SqlaUnitOfWork(db)
+        for _ in range(3):
+            async with uow.transaction(T) as tx:
+                await tx.threads.get(T, ThreadId("t1"))
+        assert await terminate_connections(db.engine.url.database) >= 1
+        for _ in range(5):
+            async with uow.transaction(T) as tx:
+                assert await tx.threads.get(T, ThreadId("t1")) is None
+
+
+async def test_the_run_journal_recovers_from_closed_connections(request, tmp_path) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
+        try:
+            await journal.record_start(run("r1"), [message("m1")])
+            assert await terminate_connections(db.engine.url.database) >= 1
+            await journal.record_start(run("r2"), [message("m2")])
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                assert await tx.runs.get(T, RunId("r2")) is not None
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert [m.id for m in listed] == ["m1", "m2"]
+        finally:
+            await journal.close()
