@@ -11,10 +11,20 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 
+from adapters.scope import TenantScope
+from application.errors import ServiceUnavailable
 from application.json_limits import MAX_JSON_DEPTH, json_too_deep
+from domain.ids import TenantId
+from entrypoints.http.app import create_app
 from entrypoints.http.inputs import decode_json
+from entrypoints.settings import load_settings
+from tests.db import sql_database
 from tests.integration.test_http_api import Api, assert_problem, make_api, parse_sse, run_body
+from tests.pg import ADMIN_DSN, _url
+from tests.security.test_api_attacks import database_env, open_api  # noqa: F401 - fixture
 
 ADMIN = "admin-token-for-tests"
 
@@ -144,3 +154,95 @@ json_values = st.recursive(
 @given(value=json_values, limit=st.integers(min_value=0, max_value=8))
 def test_the_depth_check_agrees_with_the_depth_of_any_value(value: Any, limit: int) -> None:
     assert json_too_deep(value, limit) == (_depth(value) > limit)
+
+
+# What must never reach a client: the database's words, statements, parameters, file paths.
+LEAKS = (
+    "[sql:",
+    "[parameters:",
+    "select ",
+    "insert into",
+    "sqlalchemy",
+    "asyncpg",
+    "sqlite",
+    "0x00",
+    "sqlalche.me",
+)
+
+
+def assert_clean(response, status: int, code: str, *secrets: str) -> None:
+    body = assert_problem(response, status, code)
+    text = response.text.lower()
+    for leak in (*LEAKS, *(s.lower() for s in secrets)):
+        assert leak not in text, (leak, body)
+
+
+async def test_a_nul_character_is_refused_alike_on_sqlite_and_postgres(
+    database_env: dict[str, str],  # noqa: F811 - the fixture
+) -> None:
+    async for api, _ in open_api(database_env):
+        h = api.auth()
+        document = {"title": "t", "content": "before\u0000after"}
+        answer = await api.client.post("/v1/kb/documents", json=document, headers=h)
+        assert_clean(answer, 422, "validation_failed", "before")
+        assert "content" in answer.json()["detail"]
+        renamed = await api.client.post(
+            "/v1/kb/documents",
+            json={"title": "t", "content": "c", "metadata": {"k\u0000": "v"}},
+            headers=h,
+        )
+        assert_clean(renamed, 422, "validation_failed")
+        assert_clean(await api.run(run_body(text="hi\u0000there")), 422, "validation_failed")
+        assert_clean(await api.run(run_body(thread_id="t\u0000")), 422, "validation_failed")
+        for method, path in [
+            ("GET", "/v1/kb/documents/doc%00x"),
+            ("PUT", "/v1/kb/documents/doc%00x"),
+            ("DELETE", "/v1/kb/documents/doc%00x"),
+            ("GET", "/v1/runs/r%00/events"),
+            ("GET", "/v1/runs/r%00"),
+            ("DELETE", "/v1/runs/r%00"),
+            ("GET", "/v1/threads/t%00/messages"),
+            ("GET", "/v1/renders/x%00"),
+        ]:
+            sent = await api.client.request(
+                method, path, headers=h, json={"title": "t", "content": "c"}
+            )
+            assert_clean(sent, 404, "not_found")
+        searched = await api.client.get("/v1/kb/search?q=refund%00policy", headers=h)
+        assert_clean(searched, 422, "validation_failed", "refund")
+        # What was refused left nothing behind.
+        listed = (await api.client.get("/v1/kb/documents", headers=h)).json()["documents"]
+        assert all("\u0000" not in d["title"] for d in listed)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_an_unreachable_database_answers_503_without_its_error(
+    kind, request, tmp_path
+) -> None:
+    if kind == "postgres":
+        request.getfixturevalue("pg_template")
+        url = _url(ADMIN_DSN, "sba_no_such_database_for_tests")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path}/missing-folder/secret-name.db"
+    app = create_app(load_settings({"SBA_DATA_DIR": str(tmp_path), "SBA_DATABASE_URL": url}))
+    async with AsyncTestClient(app) as client:
+        headers = {"Authorization": "Bearer sba_0123456789ab_secret-part-of-a-key"}
+        answer = await client.get("/v1/kb/documents", headers=headers)
+        assert_clean(answer, 503, "service_unavailable", "no_such_database", "secret-name")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_driver_error_leaves_the_adapter_without_its_statement_or_parameters(
+    kind, request, tmp_path, caplog
+) -> None:
+    async with sql_database(kind, request, tmp_path) as db:
+        with pytest.raises(ServiceUnavailable) as refused:
+            async with db.connect(TenantScope(TenantId("tenant-7"))) as conn:
+                statement = text("SELECT * FROM no_such_table WHERE x = :v")
+                await conn.execute(statement, {"v": "param-secret"})
+    message = refused.value.message.lower()
+    for leak in ("no_such_table", "param-secret", "tenant-7", *LEAKS):
+        assert leak not in message
+    # The operator still learns what failed, without the parameters.
+    assert "no_such_table" in caplog.text
+    assert "param-secret" not in caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from application.errors import ServiceUnavailable, Unauthenticated
+
+log = logging.getLogger("sba.auth")
 
 _ASYMMETRIC = {"ES256", "ES384", "RS256", "RS384", "RS512", "PS256"}
 
@@ -109,7 +112,8 @@ class JwtVerifier:
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise ServiceUnavailable(f"cannot fetch the issuer's keys: {exc}") from exc
+            log.warning("cannot fetch the issuer's keys from %s: %r", self._jwks_url, exc)
+            raise ServiceUnavailable("cannot fetch the issuer's keys") from exc
         keys: dict[str, Any] = {}
         for entry in document.get("keys", []) if isinstance(document, dict) else []:
             kid, kty = entry.get("kid"), entry.get("kty")

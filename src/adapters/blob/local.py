@@ -4,6 +4,7 @@ renamed into place, so a reader never sees half an artifact."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import uuid
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from application.errors import InvalidInput, ServiceUnavailable
 from application.render.ports import Blob
+
+log = logging.getLogger("sba.blob")
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -37,7 +40,8 @@ class LocalBlobStore:
         try:
             await asyncio.to_thread(write)
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot store {key}: {exc}") from exc
+            log.warning("cannot store artifact %s: %s", key, exc)
+            raise ServiceUnavailable("the artifact store is unavailable") from exc
 
     async def get(self, key: str) -> Blob | None:
         path = self._path(key)
@@ -52,7 +56,8 @@ class LocalBlobStore:
         try:
             return await asyncio.to_thread(read)
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot read {key}: {exc}") from exc
+            log.warning("cannot read artifact %s: %s", key, exc)
+            raise ServiceUnavailable("the artifact store is unavailable") from exc
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)
@@ -62,5 +67,6 @@ class LocalBlobStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot delete {key}: {exc}") from exc
+            log.warning("cannot delete artifact %s: %s", key, exc)
+            raise ServiceUnavailable("the artifact store is unavailable") from exc
         return True

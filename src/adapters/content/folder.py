@@ -5,11 +5,14 @@ below the folder, without ``.md``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
 from application.content.ports import ContentDocument, ContentPage
 from application.errors import ServiceUnavailable
+
+log = logging.getLogger("sba.content")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -56,7 +59,8 @@ class FolderContentSource:
         try:
             return parse_markdown(ref, path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot read {ref}: {exc}") from exc
+            log.warning("cannot read content %s: %s", ref, exc)
+            raise ServiceUnavailable(f"cannot read {ref}") from exc
 
     async def get(self, ref: str) -> ContentDocument | None:
         return await asyncio.to_thread(self._read, ref)

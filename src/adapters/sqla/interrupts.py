@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import TenantScope
 from adapters.sqla.audit import SqlaAuditTrail
-from adapters.sqla.scope import Database
+from adapters.sqla.scope import Database, log_driver_error
 from adapters.sqla.tables import interrupts
 from application.errors import ServiceUnavailable, TenantScopeViolation
 from domain.audit.events import interrupt_opened, interrupt_resolved
@@ -59,7 +59,8 @@ class SqlaInterruptStore:
                 for i in items:
                     await trail.append(tenant, interrupt_opened(i, actor=actor), at_ms=at_ms)
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
+            log_driver_error("interrupts are unavailable", exc)
+            raise ServiceUnavailable("interrupts are unavailable") from exc
 
     async def pending(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Interrupt]:
         try:
@@ -75,7 +76,8 @@ class SqlaInterruptStore:
                 )
                 return [_interrupt(r) for r in rows]
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
+            log_driver_error("interrupts are unavailable", exc)
+            raise ServiceUnavailable("interrupts are unavailable") from exc
 
     async def close(
         self,
@@ -111,7 +113,8 @@ class SqlaInterruptStore:
                     event = interrupt_resolved(_interrupt(r), status, actor=actor)
                     await trail.append(tenant_id, event, at_ms=at_ms)
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"interrupts are unavailable: {exc}") from exc
+            log_driver_error("interrupts are unavailable", exc)
+            raise ServiceUnavailable("interrupts are unavailable") from exc
 
 
 def _interrupt(r: Any) -> Interrupt:

@@ -244,7 +244,7 @@ class SqliteRunJournal:
             except sqlite3.Error as exc:
                 log.error("journal commit failed", exc_info=exc)
                 for record in batch:
-                    record.error = ServiceUnavailable(f"the database is unavailable: {exc}")
+                    record.error = ServiceUnavailable("the database is unavailable")
                 if conn is not None:
                     conn.close()
                     conn = None
@@ -267,7 +267,8 @@ class SqliteRunJournal:
                     record.error = exc
                     cur.execute("ROLLBACK TO record")
                 except sqlite3.IntegrityError as exc:
-                    record.error = Conflict(f"the change conflicts with stored data: {exc}")
+                    log.warning("a journal record conflicted with stored data: %s", exc)
+                    record.error = Conflict("the change conflicts with stored data")
                     cur.execute("ROLLBACK TO record")
                 cur.execute("RELEASE record")
             cur.execute("COMMIT")

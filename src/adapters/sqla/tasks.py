@@ -7,7 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.scope import TenantScope
 from adapters.sqla.audit import SqlaAuditTrail
-from adapters.sqla.scope import Database
+from adapters.sqla.scope import Database, log_driver_error
 from adapters.sqla.tables import tasks
 from application.errors import ServiceUnavailable
 from domain.audit.model import AuditEvent
@@ -38,7 +38,8 @@ class SqlaTaskRepository:
                 trail = SqlaAuditTrail(conn, scope, is_postgres=self._db.is_postgres)
                 await trail.append(task.tenant_id, audit, at_ms=task.created_at_ms)
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"tasks are unavailable: {exc}") from exc
+            log_driver_error("tasks are unavailable", exc)
+            raise ServiceUnavailable("tasks are unavailable") from exc
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]:
         try:
@@ -63,4 +64,5 @@ class SqlaTaskRepository:
                     for r in rows
                 ]
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"tasks are unavailable: {exc}") from exc
+            log_driver_error("tasks are unavailable", exc)
+            raise ServiceUnavailable("tasks are unavailable") from exc

@@ -21,6 +21,7 @@ from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
 from entrypoints.http.hardening import cors_config, security_headers_hook
 from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
+from entrypoints.http.inputs import nul_guard_middleware
 from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.renders import RenderController, download_artifact
@@ -106,7 +107,7 @@ def create_app(
             admin,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[rate_headers_middleware, idempotency_middleware],
+        middleware=[rate_headers_middleware, nul_guard_middleware, idempotency_middleware],
         before_send=[security_headers_hook(settings.http.hsts_max_age_s)],
         cors_config=cors_config(settings.http.cors_origins),
         on_startup=[on_startup],

@@ -129,6 +129,22 @@ def status_for(exc: ApplicationError | DomainError) -> int:
     return 500
 
 
+# A server-side failure's own message may quote a driver, a path or an upstream: clients get
+# one of these, the log gets the message (ADR 0039).
+_SERVER_DETAILS = {
+    500: "an unexpected error occurred; it has been logged",
+    502: "an upstream service failed; retry shortly",
+    503: "a service this request needs is unavailable; retry shortly",
+}
+
+
+def _public_detail(status: int, code: str, detail: str, request: Request) -> str:
+    if status < 500:
+        return detail
+    log.warning("%s on %s %s: %s", code, request.method, request.url.path, detail)
+    return _SERVER_DETAILS.get(status, _SERVER_DETAILS[500])
+
+
 def on_application_error(request: Request, exc: ApplicationError) -> Response[bytes]:
     headers = None
     if isinstance(exc, RateLimited):
@@ -137,13 +153,15 @@ def on_application_error(request: Request, exc: ApplicationError) -> Response[by
             headers.update(rate_headers(exc.decision))
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": 'Bearer realm="sba"'}
-    return problem(
-        exc.code, exc.message, status=status_for(exc), instance=request.url.path, headers=headers
-    )
+    status = status_for(exc)
+    detail = _public_detail(status, exc.code, exc.message, request)
+    return problem(exc.code, detail, status=status, instance=request.url.path, headers=headers)
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response[bytes]:
-    return problem(exc.code, exc.message, status=status_for(exc), instance=request.url.path)
+    status = status_for(exc)
+    detail = _public_detail(status, exc.code, exc.message, request)
+    return problem(exc.code, detail, status=status, instance=request.url.path)
 
 
 def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:
@@ -151,9 +169,8 @@ def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:
     if isinstance(exc, ValidationException):
         return problem("validation_failed", str(exc.detail), status=422, instance=request.url.path)
     code = _CODE_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
-    return problem(
-        code, str(exc.detail), status=status, instance=request.url.path, headers=exc.headers
-    )
+    detail = _public_detail(status, code, str(exc.detail), request)
+    return problem(code, detail, status=status, instance=request.url.path, headers=exc.headers)
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
