@@ -67,3 +67,30 @@ async def test_the_run_journal_recovers_from_closed_connections(request, tmp_pat
             assert [m.id for m in listed] == ["m1", "m2"]
         finally:
             await journal.close()
+
+
+async def test_a_record_postgres_cannot_store_fails_alone_naming_no_sql(request, tmp_path) -> None:
+    import asyncio
+
+    from application.errors import InvalidInput
+
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
+        bad = Message(id=MessageId("m0"), role=Role.USER, content="a\x00b", created_at_ms=1)
+        try:
+            results = await asyncio.gather(
+                *(journal.record_start(run(f"r{i}"), [message(f"m{i}")]) for i in range(1, 6)),
+                journal.record_start(run("bad"), [bad]),
+                return_exceptions=True,
+            )
+            assert results[:5] == [None] * 5
+            assert isinstance(results[5], InvalidInput)
+            text = str(results[5]).lower()
+            assert "insert" not in text and "select" not in text and "\x00" not in text
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                assert await tx.runs.get(T, RunId("bad")) is None
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert [m.id for m in listed] == [f"m{i}" for i in range(1, 6)]
+        finally:
+            await journal.close()

@@ -51,61 +51,70 @@ MAX_BATCH = 256
 
 _ENTER = "SELECT set_config('app.tenant_id', $1, true)"
 _ENTER_AS = "SELECT set_config('role', $2, true), set_config('app.tenant_id', $1, true)"
-_TAKEN = "SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2::text[])"
-_THREADS = (
-    "INSERT INTO threads (tenant_id, id, created_at_ms)"
-    " SELECT $1, t.id, t.at FROM unnest($2::text[], $3::bigint[]) AS t(id, at)"
-    " ON CONFLICT DO NOTHING"
-)
-# Messages the thread holds already (clients resend their history) are skipped; the new ones
-# take the positions after the thread's last, in the order given.
-_MESSAGES = """
-WITH incoming AS (
-    SELECT * FROM unnest(
-        $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]
-    ) WITH ORDINALITY AS i(thread_id, id, role, content, created_at_ms, tool_calls,
-                           tool_call_id, ord)
+_KNOWN = "SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2::text[])"
+# One statement writes a flush's changes and takes the tenant's audit head. Endings apply only
+# to runs still pending or running (the first ending stands); starts insert runs whose ids are
+# free, and their threads; messages are written for the records that applied, skipping those
+# the thread holds already (clients resend their history), at the positions after the
+# thread's last, in the order given. The head is created at sequence 0 for a tenant's first
+# entry and locked either way. Foreign keys are checked when the statement ends, so a run and
+# its new thread go in together.
+_WRITE = """
+WITH ended AS (
+    UPDATE runs SET status = e.status, input_tokens = e.input_tokens,
+           output_tokens = e.output_tokens, error_code = e.error_code,
+           error_message = e.error_message, finished_at_ms = e.finished_at_ms, model = e.model
+    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
+                $8::bigint[], $9::text[])
+         AS e(id, status, input_tokens, output_tokens, error_code, error_message,
+              finished_at_ms, model)
+    WHERE runs.tenant_id = $1 AND runs.id = e.id AND runs.status IN ('pending', 'running')
+    RETURNING runs.id
+), started AS (
+    INSERT INTO runs (tenant_id, id, thread_id, agent, status, input_tokens, output_tokens,
+                      created_at_ms, model)
+    SELECT $1, s.id, s.thread_id, s.agent, s.status, 0, 0, s.at, ''
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
+         AS s(id, thread_id, agent, status, at)
+    ON CONFLICT DO NOTHING
+    RETURNING id, thread_id, created_at_ms
+), threads_added AS (
+    INSERT INTO threads (tenant_id, id, created_at_ms)
+    SELECT DISTINCT ON (thread_id) $1, thread_id, created_at_ms
+    FROM started ORDER BY thread_id, created_at_ms
+    ON CONFLICT DO NOTHING
+), incoming AS (
+    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+                         $20::bigint[], $21::text[], $22::text[])
+    WITH ORDINALITY AS i(run_id, thread_id, id, role, content, created_at_ms, tool_calls,
+                         tool_call_id, ord)
 ), fresh AS (
-    SELECT i.* FROM incoming i
-    WHERE NOT EXISTS (
-        SELECT 1 FROM messages m
-        WHERE m.tenant_id = $1 AND m.thread_id = i.thread_id AND m.id = i.id
-    )
+    SELECT DISTINCT ON (i.thread_id, i.id) i.*
+    FROM incoming i
+    WHERE i.run_id IN (SELECT id FROM ended UNION ALL SELECT id FROM started)
+      AND NOT EXISTS (
+          SELECT 1 FROM messages m
+          WHERE m.tenant_id = $1 AND m.thread_id = i.thread_id AND m.id = i.id
+      )
+    ORDER BY i.thread_id, i.id, i.ord
+), messages_added AS (
+    INSERT INTO messages (tenant_id, thread_id, id, position, role, content, created_at_ms,
+                          tool_calls, tool_call_id)
+    SELECT $1, f.thread_id, f.id,
+           coalesce((SELECT max(m.position) FROM messages m
+                     WHERE m.tenant_id = $1 AND m.thread_id = f.thread_id), -1)
+           + row_number() OVER (PARTITION BY f.thread_id ORDER BY f.ord),
+           f.role, f.content, f.created_at_ms, f.tool_calls, f.tool_call_id
+    FROM fresh f
+), head AS (
+    INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $23)
+    ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq
+    RETURNING seq, hash
 )
-INSERT INTO messages (tenant_id, thread_id, id, position, role, content, created_at_ms,
-                      tool_calls, tool_call_id)
-SELECT $1, f.thread_id, f.id,
-       coalesce((SELECT max(m.position) FROM messages m
-                 WHERE m.tenant_id = $1 AND m.thread_id = f.thread_id), -1)
-       + row_number() OVER (PARTITION BY f.thread_id ORDER BY f.ord),
-       f.role, f.content, f.created_at_ms, f.tool_calls, f.tool_call_id
-FROM fresh f
-ON CONFLICT DO NOTHING
+SELECT 'e' AS kind, id, NULL::bigint AS seq, NULL::text AS hash FROM ended
+UNION ALL SELECT 's', id, NULL, NULL FROM started
+UNION ALL SELECT 'h', NULL, seq, hash FROM head
 """
-_RUNS = (
-    "INSERT INTO runs (tenant_id, id, thread_id, agent, status, input_tokens, output_tokens,"
-    " created_at_ms, model)"
-    " SELECT $1, r.id, r.thread_id, r.agent, r.status, 0, 0, r.at, ''"
-    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
-    " AS r(id, thread_id, agent, status, at)"
-)
-_END = """
-UPDATE runs SET status = e.status, input_tokens = e.input_tokens,
-       output_tokens = e.output_tokens, error_code = e.error_code,
-       error_message = e.error_message, finished_at_ms = e.finished_at_ms, model = e.model
-FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
-            $8::bigint[], $9::text[])
-     AS e(id, status, input_tokens, output_tokens, error_code, error_message, finished_at_ms,
-          model)
-WHERE runs.tenant_id = $1 AND runs.id = e.id AND runs.status IN ('pending', 'running')
-RETURNING runs.id
-"""
-# Taking the head: created at sequence 0 for a tenant's first entry, locked either way.
-_HEAD = (
-    "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)"
-    " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
-    " RETURNING seq, hash"
-)
 _AUDIT = """
 WITH entries AS (
     INSERT INTO audit_entries (tenant_id, seq, at_ms, actor, action, subject, details,
@@ -175,33 +184,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     return None
 
 
-class _Plan:
-    """The rows of one flush, gathered in the records' order."""
-
-    def __init__(self) -> None:
-        self.threads: dict[str, int] = {}
-        self.messages: list[tuple[Any, ...]] = []
-        self.seen_messages: set[tuple[str, str]] = set()
-        self.runs: list[tuple[Any, ...]] = []
-        self.audit: list[tuple[AuditEvent, int]] = []
-
-    def add_messages(self, run: Run, messages: Sequence[Message]) -> None:
-        for m in messages:
-            key = (run.thread_id, m.id)
-            if key in self.seen_messages:
-                continue
-            self.seen_messages.add(key)
-            self.messages.append(
-                (
-                    run.thread_id,
-                    m.id,
-                    m.role.value,
-                    m.content,
-                    m.created_at_ms,
-                    encode_tool_calls(m.tool_calls),
-                    m.tool_call_id,
-                )
-            )
+def _message_rows(run: Run, messages: Sequence[Message]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            run.id,
+            run.thread_id,
+            m.id,
+            m.role.value,
+            m.content,
+            m.created_at_ms,
+            encode_tool_calls(m.tool_calls),
+            m.tool_call_id,
+        )
+        for m in messages
+    ]
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -371,92 +367,81 @@ class PostgresRunJournal:
     ) -> None:
         for record in batch:
             record.error, record.skip = None, False
+        starts: list[_Start] = []
+        ends: dict[str, _End] = {}  # the first ending of a run in the batch
+        messages: list[tuple[Any, ...]] = []
+        for record in batch:
+            if isinstance(record, _Start):
+                if any(record.run.id == other.run.id for other in starts):
+                    record.error = Conflict(f"run {record.run.id} already exists")
+                    continue
+                starts.append(record)
+                messages.extend(_message_rows(record.run, record.messages))
+            elif record.run.id in ends:
+                record.skip = True  # a later ending of the same run does not stand
+            else:
+                ends[record.run.id] = record
+                messages.extend(_message_rows(record.run, record.replies))
+        ending = [r.run for r in ends.values()]
         async with conn.transaction():
             if self._app_role is None:
                 await conn.execute(_ENTER, tenant)
             else:
                 await conn.execute(_ENTER_AS, tenant, self._app_role)
-            starts = [r for r in batch if isinstance(r, _Start)]
-            ends = [r for r in batch if isinstance(r, _End)]
-            if starts:
-                await self._check_starts(conn, tenant, starts)
-            if ends:
-                await self._apply_ends(conn, tenant, ends)
-            plan = _Plan()
+            rows = await conn.fetch(
+                _WRITE,
+                tenant,
+                [r.id for r in ending],
+                [r.status.value for r in ending],
+                [r.usage.input_tokens for r in ending],
+                [r.usage.output_tokens for r in ending],
+                [r.error_code for r in ending],
+                [r.error_message for r in ending],
+                [r.finished_at_ms for r in ending],
+                [r.model for r in ending],
+                [r.run.id for r in starts],
+                [r.run.thread_id for r in starts],
+                [r.run.agent for r in starts],
+                [r.run.status.value for r in starts],
+                [r.run.created_at_ms for r in starts],
+                *_columns(messages, 8),
+                GENESIS,
+            )
+            ended = {row[1] for row in rows if row[0] == "e"}
+            started = {row[1] for row in rows if row[0] == "s"}
+            seq, hash_ = next((row[2], row[3]) for row in rows if row[0] == "h")
+            for start in starts:
+                if start.run.id not in started:
+                    start.error = Conflict(f"run {start.run.id} already exists")
+            missing = [run_id for run_id in ends if run_id not in ended]
+            if missing:
+                known = {row[0] for row in await conn.fetch(_KNOWN, tenant, missing)}
+                for run_id in missing:
+                    if run_id in known:
+                        ends[run_id].skip = True  # it ended already: the first ending stands
+                    else:
+                        ends[run_id].error = NotFound(f"run {run_id} was never recorded")
+            events: list[tuple[AuditEvent, int]] = []
             for record in batch:
                 if record.error is not None or record.skip:
                     continue
                 run = record.run
                 if isinstance(record, _Start):
-                    plan.threads.setdefault(run.thread_id, run.created_at_ms)
-                    plan.add_messages(run, record.messages)
-                    plan.runs.append(
-                        (run.id, run.thread_id, run.agent, run.status.value, run.created_at_ms)
-                    )
-                    plan.audit.append((run_started(run, len(record.messages)), run.created_at_ms))
+                    events.append((run_started(run, len(record.messages)), run.created_at_ms))
                 else:
-                    plan.add_messages(run, record.replies)
-                    plan.audit.extend((tool_called(run, c), c.at_ms) for c in record.tool_calls)
-                    plan.audit.append((run_finished(run), run.finished_at_ms or run.created_at_ms))
-            if plan.threads:
-                await conn.execute(
-                    _THREADS, tenant, list(plan.threads), list(plan.threads.values())
-                )
-            if plan.messages:
-                await conn.execute(_MESSAGES, tenant, *_columns(plan.messages, 7))
-            if plan.runs:
-                await conn.execute(_RUNS, tenant, *_columns(plan.runs, 5))
-            if plan.audit:
-                await self._append_audit(conn, tenant, plan.audit)
-
-    async def _check_starts(
-        self, conn: asyncpg.Connection, tenant: TenantId, starts: list[_Start]
-    ) -> None:
-        taken = {row[0] for row in await conn.fetch(_TAKEN, tenant, [r.run.id for r in starts])}
-        for record in starts:
-            if record.run.id in taken:
-                record.error = Conflict(f"run {record.run.id} already exists")
-            taken.add(record.run.id)  # a second start of one id in the batch conflicts too
-
-    async def _apply_ends(
-        self, conn: asyncpg.Connection, tenant: TenantId, ends: list[_End]
-    ) -> None:
-        # The first ending of a run stands, within the batch as across batches.
-        first: dict[str, _End] = {}
-        for record in ends:
-            first.setdefault(record.run.id, record)
-        runs = [r.run for r in first.values()]
-        ended = {
-            row[0]
-            for row in await conn.fetch(
-                _END,
-                tenant,
-                [r.id for r in runs],
-                [r.status.value for r in runs],
-                [r.usage.input_tokens for r in runs],
-                [r.usage.output_tokens for r in runs],
-                [r.error_code for r in runs],
-                [r.error_message for r in runs],
-                [r.finished_at_ms for r in runs],
-                [r.model for r in runs],
-            )
-        }
-        missing = [r.id for r in runs if r.id not in ended]
-        known = {row[0] for row in await conn.fetch(_TAKEN, tenant, missing)} if missing else set()
-        for record in ends:
-            run_id = record.run.id
-            if run_id in ended and first[run_id] is record:
-                continue
-            if run_id not in ended and run_id not in known:
-                record.error = NotFound(f"run {run_id} was never recorded")
-            else:
-                # It ended already: the first ending stands and nothing of this one is kept.
-                record.skip = True
+                    events.extend((tool_called(run, c), c.at_ms) for c in record.tool_calls)
+                    events.append((run_finished(run), run.finished_at_ms or run.created_at_ms))
+            if events:
+                await self._append_audit(conn, tenant, seq, hash_, events)
 
     async def _append_audit(
-        self, conn: asyncpg.Connection, tenant: TenantId, events: list[tuple[AuditEvent, int]]
+        self,
+        conn: asyncpg.Connection,
+        tenant: TenantId,
+        seq: int,
+        hash_: str,
+        events: list[tuple[AuditEvent, int]],
     ) -> None:
-        seq, hash_ = await conn.fetchrow(_HEAD, tenant, GENESIS)
         head = None if seq == 0 else AuditHead(int(seq), hash_)
         rows: list[tuple[Any, ...]] = []
         for event, at_ms in events:
