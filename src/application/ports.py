@@ -161,8 +161,9 @@ class IdempotencyStore(Protocol):
     ``claim`` is atomic: of concurrent claims of a new key exactly one is STARTED. A started
     key is held for ``lock_s`` (so a crashed holder cannot block retries for ever) until
     ``complete`` stores its response for ``retention_s`` or ``release`` forgets it; both act
-    only for the fingerprint that holds the key. Raises ``ServiceUnavailable`` when the store
-    cannot be reached."""
+    only for the fingerprint that holds the key. Once ``complete`` returns, every claim of the
+    key, from any instance, replays. Raises ``ServiceUnavailable`` when the store cannot be
+    reached."""
 
     async def claim(self, scope: str, key: str, fingerprint: str, *, lock_s: float) -> Claim: ...
 

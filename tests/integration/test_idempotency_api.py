@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.ports import IdempotencyStore
+from application.ports import ClaimOutcome, IdempotencyStore
 from application.tenancy.use_cases import Authenticate
 from entrypoints.http.idempotency import fingerprint
 from tests.integration.test_http_api import Api, assert_problem, parse_sse, run_body
@@ -125,3 +125,35 @@ async def test_a_run_start_ignores_the_header_and_keeps_run_id_semantics(api: Ap
 async def _scope_of(api: Api) -> str:
     principal = await (await api.container.get(Authenticate))(api.key, None)
     return f"{principal.tenant_id}:{principal.subject}"
+
+
+async def test_the_answer_is_stored_before_the_client_receives_it(api: Api) -> None:
+    """A retry sent the moment the first answer arrives must replay it, not meet the key still
+    in flight: at the first answer's last byte, the key already replays."""
+    app = api.client.app
+    owner = await _scope_of(api)
+    content = doc("Stored first")
+    fp = fingerprint("POST", "/v1/kb/documents", b"", "application/json", content.encode())
+    seen: list[ClaimOutcome] = []
+    inner = app.asgi_handler
+
+    async def watching(scope, receive, send):
+        async def watched(message):
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # The app's own store, on the app's loop: what a retry would ask.
+                store = await app.state.dishka_container.get(IdempotencyStore)
+                seen.append((await store.claim(owner, "k-now", fp, lock_s=60)).outcome)
+            await send(message)
+
+        await inner(scope, receive, watched)
+
+    app.asgi_handler = watching
+    try:
+        first = await post_doc(api, "k-now", content)
+    finally:
+        app.asgi_handler = inner
+    assert first.status_code == 201
+    assert seen == [ClaimOutcome.REPLAY]
+    again = await post_doc(api, "k-now", content)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()

@@ -2,23 +2,27 @@
 request get the stored response (marked ``Idempotent-Replayed: true``); the same key with a
 different request is a 422; the same request while the first is still running is a 409.
 
-Keys belong to the principal that sent them. A request that failed with a server error (or
+The answer is stored before it is sent, so a retry that follows it at once replays it. Keys
+belong to the principal that sent them. A request that failed with a server error (or
 was refused before it ran: 401, 403, 429) keeps no outcome, so it may be retried with the same
 key. Starting an AG-UI run is exempt: its ``runId`` already makes it idempotent."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, cast
 
 from litestar import Request
 from litestar.datastructures import Headers
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from application.errors import Conflict, InvalidInput
+from application.errors import Conflict, InvalidInput, ServiceUnavailable
 from application.ports import ClaimOutcome, IdempotencyStore, StoredResponse
 from domain.tenancy.model import Principal
 from entrypoints.settings import Settings
+
+log = logging.getLogger("sba.http")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Refused before they ran: retrying them with the same key must run them.
@@ -90,37 +94,70 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await _replay(claim.response, send)
             return
 
+        # The answer is held back until it is stored, so that a retry sent the moment the
+        # client has it finds it replayable, never still in flight. Only an answer too large to
+        # keep is passed on as it comes (and its key released).
+        held: list[Message] = []
         status = 0
-        kept: list[tuple[str, str]] = []
-        chunks: list[bytes] = []
         size = 0
+        passing = False
 
-        async def capture(message: Message) -> None:
-            nonlocal status, size
+        async def hold(message: Message) -> None:
+            nonlocal status, size, passing
+            if passing:
+                await send(message)
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() not in _VOLATILE:
-                        kept.append((name.decode("latin-1"), value.decode("latin-1")))
             elif message["type"] == "http.response.body":
-                part = message.get("body", b"")
-                size += len(part)
-                if size <= cfg.max_response_bytes:
-                    chunks.append(part)
-            await send(message)
+                size += len(message.get("body", b""))
+                if size > cfg.max_response_bytes:
+                    passing = True
+                    await store.release(owner, key, fp)
+                    for early in held:
+                        await send(early)
+                    held.clear()
+                    await send(message)
+                    return
+            held.append(message)
 
         try:
-            await app(scope, receive, capture)
+            await app(scope, receive, hold)
         except BaseException:
-            await store.release(owner, key, fp)
+            if not passing:
+                await store.release(owner, key, fp)
             raise
-        if status >= 500 or status in _NOT_KEPT or size > cfg.max_response_bytes or not status:
-            await store.release(owner, key, fp)
+        if passing:
             return
-        response = StoredResponse(status=status, headers=tuple(kept), body=b"".join(chunks))
-        await store.complete(owner, key, fp, response, retention_s=cfg.retention_s)
+        if status and status < 500 and status not in _NOT_KEPT:
+            response = _stored(held)
+            try:
+                await store.complete(owner, key, fp, response, retention_s=cfg.retention_s)
+            except ServiceUnavailable:
+                # The work is done and its answer must reach the client; a retry meets the
+                # key in flight until its lock lapses, and then runs again.
+                log.warning("an idempotent answer could not be stored (key %s)", key)
+        else:
+            await store.release(owner, key, fp)
+        for message in held:
+            await send(message)
 
     return middleware
+
+
+def _stored(messages: list[Message]) -> StoredResponse:
+    status = 0
+    kept: list[tuple[str, str]] = []
+    body: list[bytes] = []
+    for message in messages:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            for name, value in message.get("headers", ()):
+                if name.lower() not in _VOLATILE:
+                    kept.append((name.decode("latin-1"), value.decode("latin-1")))
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+    return StoredResponse(status=status, headers=tuple(kept), body=b"".join(body))
 
 
 async def _replay(response: StoredResponse, send: Send) -> None:
