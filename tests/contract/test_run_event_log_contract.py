@@ -15,8 +15,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from adapters.memory.event_log import MemoryRunEventLog
-from adapters.redis.event_log import RedisRunEventLog, decode_event, encode_event
+from adapters.redis.client import RedisStore
+from adapters.redis.event_log import RedisRunEventLog, decode_events, encode_events
 from application.conversation.ports import RunEventLog
+from application.errors import ServiceUnavailable
 from domain.conversation.events import (
     RunFailed,
     RunFinished,
@@ -60,9 +62,13 @@ class Split:
         return await self.writer.append(tenant_id, run_id, events)
 
     async def read(self, tenant_id, run_id, *, after, wait_s):
+        await self.settle()
+        return await self.reader.read(tenant_id, run_id, after=after, wait_s=wait_s)
+
+    async def settle(self) -> None:
+        """Ends a flush: what was appended so far is written (Redis) before what follows."""
         if isinstance(self.writer, RedisRunEventLog):
             await self.writer.flushed()
-        return await self.reader.read(tenant_id, run_id, after=after, wait_s=wait_s)
 
 
 KINDS = ["memory", "redis-same-instance", "redis-other-instance"]
@@ -190,6 +196,78 @@ async def test_finished_runs_beyond_the_retention_count_are_forgotten() -> None:
     assert await log.read(A, RunId("r2"), after=0, wait_s=0) is not None
 
 
+async def test_a_resume_inside_one_flush_of_appends_gets_only_the_rest(make_log) -> None:
+    log = await make_log()
+    await log.open(A, RUN)
+    events = [START, *(delta(i) for i in range(7))]
+    # Appended between two flushes: on Redis they are one entry.
+    for part in (events[:1], events[1:4], events[4:]):
+        await log.append(A, RUN, part)
+    for after in range(len(events) + 1):
+        batch = await log.read(A, RUN, after=after, wait_s=0)
+        assert batch is not None
+        assert list(batch.events) == events[after:]
+        if batch.events:
+            assert batch.first_seq == after + 1
+
+
+async def test_appends_to_several_runs_between_flushes_stay_apart(make_log) -> None:
+    log = await make_log()
+    other = RunId("run-2")
+    for tenant, run in ((A, RUN), (A, other), (B, RUN)):
+        await log.open(tenant, run)
+    await log.append(A, RUN, [START, delta(1)])
+    await log.append(B, RUN, [START])
+    await log.append(A, other, [START, delta(2), delta(3)])
+    await log.append(A, RUN, [delta(4), END])
+    await log.append(B, RUN, [delta(5)])
+    a, a2, b = (
+        await log.read(A, RUN, after=0, wait_s=0),
+        await log.read(A, other, after=0, wait_s=0),
+        await log.read(B, RUN, after=0, wait_s=0),
+    )
+    assert a is not None and (list(a.events), a.complete) == (
+        [START, delta(1), delta(4), END],
+        True,
+    )
+    assert a2 is not None and (list(a2.events), a2.complete) == ([START, delta(2), delta(3)], False)
+    assert b is not None and (list(b.events), b.complete) == ([START, delta(5)], False)
+
+
+async def test_a_reader_waiting_at_the_tail_is_told_when_the_run_ends(make_log) -> None:
+    log = await make_log()
+    await log.open(A, RUN)
+    await log.append(A, RUN, [START, delta(0)])
+    await log.settle()
+    reader = asyncio.create_task(log.reader.read(A, RUN, after=2, wait_s=30))
+    await asyncio.sleep(0)  # let the reader start waiting: ordering, not timing
+    await log.append(A, RUN, [END])
+    batch = await asyncio.wait_for(reader, 5)
+    assert batch is not None
+    assert (batch.first_seq, list(batch.events), batch.complete) == (3, [END], True)
+    tail = await log.read(A, RUN, after=3, wait_s=30)
+    assert tail is not None and tail.complete and not tail.events
+
+
+async def test_the_window_of_newest_events_may_begin_inside_an_earlier_flush(make_log) -> None:
+    log = await make_log(max_events_per_run=3)
+    await log.open(A, RUN)
+    await log.append(A, RUN, [START, delta(0)])
+    await log.settle()
+    await log.append(A, RUN, [delta(1), delta(2)])
+    batch = await log.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None
+    assert (batch.first_seq, list(batch.events)) == (2, [delta(0), delta(1), delta(2)])
+    await log.append(A, RUN, [delta(3), delta(4), delta(5), END])
+    batch = await log.read(A, RUN, after=2, wait_s=0)
+    assert batch is not None
+    assert (batch.first_seq, list(batch.events), batch.complete) == (
+        6,
+        [delta(4), delta(5), END],
+        True,
+    )
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_any_append_pattern_reads_back_in_order_from_any_point(kind) -> None:
     @settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
@@ -256,6 +334,69 @@ async def test_events_of_every_kind_survive_the_trip_through_redis() -> None:
         batch = await log.read(A, RUN, after=0, wait_s=0)
     assert batch is not None and batch.complete
     assert list(batch.events) == events
-    assert RunFailed(code="x", message="y") == decode_event(
-        encode_event(RunFailed(code="x", message="y"))
-    )
+    failed = [RunFailed(code="x", message="y")]
+    assert decode_events(encode_events(failed)) == failed
+
+
+async def test_one_flush_writes_one_stream_entry_per_run_and_marks_the_last() -> None:
+    async with redis_store() as store:
+        log = RedisRunEventLog(store)
+        runs = [RunId(f"run-{i}") for i in range(3)]
+        for run in runs:
+            await log.open(A, run)
+            await log.append(A, run, [RunStarted(thread_id=ThreadId("th"), run_id=run)])
+            for i in range(20):
+                await log.append(A, run, [delta(i)])
+        await log.append(A, runs[0], [END])
+        await log.flushed()
+        for run in runs:
+            entries = await store.client.xrange(store.key(f"r:{A}:{run}", "log"))
+            assert len(entries) == 1
+            entry_id, fields = entries[0]
+            ended = run == runs[0]
+            assert entry_id == (b"0-22" if ended else b"0-21")
+            assert fields[b"s"] == b"1"
+            assert (b"t" in fields) == ended
+        other = RedisRunEventLog(store)
+        batch = await other.read(A, runs[0], after=0, wait_s=0)
+        assert batch is not None and batch.complete and batch.last_seq == 22
+
+
+class FlakyStore(RedisStore):
+    """Fails the writes it is told to, as a Redis that went away for a moment."""
+
+    fail_next = False
+
+    async def pipeline(self, commands, scripts=()):
+        if self.fail_next:
+            self.fail_next = False
+            raise ServiceUnavailable("redis is unreachable (event log write): ConnectionError")
+        return await super().pipeline(commands, scripts)
+
+
+async def test_events_lost_while_redis_was_away_show_as_a_gap_where_a_read_begins() -> None:
+    async with redis_store() as store:
+        flaky = FlakyStore(store.client, prefix=store.prefix)
+        writer, reader = RedisRunEventLog(flaky), RedisRunEventLog(store)
+        stream = store.key(f"r:{A}:{RUN}", "log")
+
+        async def flush(*events, fail: bool = False) -> None:
+            flaky.fail_next = fail
+            await writer.append(A, RUN, list(events))
+            await writer.flushed()
+
+        await writer.open(A, RUN)
+        await flush(START, fail=True)
+        await flush(delta(0))
+        # The run's first entry was lost: the next one set the expiry of a run still open.
+        assert await store.client.pttl(stream) > 3_600_000
+        await flush(delta(1), delta(2), fail=True)
+        await flush(delta(3), END)
+        assert writer.dropped == 3
+        assert 0 < await store.client.pttl(stream) <= 60_000
+        head = await reader.read(A, RUN, after=0, wait_s=0)
+        assert head is not None
+        assert (head.first_seq, list(head.events), head.complete) == (2, [delta(0)], False)
+        rest = await reader.read(A, RUN, after=head.last_seq, wait_s=0)
+        assert rest is not None
+        assert (rest.first_seq, list(rest.events), rest.complete) == (5, [delta(3), END], True)

@@ -2,11 +2,20 @@
 
 The instance executing a run keeps the run's events in its in-process log too: its own
 readers (nearly all of them) are served from memory at once, and the events reach Redis in
-the background, many runs' events per pipeline (write-behind). A reader on another instance
-(a client that reconnected elsewhere with ``Last-Event-ID``) reads the stream: entry ids are
-``0-<seq>``, so resuming after a sequence number is a range read, and waiting for more is a
-blocking ``XREAD``. Streams are trimmed to exactly ``max_events`` entries and expire ``retention_s``
-after the run ends (``max_open_s`` if it never does: its instance died).
+the background (write-behind). Each flush writes one stream entry per run, holding every
+event the run appended since the previous flush, and all runs' entries go in one pipeline.
+
+An entry's id is ``0-<seq of its last event>``; its fields are ``s`` (the seq of its first
+event), ``e`` (the events, msgpack) and, on the entry that ends the run, ``t``. Resuming
+after sequence number N is a range read from ``0-(N+1)``: the first entry read may begin at
+or before N, and those events are skipped. Waiting for more is a blocking ``XREAD`` from
+``0-N``. A run becomes visible to other instances with its first entry.
+
+Each write trims the entries that hold only events older than the run's newest
+``max_events`` (``MINID``), and readers skip the older events of the oldest entry kept: a
+reader sees at most the newest ``max_events`` events, as from the in-process log. Streams
+expire ``retention_s`` after the run ends (``max_open_s`` if it never does: its instance
+died); the first and the last entry of a run set that expiry in the script that adds them.
 
 If Redis cannot be reached, runs go on and their own instance's readers see every event;
 events written meanwhile are missing from the stream (a reader elsewhere sees the gap in the
@@ -24,7 +33,7 @@ from typing import Any, get_args
 import msgspec
 
 from adapters.memory.event_log import MemoryRunEventLog
-from adapters.redis.client import RedisStore
+from adapters.redis.client import Lua, RedisStore
 from application.conversation.ports import EventBatch
 from application.errors import ServiceUnavailable
 from domain.conversation.events import RunEvent, is_terminal
@@ -32,20 +41,34 @@ from domain.ids import RunId, TenantId
 
 log = logging.getLogger("sba.redis")
 
-# Entries name their event type, so a reordering of the union never misreads a stream.
+# Events are stored with their type's name, so a reordering of the union never misreads one.
 _TYPES: tuple[type[Any], ...] = get_args(RunEvent)
-_CODE = {t: t.__name__.encode() for t in _TYPES}
-_DECODERS = {t.__name__.encode(): msgspec.msgpack.Decoder(t) for t in _TYPES}
+_CODE = {t: t.__name__ for t in _TYPES}
+_DECODERS = {t.__name__: msgspec.msgpack.Decoder(t) for t in _TYPES}
 _encode = msgspec.msgpack.Encoder().encode
+_decode_tagged = msgspec.msgpack.Decoder(list[tuple[str, msgspec.Raw]]).decode
 
 
-def encode_event(event: RunEvent) -> dict[bytes, bytes]:
-    return {b"k": _CODE[type(event)], b"e": _encode(event)}
+def encode_events(events: Sequence[RunEvent]) -> bytes:
+    return _encode([(_CODE[type(e)], e) for e in events])
 
 
-def decode_event(fields: dict[bytes, bytes]) -> RunEvent:
-    event: RunEvent = _DECODERS[fields[b"k"]].decode(fields[b"e"])
-    return event
+def decode_events(payload: bytes) -> list[RunEvent]:
+    return [_DECODERS[code].decode(raw) for code, raw in _decode_tagged(payload)]
+
+
+# KEYS[1]: the run's stream. ARGV: entry id, MINID, first seq, events, '1' if the entry ends
+# the run ('' if not), expiry in ms ('' to leave it).
+_ADD = Lua("""
+if ARGV[5] == '1' then
+  redis.call('XADD', KEYS[1], 'MINID', '=', ARGV[2], ARGV[1], 's', ARGV[3], 'e', ARGV[4],
+             't', '1')
+else
+  redis.call('XADD', KEYS[1], 'MINID', '=', ARGV[2], ARGV[1], 's', ARGV[3], 'e', ARGV[4])
+end
+if ARGV[6] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+return 1
+""")
 
 
 def _seq(entry_id: bytes | str) -> int:
@@ -73,8 +96,9 @@ class RedisRunEventLog:
         self._max_events = max_events
         self._retention_ms = int(retention_s * 1000)
         self._max_open_ms = int(max_open_s * 1000)
-        # Runs with events not yet in Redis, in the order they were appended.
-        self._pending: dict[tuple[TenantId, RunId], list[tuple[int, RunEvent]]] = {}
+        # Runs with events not yet in Redis: the seq of the first, then the events in order.
+        self._pending: dict[tuple[TenantId, RunId], tuple[int, list[RunEvent]]] = {}
+        # Runs whose first entry is still to be written (it sets the stream's expiry).
         self._opened: set[tuple[TenantId, RunId]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._blocking = asyncio.Semaphore(max_blocking_reads)
@@ -82,23 +106,24 @@ class RedisRunEventLog:
         self._block_ms = 500
         self.dropped = 0
 
-    def _keys(self, tenant_id: TenantId, run_id: RunId) -> tuple[str, str]:
-        partition = f"r:{tenant_id}:{run_id}"
-        return self._store.key(partition, "ev"), self._store.key(partition, "m")
+    def _stream(self, tenant_id: TenantId, run_id: RunId) -> str:
+        return self._store.key(f"r:{tenant_id}:{run_id}", "log")
 
     # -- writing (the executing instance) ---------------------------------------------------
 
     async def open(self, tenant_id: TenantId, run_id: RunId) -> None:
         await self._local.open(tenant_id, run_id)
         self._opened.add((tenant_id, run_id))
-        self._pending.setdefault((tenant_id, run_id), [])
-        self._schedule()
 
     async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
         last = await self._local.append(tenant_id, run_id, events)
-        queue = self._pending.setdefault((tenant_id, run_id), [])
-        queue.extend(zip(range(last - len(events) + 1, last + 1), events, strict=True))
-        self._schedule()
+        if events:
+            pending = self._pending.get((tenant_id, run_id))
+            if pending is None:
+                self._pending[(tenant_id, run_id)] = (last - len(events) + 1, list(events))
+            else:
+                pending[1].extend(events)
+            self._schedule()
         return last
 
     def _schedule(self) -> None:
@@ -108,45 +133,46 @@ class RedisRunEventLog:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
-            opened, self._opened = self._opened, set()
+            first = {run for run in batch if run in self._opened}
+            self._opened -= first
             try:
                 await self._store.run(
-                    "event log write", functools.partial(self._write, batch, opened)
+                    "event log write", functools.partial(self._write, batch, first)
                 )
             except ServiceUnavailable as exc:
-                lost = sum(len(v) for v in batch.values())
+                # The next entry of a run that goes on sets its expiry instead.
+                self._opened |= {run for run in first if not is_terminal(batch[run][1][-1])}
+                lost = sum(len(events) for _, events in batch.values())
                 self.dropped += lost
                 log.warning("%d run events not written to redis: %s", lost, exc.message)
 
     async def _write(
         self,
-        batch: dict[tuple[TenantId, RunId], list[tuple[int, RunEvent]]],
-        opened: set[tuple[TenantId, RunId]],
+        batch: dict[tuple[TenantId, RunId], tuple[int, list[RunEvent]]],
+        first: set[tuple[TenantId, RunId]],
     ) -> None:
-        async with self._store.client.pipeline(transaction=False) as pipe:
-            for (tenant_id, run_id), items in batch.items():
-                stream, meta = self._keys(tenant_id, run_id)
-                if (tenant_id, run_id) in opened:
-                    pipe.hset(meta, b"open", b"1")
-                    pipe.pexpire(meta, self._max_open_ms)
-                for seq, event in items:
-                    pipe.xadd(
-                        stream,
-                        encode_event(event),
-                        id=f"0-{seq}",
-                        maxlen=self._max_events,
-                        approximate=False,
-                    )
-                if not items:
-                    continue
-                last_seq, last = items[-1]
-                if is_terminal(last):
-                    pipe.hset(meta, b"done", str(last_seq).encode())
-                    pipe.pexpire(meta, self._retention_ms)
-                    pipe.pexpire(stream, self._retention_ms)
-                elif (tenant_id, run_id) in opened:
-                    pipe.pexpire(stream, self._max_open_ms)
-            await pipe.execute(raise_on_error=True)
+        commands = []
+        for run, (first_seq, events) in batch.items():
+            last_seq = first_seq + len(events) - 1
+            if len(events) > self._max_events:  # older ones would be trimmed at once
+                first_seq, events = last_seq - self._max_events + 1, events[-self._max_events :]
+            terminal = is_terminal(events[-1])
+            if terminal:
+                expiry: int | str = self._retention_ms
+            elif run in first:
+                expiry = self._max_open_ms
+            else:
+                expiry = ""
+            args = (
+                f"0-{last_seq}",
+                f"0-{max(1, last_seq - self._max_events + 1)}",
+                first_seq,
+                encode_events(events),
+                "1" if terminal else "",
+                expiry,
+            )
+            commands.append(_ADD.call([self._stream(*run)], args))
+        await self._store.pipeline(commands, (_ADD,))
 
     async def flushed(self) -> None:
         """Waits until every event appended so far has been written (or counted as lost)."""
@@ -167,27 +193,43 @@ class RedisRunEventLog:
     async def _read_remote(
         self, tenant_id: TenantId, run_id: RunId, after: int, wait_s: float
     ) -> EventBatch | None:
-        stream, meta = self._keys(tenant_id, run_id)
-        client = self._store.client
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.hget(meta, b"done")
-            pipe.exists(meta)
+        stream = self._stream(tenant_id, run_id)
+        async with self._store.client.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(stream, count=1)
             pipe.xrange(stream, min=f"0-{after + 1}", count=self._max_events)
-            done_raw, exists, entries = await pipe.execute()
-        if not exists and not entries:
+            newest, entries = await pipe.execute()
+        if not newest:
             return None
-        done = int(done_raw) if done_raw is not None else None
-        if not entries and done is None and wait_s > 0:
+        last_id, last_fields = newest[0]
+        if not entries and b"t" not in last_fields and wait_s > 0:
             entries = await self._wait(stream, after, wait_s)
-            if not entries:
-                done_raw = await client.hget(meta, b"done")
-                done = int(done_raw) if done_raw is not None else None
         if not entries:
-            return EventBatch(first_seq=after + 1, events=(), complete=done is not None)
-        events = [decode_event(fields) for _, fields in entries]
-        first = _seq(entries[0][0])
-        complete = is_terminal(events[-1]) or (done is not None and first + len(events) - 1 >= done)
-        return EventBatch(first_seq=first, events=events, complete=complete)
+            return EventBatch(first_seq=after + 1, events=(), complete=b"t" in last_fields)
+        newest_seq = max(_seq(last_id), _seq(entries[-1][0]))
+        return self._batch(entries, after, newest_seq)
+
+    def _batch(self, entries: list[Any], after: int, newest: int) -> EventBatch:
+        """The events of ``entries`` after ``after`` and within the newest ``max_events``, up
+        to the first gap (events lost while Redis was away): the next read begins with it."""
+        start = max(after + 1, newest - self._max_events + 1)
+        events: list[RunEvent] = []
+        first_seq = next_seq = start
+        complete = False
+        for _, fields in entries:
+            seq = int(fields[b"s"])
+            decoded = decode_events(fields[b"e"])
+            if seq < start:
+                decoded, seq = decoded[start - seq :], start
+            if not decoded:
+                continue
+            if not events:
+                first_seq = next_seq = seq
+            elif seq != next_seq:
+                break
+            events.extend(decoded)
+            next_seq = seq + len(decoded)
+            complete = b"t" in fields
+        return EventBatch(first_seq=first_seq, events=events, complete=complete)
 
     async def _wait(self, stream: str, after: int, wait_s: float) -> list[Any]:
         deadline = time.monotonic() + wait_s
