@@ -37,7 +37,7 @@ from domain.conversation.events import (
 )
 from domain.conversation.model import Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
-from tests.redis_support import redis_store
+from tests.redis_support import own_redis, redis_store
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 RUN = RunId("run-1")
@@ -400,3 +400,20 @@ async def test_events_lost_while_redis_was_away_show_as_a_gap_where_a_read_begin
         rest = await reader.read(A, RUN, after=head.last_seq, wait_s=0)
         assert rest is not None
         assert (rest.first_seq, list(rest.events), rest.complete) == (5, [delta(3), END], True)
+
+
+async def test_a_restarted_redis_gets_the_write_script_again(tmp_path) -> None:
+    with own_redis(tmp_path) as server:
+        async with redis_store(server.url) as store:
+            writer, reader = RedisRunEventLog(store), RedisRunEventLog(store)
+            await writer.open(A, RUN)
+            await writer.append(A, RUN, [START, delta(0)])
+            await writer.flushed()
+            server.stop()
+            server.start()  # empty: no streams, no scripts
+            await writer.append(A, RUN, [delta(1), END])
+            await writer.flushed()
+            assert writer.dropped == 0
+            batch = await reader.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None
+    assert (batch.first_seq, list(batch.events), batch.complete) == (3, [delta(1), END], True)
