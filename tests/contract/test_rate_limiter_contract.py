@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
-from application.quota.ports import RateCheck, Slot, decision_of
+from application.quota.ports import Lease, RateCheck, Slot, decision_of
 from domain.quota.rate_limit import RateLimitRule, decide_all
 from tests.redis_support import redis_store
 
@@ -51,6 +51,10 @@ RULE = RateLimitRule.sliding(limit=8, window_s=60, burst_ratio=0.25)  # burst 2
 
 def check(key: str = "runs", rule: RateLimitRule = RULE, policy: str = "tenant") -> RateCheck:
     return RateCheck(policy=policy, key=key, rule=rule)
+
+
+def lease(partition: str, holder: str, *keys: str) -> Lease:
+    return Lease(partition=partition, keys=keys or ("runs",), holder=holder)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -201,12 +205,12 @@ async def test_renewing_keeps_a_live_holder_past_its_first_lease(kind) -> None:
     async with guard(kind, clock) as g:
         assert await g.acquire("t:a", slots, "r1", lease_s=30)
         clock.now_us += 20_000_000
-        await g.renew("t:a", ["runs"], "r1", lease_s=30)
+        await g.renew([lease("t:a", "r1")], lease_s=30)
         clock.now_us += 20_000_000
         assert not await g.acquire("t:a", slots, "r2", lease_s=30)
         # Renewing a holder that already lost its place does not bring it back.
         clock.now_us += 31_000_000
-        await g.renew("t:a", ["runs"], "r1", lease_s=30)
+        await g.renew([lease("t:a", "r1")], lease_s=30)
         assert await g.held("t:a", "runs") == 0
 
 
@@ -249,6 +253,133 @@ def test_holders_never_exceed_the_cap_under_any_sequence(kind) -> None:
                         [d for d in model.values() if d > clock.now_us]
                     )
                     assert len(model) <= cap
+
+        asyncio.run(scenario())
+
+    run()
+
+
+@contextlib.asynccontextmanager
+async def limits(kind: str, clock: Callable[[], int]) -> AsyncIterator[tuple[object, object]]:
+    """A rate limiter and a concurrency guard on the same counters."""
+    if kind == "memory":
+        lim = MemoryRateLimiter(clock_us=clock)
+        yield lim, MemoryConcurrencyGuard(clock_us=clock, limiter=lim)
+        return
+    async with redis_store() as store:
+        yield RedisRateLimiter(store, clock_us=clock), RedisConcurrencyGuard(store, clock_us=clock)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_renewing_holders_of_several_partitions_in_one_call_keeps_each_in_place(
+    kind,
+) -> None:
+    clock = VirtualClock()
+    tenant_and_key = [Slot(key="runs", cap=2), Slot(key="runs:p:k1", cap=1)]
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", tenant_and_key, "a1", lease_s=30)
+        assert await g.acquire("t:a", [Slot(key="runs", cap=2)], "a2", lease_s=30)
+        assert await g.acquire("t:b", [Slot(key="runs", cap=1)], "b1", lease_s=30)
+        clock.now_us += 20_000_000
+        await g.renew(
+            [
+                lease("t:a", "a1", "runs", "runs:p:k1"),
+                lease("t:a", "a2"),
+                lease("t:b", "b1"),
+            ],
+            lease_s=30,
+        )
+        clock.now_us += 20_000_000  # 40 s after acquiring, 20 s after renewing
+        assert await g.held("t:a", "runs") == 2
+        assert await g.held("t:a", "runs:p:k1") == 1
+        assert await g.held("t:b", "runs") == 1
+        assert not await g.acquire("t:b", [Slot(key="runs", cap=1)], "b2", lease_s=30)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_renewing_nothing_is_a_no_op(kind) -> None:
+    async with guard(kind, VirtualClock()) as g:
+        await g.renew([], lease_s=30)
+        assert await g.held("t:a", "runs") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_run_refused_by_a_rate_counter_takes_no_place_and_is_not_counted(kind) -> None:
+    clock = VirtualClock()
+    tight = RateLimitRule(limit=60, window_s=60, burst=1)
+    loose = RateLimitRule(limit=600, window_s=60, burst=100)
+    slots = [Slot(key="runs", cap=5)]
+    async with limits(kind, clock) as (lim, g):
+        both = [check("runs", loose), check("runs:p:k1", tight, "key")]
+        first = await g.admit("t:a", both, slots, "r1", lease_s=30)
+        assert first.decision.allowed and first.acquired
+        refused = await g.admit("t:a", both, slots, "r2", lease_s=30)
+        assert not refused.decision.allowed and not refused.acquired
+        assert refused.decision.binding.policy == "key"
+        assert await g.held("t:a", "runs") == 1
+        # Neither counter counted the refused run: the tenant's has 98 left after one more.
+        assert (await lim.hit("t:a", [check("runs", loose)])).binding.remaining == 98
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_run_refused_by_a_cap_is_counted_by_the_rate_counters(kind) -> None:
+    clock = VirtualClock()
+    slots = [Slot(key="runs", cap=1)]
+    rule = RateLimitRule(limit=600, window_s=60, burst=100)
+    async with limits(kind, clock) as (lim, g):
+        assert (await g.admit("t:a", [check(rule=rule)], slots, "r1", lease_s=30)).acquired
+        capped = await g.admit("t:a", [check(rule=rule)], slots, "r2", lease_s=30)
+        assert capped.decision.allowed and not capped.acquired
+        assert capped.decision.binding.remaining == 98
+        assert await g.held("t:a", "runs") == 1
+        # The limiter reads the counters the guard moved.
+        assert (await lim.hit("t:a", [check(rule=rule)])).binding.remaining == 97
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_admitting_runs_decides_exactly_as_the_rate_and_cap_models(kind) -> None:
+    """Any mix of admissions, releases and waits: each admission's rate decision is the GCRA
+    reference model's, it takes a place exactly when the model has room, and the live holders
+    never exceed the cap."""
+    ops = st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "admit", "release", "wait"]),
+            st.integers(0, 4),
+            st.integers(0, 20_000_000),
+        ),
+        max_size=40,
+    )
+
+    @settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
+    @given(ops, st.integers(1, 3), rules)
+    def run(sequence, cap, rule) -> None:
+        async def scenario() -> None:
+            clock = VirtualClock()
+            tat = 0
+            holders: dict[str, int] = {}  # holder -> lease deadline
+            slots = [Slot(key="runs", cap=cap)]
+            async with limits(kind, clock) as (_, g):
+                for op, n, dt in sequence:
+                    holder = f"r{n}"
+                    holders = {h: d for h, d in holders.items() if d > clock.now_us}
+                    if op == "admit":
+                        allowed, outcomes = decide_all([(rule, tat)], clock.now_us, 1)
+                        room = holder in holders or len(holders) < cap
+                        got = await g.admit("t:a", [check(rule=rule)], slots, holder, lease_s=30)
+                        assert got.decision == decision_of([check(rule=rule)], allowed, outcomes)
+                        assert got.acquired == (allowed and room)
+                        if allowed:
+                            tat = outcomes[0].tat_us
+                        if got.acquired:
+                            holders[holder] = clock.now_us + 30_000_000
+                    elif op == "release":
+                        await g.release("t:a", ["runs"], holder)
+                        holders.pop(holder, None)
+                    else:
+                        clock.now_us += dt
+                    assert len(holders) <= cap
+                    live = len([d for d in holders.values() if d > clock.now_us])
+                    assert await g.held("t:a", "runs") == live
 
         asyncio.run(scenario())
 

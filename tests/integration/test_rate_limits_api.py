@@ -65,6 +65,28 @@ async def test_starting_runs_has_its_own_limit_apart_from_reads(tmp_path, kind) 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_started_run_answers_with_its_own_limits_headers(tmp_path, kind) -> None:
+    async for api in limited_api(
+        tmp_path,
+        kind,
+        SBA_RATE_LIMIT__ROUTES=json.dumps({"runs": 5}),
+        SBA_RATE_LIMIT__BURST_RATIO="0.4",
+        SBA_RATE_LIMIT__CONCURRENT_RUNS="4",
+    ):
+        started = await api.run(run_body("r1"))
+        assert started.status_code == 200
+        assert started.headers["ratelimit-policy"] == '"tenant";q=5;w=60'
+        assert re.fullmatch(r'"tenant";r=1;t=\d+', started.headers["ratelimit"])
+        # A retry of the same run is counted too, and says so.
+        again = await api.run(run_body("r1"))
+        assert again.status_code == 200
+        assert re.fullmatch(r'"tenant";r=0;t=\d+', again.headers["ratelimit"])
+        limited = await api.run(run_body("r2"))
+        assert_problem(limited, 429, "rate_limited")
+        assert limited.headers["ratelimit"].startswith('"tenant";r=0')
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_one_key_at_its_limit_leaves_the_tenants_other_keys_alone(tmp_path, kind) -> None:
     async for api in limited_api(
         tmp_path,

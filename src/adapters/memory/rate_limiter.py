@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from application.quota.ports import RateCheck, RateDecision, Slot, decision_of
+from application.quota.ports import (
+    Admission,
+    Lease,
+    RateCheck,
+    RateDecision,
+    Slot,
+    decision_of,
+)
 from domain.quota.rate_limit import decide_all
 
 
@@ -47,11 +54,18 @@ class MemoryRateLimiter:
 
 class MemoryConcurrencyGuard:
     """Holders per slot with lease deadlines on the monotonic clock; expired leases are
-    dropped whenever a slot is looked at."""
+    dropped whenever a slot is looked at. ``admit`` counts on ``limiter`` (give it the
+    process's rate limiter, so that both share their counters)."""
 
-    def __init__(self, *, clock_us: Callable[[], int] = monotonic_us) -> None:
+    def __init__(
+        self,
+        *,
+        clock_us: Callable[[], int] = monotonic_us,
+        limiter: MemoryRateLimiter | None = None,
+    ) -> None:
         self._holders: dict[tuple[str, str], dict[str, int]] = {}
         self._clock_us = clock_us
+        self._limiter = limiter if limiter is not None else MemoryRateLimiter(clock_us=clock_us)
 
     def _live(self, partition: str, key: str, now: int) -> dict[str, int]:
         holders = self._holders.get((partition, key))
@@ -74,14 +88,30 @@ class MemoryConcurrencyGuard:
             h[holder] = deadline
         return True
 
-    async def renew(
-        self, partition: str, keys: Sequence[str], holder: str, *, lease_s: float
-    ) -> None:
+    async def admit(
+        self,
+        partition: str,
+        checks: Sequence[RateCheck],
+        slots: Sequence[Slot],
+        holder: str,
+        *,
+        lease_s: float,
+    ) -> Admission:
+        # Neither call awaits anything: no other task runs between them.
+        decision = await self._limiter.hit(partition, checks)
+        if not decision.allowed:
+            return Admission(decision=decision, acquired=False)
+        acquired = await self.acquire(partition, slots, holder, lease_s=lease_s)
+        return Admission(decision=decision, acquired=acquired)
+
+    async def renew(self, leases: Sequence[Lease], *, lease_s: float) -> None:
         now = self._clock_us()
-        for key in keys:
-            holders = self._live(partition, key, now)
-            if holder in holders:
-                holders[holder] = now + int(lease_s * 1_000_000)
+        deadline = now + int(lease_s * 1_000_000)
+        for lease in leases:
+            for key in lease.keys:
+                holders = self._live(lease.partition, key, now)
+                if lease.holder in holders:
+                    holders[lease.holder] = deadline
 
     async def release(self, partition: str, keys: Sequence[str], holder: str) -> None:
         for key in keys:

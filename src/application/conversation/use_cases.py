@@ -33,6 +33,7 @@ from application.errors import (
     NotFound,
 )
 from application.ports import Clock, UnitOfWork
+from application.quota.ports import RateDecision
 from application.quota.use_cases import BudgetGuard, BudgetStatus, RunSlots
 from application.tools.ports import ToolContext
 from application.tools.use_cases import InvokeTool, ListTools, error_result
@@ -89,6 +90,8 @@ class RunStart:
     attached: bool = False
     # The tenant's token budget when it has one (its state is ``soft`` past the warning line).
     budget: BudgetStatus | None = None
+    # The decision of the run's rate limits, when it is held to any.
+    rate: RateDecision | None = None
 
 
 def _unanswered_tool_calls(messages: Sequence[Message]) -> bool:
@@ -100,10 +103,10 @@ class StartRun:
     """Records the run (with its thread and the client's new messages), logs RUN_STARTED and
     hands the run to the launcher. Returns once the start is durable; the run goes on alone.
 
-    A run takes its concurrency places first (429 ``concurrency_limited`` when its tenant or
-    principal is at the cap). A run id the tenant already used on the same thread is a retry:
-    the existing run is returned, marked attached, and nothing starts twice; on another thread
-    it is a conflict."""
+    A run is held to its rate limits and takes its concurrency places first, in one step (429
+    ``rate_limited``, or ``concurrency_limited`` when its tenant or principal is at the cap).
+    A run id the tenant already used on the same thread is a retry: the existing run is
+    returned, marked attached, and nothing starts twice; on another thread it is a conflict."""
 
     def __init__(
         self,
@@ -174,7 +177,8 @@ class StartRun:
             raise InvalidInput(exc.message) from exc
         budget = await self._budget.admit(principal)
         holder = f"{run.id}:{new_id('s')}"
-        slot_keys = await self._slots.acquire(principal, holder)
+        places = await self._slots.acquire(principal, holder)
+        slot_keys = places.keys
         try:
             try:
                 answers = await self._answers(cmd, run)
@@ -191,7 +195,7 @@ class StartRun:
                         code="run_id_taken",
                     ) from None
                 await self._slots.release(principal.tenant_id, slot_keys, holder)
-                return RunStart(existing, attached=True)
+                return RunStart(existing, attached=True, rate=places.rate)
         except BaseException:
             await self._slots.release(principal.tenant_id, slot_keys, holder)
             raise
@@ -224,7 +228,7 @@ class StartRun:
                 slot_keys=tuple(slot_keys),
             )
         )
-        return RunStart(run, budget=budget)
+        return RunStart(run, budget=budget, rate=places.rate)
 
 
 @dataclass(slots=True)

@@ -95,19 +95,52 @@ class Slot:
     cap: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A holder's places under ``keys`` of one partition, to renew."""
+
+    partition: str
+    keys: tuple[str, ...]
+    holder: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admission:
+    """A run's rate decision and whether it took its places (never when the rate refused)."""
+
+    decision: RateDecision
+    acquired: bool
+
+
 class ConcurrencyGuard(Protocol):
     """Counts holders (runs) against caps. ``acquire`` takes a place under every slot or under
     none; a holder that is never released frees its places when its lease (``lease_s``) runs
-    out, so a crashed instance cannot hold them for ever; ``renew`` extends a live holder's
-    lease. Raises ``ServiceUnavailable`` when its store cannot be reached."""
+    out, so a crashed instance cannot hold them for ever; ``renew`` extends live holders'
+    leases, all of them in one call. Raises ``ServiceUnavailable`` when its store cannot be
+    reached."""
 
     async def acquire(
         self, partition: str, slots: Sequence[Slot], holder: str, *, lease_s: float
     ) -> bool: ...
 
-    async def renew(
-        self, partition: str, keys: Sequence[str], holder: str, *, lease_s: float
-    ) -> None: ...
+    async def admit(
+        self,
+        partition: str,
+        checks: Sequence[RateCheck],
+        slots: Sequence[Slot],
+        holder: str,
+        *,
+        lease_s: float,
+    ) -> Admission:
+        """In one atomic step: decides ``checks`` as ``RateLimiter.hit`` does (on the same
+        counters) and, when they admit the request, ``acquire``s ``slots`` for ``holder``. A
+        request the caps refuse has still been counted by the rate counters."""
+        ...
+
+    async def renew(self, leases: Sequence[Lease], *, lease_s: float) -> None:
+        """Extends each lease whose holder still has its places; a holder that lost them (its
+        lease ran out) does not get them back."""
+        ...
 
     async def release(self, partition: str, keys: Sequence[str], holder: str) -> None: ...
 

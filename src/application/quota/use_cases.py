@@ -15,6 +15,7 @@ from application.ports import Clock
 from application.quota.ports import (
     ConcurrencyGuard,
     DailyUsage,
+    Lease,
     RateCheck,
     RateDecision,
     RateLimiter,
@@ -107,6 +108,16 @@ class AdmitRequest:
         return await self._decide(f"a:{address}", (check,), f"client address {address}")
 
     async def principal(self, principal: Principal, route: RouteClass) -> RateDecision | None:
+        checks = self.checks(principal, route)
+        if not checks:
+            return None
+        return await self._decide(
+            f"t:{principal.tenant_id}", checks, f"tenant {principal.tenant_slug}"
+        )
+
+    def checks(self, principal: Principal, route: RouteClass) -> list[RateCheck]:
+        """The counters of the principal's plan for the route class (partition
+        ``t:<tenant id>``)."""
         plan = plan_of(self._policy, self._profiles, principal.tenant_slug)
         checks: list[RateCheck] = []
         # Counted per plan: a tenant moved to another plan starts on its limits afresh, instead
@@ -125,22 +136,27 @@ class AdmitRequest:
                     rule=self._rule(principal_limit),
                 )
             )
-        if not checks:
-            return None
-        return await self._decide(
-            f"t:{principal.tenant_id}", checks, f"tenant {principal.tenant_slug}"
-        )
+        return checks
 
     async def _decide(self, partition: str, checks: Sequence[RateCheck], who: str) -> RateDecision:
         try:
             decision = await self._limiter.hit(partition, checks)
         except ServiceUnavailable as exc:
-            self.stats.store_failed("rate limiter", exc, fail_open=self._fail_open)
-            if not self._fail_open:
-                raise ServiceUnavailable(
-                    "rate limiting is unavailable; try again shortly", code="limiter_unavailable"
-                ) from exc
-            return RateDecision(allowed=True, results=(), degraded=True)
+            return self.unavailable(exc)
+        return self.judge(decision, who)
+
+    def unavailable(self, exc: ServiceUnavailable) -> RateDecision:
+        """The decision when the limiter's store cannot be reached: admitted unchecked
+        (fail-open) or ``ServiceUnavailable`` (fail-closed)."""
+        self.stats.store_failed("rate limiter", exc, fail_open=self._fail_open)
+        if not self._fail_open:
+            raise ServiceUnavailable(
+                "rate limiting is unavailable; try again shortly", code="limiter_unavailable"
+            ) from exc
+        return RateDecision(allowed=True, results=(), degraded=True)
+
+    def judge(self, decision: RateDecision, who: str) -> RateDecision:
+        """Counts the decision; raises ``RateLimited`` when it refused."""
         if not decision.allowed:
             self.stats.refused += 1
             binding = decision.binding
@@ -155,10 +171,21 @@ class AdmitRequest:
         return decision
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlaces:
+    """What a run was admitted with: the keys of its places (to renew and release) and the
+    decision of its rate counters (``None`` when it is held to none)."""
+
+    keys: list[str]
+    rate: RateDecision | None = None
+
+
 class RunSlots:
     """Caps the runs a tenant (and a principal) execute at once. A run takes its places before
     it is recorded and gives them back however it ends; its lease is renewed while it runs, so
-    places held by a crashed instance come back when the lease runs out."""
+    places held by a crashed instance come back when the lease runs out. With ``rates``, a run
+    is also held to its plan's rate limits for starting runs (route class ``runs``), decided
+    with its places in one call to the guard."""
 
     def __init__(
         self,
@@ -168,7 +195,9 @@ class RunSlots:
         lease_s: float,
         fail_open: bool = True,
         profiles: TenantProfiles | None = None,
+        rates: AdmitRequest | None = None,
     ) -> None:
+        self._rates = rates
         self._guard = guard
         self._policy = policy
         self._profiles = profiles
@@ -188,27 +217,36 @@ class RunSlots:
             slots.append(Slot(key=f"runs:p:{subject}", cap=plan.concurrent_runs_per_principal))
         return slots
 
-    async def acquire(self, principal: Principal, holder: str) -> list[str]:
-        """Takes the run's places; returns their keys (to renew and release). Raises
-        ``RateLimited`` (code ``concurrency_limited``) when a cap is reached. When the store
-        cannot be reached the cap is not checked (fail-open: the run goes on uncounted) or the
-        run is refused with 503 (fail-closed)."""
+    async def acquire(self, principal: Principal, holder: str) -> RunPlaces:
+        """Decides the run's rate counters and takes its places. Raises ``RateLimited``: code
+        ``rate_limited`` when a counter refuses (no place is taken), ``concurrency_limited``
+        when a cap is reached. When the store cannot be reached, the rate limits fail as
+        ``rates`` is configured, and the caps are not checked (fail-open: the run goes on
+        uncounted) or the run is refused with 503 (fail-closed)."""
         slots = self.slots(principal.tenant_slug, principal.subject)
-        if not slots:
-            return []
+        checks = self._rates.checks(principal, RouteClass.RUNS) if self._rates else []
+        if not slots and not checks:
+            return RunPlaces(keys=[])
         try:
-            acquired = await self._guard.acquire(
-                f"t:{principal.tenant_id}", slots, holder, lease_s=self.lease_s
+            admission = await self._guard.admit(
+                f"t:{principal.tenant_id}", checks, slots, holder, lease_s=self.lease_s
             )
         except ServiceUnavailable as exc:
-            self.stats.store_failed("concurrency guard", exc, fail_open=self._fail_open)
-            if not self._fail_open:
-                raise ServiceUnavailable(
-                    "run concurrency cannot be checked; try again shortly",
-                    code="limiter_unavailable",
-                ) from exc
-            return []
-        if not acquired:
+            rate = self._rates.unavailable(exc) if self._rates and checks else None
+            if slots:
+                self.stats.store_failed("concurrency guard", exc, fail_open=self._fail_open)
+                if not self._fail_open:
+                    raise ServiceUnavailable(
+                        "run concurrency cannot be checked; try again shortly",
+                        code="limiter_unavailable",
+                    ) from exc
+            return RunPlaces(keys=[], rate=rate)
+        rate = None
+        if self._rates and checks:
+            rate = self._rates.judge(admission.decision, f"tenant {principal.tenant_slug}")
+        if not slots:
+            return RunPlaces(keys=[], rate=rate)
+        if not admission.acquired:
             self.stats.refused += 1
             caps = ", ".join(f"{s.cap} ({'tenant' if s.key == 'runs' else 'key'})" for s in slots)
             raise RateLimited(
@@ -217,7 +255,7 @@ class RunSlots:
                 code="concurrency_limited",
             )
         self.stats.admitted += 1
-        return [s.key for s in slots]
+        return RunPlaces(keys=[s.key for s in slots], rate=rate)
 
     def keep(self, tenant_id: str, keys: Sequence[str], holder: str) -> None:
         """Keeps renewing the holder's lease until it is released."""
@@ -230,11 +268,14 @@ class RunSlots:
     async def _renew_all(self) -> None:
         while self._live:
             await asyncio.sleep(self.lease_s / 3)
-            for (tenant_id, holder), keys in list(self._live.items()):
-                try:
-                    await self._guard.renew(f"t:{tenant_id}", keys, holder, lease_s=self.lease_s)
-                except ServiceUnavailable:
-                    continue  # the store is down; the next round tries again
+            leases = [
+                Lease(partition=f"t:{tenant_id}", keys=tuple(keys), holder=holder)
+                for (tenant_id, holder), keys in self._live.items()
+            ]
+            try:
+                await self._guard.renew(leases, lease_s=self.lease_s)
+            except ServiceUnavailable:
+                continue  # the store is down; the next round tries again
 
     async def end(self, tenant_id: str, keys: Sequence[str], holder: str) -> None:
         """A kept holder's run ended: gives its places back, once however often it is told."""

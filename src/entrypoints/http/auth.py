@@ -1,6 +1,7 @@
 """Who is calling: the principal is a REQUEST-scoped dependency resolved from the bearer
 credential. The client address's rate limit is checked before authentication, the tenant's
-and principal's after it; the binding limit is sent back in the ``RateLimit`` headers."""
+and principal's after it (for starting a run, by the use case, with the run caps); the
+binding limit is sent back in the ``RateLimit`` headers."""
 
 from __future__ import annotations
 
@@ -91,7 +92,10 @@ class PrincipalProvider(Provider):
         principal = await authenticate(bearer_token(request), request.headers.get("x-tenant-id"))
         # The request's logs and spans name the tenant from here on.
         current_tenant.set(principal.tenant_id)
-        decision = await admit.principal(principal, route_class(request))
-        if decision is not None and decision.results:
-            request.state[RATE_STATE] = decision
+        route = route_class(request)
+        # Starting a run is held to its limits by StartRun, together with its run caps.
+        if route is not RouteClass.RUNS:
+            decision = await admit.principal(principal, route)
+            if decision is not None and decision.results:
+                request.state[RATE_STATE] = decision
         return principal

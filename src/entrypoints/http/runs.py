@@ -44,6 +44,7 @@ from entrypoints.http.agui.models import (
     run_input_decoder,
     text_of,
 )
+from entrypoints.http.auth import RATE_STATE
 from entrypoints.http.inputs import json_body
 from entrypoints.http.sse import EventStream
 from entrypoints.settings import Settings
@@ -261,6 +262,8 @@ class RunController(Controller):
                 resume=[(r.interrupt_id, r.status == "resolved") for r in body.resume or ()],
             )
         )
+        if started.rate is not None and started.rate.results:
+            request.state[RATE_STATE] = started.rate
         v1 = body.protocol_version is not None
         if started.attached:
             return await _resume(

@@ -366,10 +366,12 @@ class InfrastructureProvider(Provider):
         return MemoryRateLimiter()
 
     @provide
-    def concurrency_guard(self, redis: RedisHolder) -> ConcurrencyGuard:
+    def concurrency_guard(self, redis: RedisHolder, limiter: RateLimiter) -> ConcurrencyGuard:
         if redis.store is not None:
             return RedisConcurrencyGuard(redis.store)
-        return MemoryConcurrencyGuard()
+        # Runs are held to the rate counters of the process's limiter.
+        assert isinstance(limiter, MemoryRateLimiter)
+        return MemoryConcurrencyGuard(limiter=limiter)
 
     @provide
     def knowledge_store(self, db: Database) -> KnowledgeStore:
@@ -767,6 +769,7 @@ class UseCaseProvider(Provider):
         settings: Settings,
         telemetry: Telemetry,
         profiles: TenantProfiles,
+        admit: AdmitRequest,
     ) -> RunSlots:
         rl = settings.rate_limit
         slots = RunSlots(
@@ -775,6 +778,7 @@ class UseCaseProvider(Provider):
             lease_s=rl.run_lease_s,
             fail_open=rl.fail_mode == "open",
             profiles=profiles,
+            rates=admit,
         )
         if telemetry.metrics is not None:
             telemetry.metrics.watch_limiter("runs", slots.stats)
