@@ -167,3 +167,20 @@ async def test_frontend_tool_calls_are_listed_as_pending_for_v1_clients(api: Api
     call_id = next(d["toolCallId"] for _, d in frames if d["type"] == "TOOL_CALL_START")
     assert frames[-1][1]["outcome"] == {"type": "success", "pendingToolCallIds": [call_id]}
     official.validate_python(frames[-1][1])
+
+
+async def test_a_client_resuming_through_get_receives_the_interrupt_and_can_answer_it(
+    api: Api,
+) -> None:
+    frames, finished, history = await interrupted(api)
+    resumed = parse_sse((await api.client.get("/v1/runs/r1/events", headers=api.auth())).text)
+    for _, data in resumed:
+        official.validate_python(data)
+    assert resumed[-1][1]["outcome"] == finished["outcome"]
+    after = {**api.auth(), "Last-Event-ID": str(frames[1][0])}
+    rest = parse_sse((await api.client.get("/v1/runs/r1/events", headers=after)).text)
+    assert rest[-1][1]["outcome"]["type"] == "interrupt"
+    # The outcome the resumed stream carried is enough to answer the approval.
+    done = parse_sse((await api.run(answer(resumed[-1][1], history, "resolved"))).text)
+    assert results(done)[0]["title"] == "Order 40 chairs"
+    assert done[-1][1]["outcome"] == {"type": "success"}

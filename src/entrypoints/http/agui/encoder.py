@@ -208,7 +208,10 @@ def to_wire(event: RunEvent, *, v1: bool) -> _Event:
     if isinstance(event, RunStarted):
         return RunStartedOut(thread_id=event.thread_id, run_id=event.run_id)
     if isinstance(event, RunFinished):
-        if not v1:
+        # Only a run whose client declared AG-UI 1.0 opens interrupts, so a run that holds any
+        # carries its outcome on every stream of it: a resume (GET …/events) cannot say which
+        # protocol its client speaks, and without the outcome the approval could not be given.
+        if not v1 and not event.interrupts:
             return RunFinishedOut(thread_id=event.thread_id, run_id=event.run_id)
         usage = event.usage
         if event.interrupts:
