@@ -215,10 +215,26 @@ async def test_renewing_keeps_a_live_holder_past_its_first_lease(kind) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_every_lease_that_ran_out_frees_its_place_however_they_were_staggered(kind) -> None:
+    clock = VirtualClock()
+    slots = [Slot(key="runs", cap=2)]
+    async with guard(kind, clock) as g:
+        assert await g.acquire("t:a", slots, "a", lease_s=30)
+        clock.now_us += 10_000_000
+        assert await g.acquire("t:a", slots, "b", lease_s=30)
+        clock.now_us += 25_000_000  # a's lease has run out, b's has not
+        assert await g.acquire("t:a", slots, "c", lease_s=30)
+        clock.now_us += 10_000_000  # now b's has too
+        assert await g.held("t:a", "runs") == 1
+        assert await g.acquire("t:a", slots, "d", lease_s=30)
+        assert not await g.acquire("t:a", slots, "e", lease_s=30)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_holders_never_exceed_the_cap_under_any_sequence(kind) -> None:
     ops = st.lists(
         st.tuples(
-            st.sampled_from(["acquire", "release", "wait"]),
+            st.sampled_from(["acquire", "release", "renew", "wait"]),
             st.integers(0, 5),
             st.integers(0, 20_000_000),
         ),
@@ -246,6 +262,10 @@ def test_holders_never_exceed_the_cap_under_any_sequence(kind) -> None:
                     elif op == "release":
                         await g.release("t:a", ["runs"], holder)
                         live.pop(holder, None)
+                    elif op == "renew":
+                        await g.renew([lease("t:a", holder)], lease_s=30)
+                        if holder in live:
+                            live[holder] = clock.now_us + 30_000_000
                     else:
                         clock.now_us += dt
                     model = live

@@ -52,10 +52,38 @@ class MemoryRateLimiter:
             del self._tat[k]
 
 
+class _Holders:
+    """One slot's holders and their lease deadlines. ``next_expiry`` is never later than the
+    earliest deadline, so while the clock is before it no lease has run out and the count is
+    exact without looking at every holder."""
+
+    __slots__ = ("deadlines", "next_expiry")
+
+    def __init__(self) -> None:
+        self.deadlines: dict[str, int] = {}
+        self.next_expiry = _NEVER
+
+    def hold(self, holder: str, deadline: int) -> None:
+        self.deadlines[holder] = deadline
+        self.next_expiry = min(self.next_expiry, deadline)
+
+    def live(self, now: int) -> dict[str, int]:
+        if now >= self.next_expiry:
+            deadlines = self.deadlines
+            for h in [h for h, deadline in deadlines.items() if deadline <= now]:
+                del deadlines[h]
+            self.next_expiry = min(deadlines.values(), default=_NEVER)
+        return self.deadlines
+
+
+_NEVER = 2**63
+
+
 class MemoryConcurrencyGuard:
-    """Holders per slot with lease deadlines on the monotonic clock; expired leases are
-    dropped whenever a slot is looked at. ``admit`` counts on ``limiter`` (give it the
-    process's rate limiter, so that both share their counters)."""
+    """Holders per slot with lease deadlines on the monotonic clock. Expired leases are dropped
+    when a slot is counted, and only once one may have run out: acquiring, renewing and
+    releasing cost the same with ten thousand holders as with ten. ``admit`` counts on
+    ``limiter`` (give it the process's rate limiter, so that both share their counters)."""
 
     def __init__(
         self,
@@ -63,29 +91,28 @@ class MemoryConcurrencyGuard:
         clock_us: Callable[[], int] = monotonic_us,
         limiter: MemoryRateLimiter | None = None,
     ) -> None:
-        self._holders: dict[tuple[str, str], dict[str, int]] = {}
+        self._slots: dict[tuple[str, str], _Holders] = {}
         self._clock_us = clock_us
         self._limiter = limiter if limiter is not None else MemoryRateLimiter(clock_us=clock_us)
 
-    def _live(self, partition: str, key: str, now: int) -> dict[str, int]:
-        holders = self._holders.get((partition, key))
-        if holders is None:
-            holders = self._holders[(partition, key)] = {}
-        else:
-            for h in [h for h, deadline in holders.items() if deadline <= now]:
-                del holders[h]
-        return holders
+    def _slot(self, partition: str, key: str) -> _Holders:
+        slot = self._slots.get((partition, key))
+        if slot is None:
+            slot = self._slots[(partition, key)] = _Holders()
+        return slot
 
     async def acquire(
         self, partition: str, slots: Sequence[Slot], holder: str, *, lease_s: float
     ) -> bool:
         now = self._clock_us()
-        live = [self._live(partition, s.key, now) for s in slots]
-        if any(len(h) >= s.cap and holder not in h for h, s in zip(live, slots, strict=True)):
-            return False
+        held = [self._slot(partition, s.key) for s in slots]
+        for h, s in zip(held, slots, strict=True):
+            live = h.live(now)
+            if len(live) >= s.cap and holder not in live:
+                return False
         deadline = now + int(lease_s * 1_000_000)
-        for h in live:
-            h[holder] = deadline
+        for h in held:
+            h.hold(holder, deadline)
         return True
 
     async def admit(
@@ -109,19 +136,28 @@ class MemoryConcurrencyGuard:
         deadline = now + int(lease_s * 1_000_000)
         for lease in leases:
             for key in lease.keys:
-                holders = self._live(lease.partition, key, now)
-                if lease.holder in holders:
-                    holders[lease.holder] = deadline
+                slot = self._slots.get((lease.partition, key))
+                if slot is None:
+                    continue
+                current = slot.deadlines.get(lease.holder)
+                if current is None:
+                    continue
+                if current <= now:
+                    # Its lease ran out: the place is gone, and not given back.
+                    del slot.deadlines[lease.holder]
+                else:
+                    slot.hold(lease.holder, deadline)
 
     async def release(self, partition: str, keys: Sequence[str], holder: str) -> None:
         for key in keys:
-            holders = self._holders.get((partition, key))
-            if holders is not None:
-                holders.pop(holder, None)
-                if not holders:
-                    del self._holders[(partition, key)]
+            slot = self._slots.get((partition, key))
+            if slot is not None:
+                slot.deadlines.pop(holder, None)
+                if not slot.deadlines:
+                    del self._slots[(partition, key)]
 
     async def held(self, partition: str, key: str) -> int:
-        if (partition, key) not in self._holders:
+        slot = self._slots.get((partition, key))
+        if slot is None:
             return 0
-        return len(self._live(partition, key, self._clock_us()))
+        return len(slot.live(self._clock_us()))
