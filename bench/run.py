@@ -129,6 +129,11 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+class ServerStartFailed(SystemExit):
+    """The server process exited (or never answered) at start; the message ends with its
+    last words."""
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -344,10 +349,11 @@ def start_server(
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
+            raise ServerStartFailed(f"server exited: {log.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             process.kill()
-            raise SystemExit(f"server did not answer /healthz: {log.read_text()[-2000:]}")
+            process.wait()
+            raise ServerStartFailed(f"server did not answer /healthz: {log.read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1169,7 +1175,9 @@ async def measure_scenario(
             return {}
         clients = [c for c in args.clients if c > 1] or args.clients
         rows = []
-        for processes in (1, args.workers):
+        # Several processes first: a topology the server will not run that way (several
+        # processes need shared limits and streams) is then skipped with the server's reason.
+        for processes in (args.workers, 1):
             options: dict[str, Any] = (
                 {} if processes == 1 else {"workers": processes, "cores": worker_cores()}
             )
@@ -1183,7 +1191,13 @@ async def measure_scenario(
                     for c in clients
                 ]
 
-            rows += await with_server(env, pair, **options)
+            try:
+                rows += await with_server(env, pair, **options)
+            except ServerStartFailed as exc:
+                last = [line for line in str(exc.code).splitlines() if line.strip()][-1:]
+                reason = last[0].strip()[:300] if last else "no message"
+                return {"notes": [f"{processes} server processes refused to start: {reason}"]}
+        rows.sort(key=lambda r: (r["processes"], r["clients"]))
         one = {r["clients"]: r for r in rows if r["processes"] == 1}
         paired = []
         for r in rows:
@@ -1500,8 +1514,10 @@ async def main_async(args: argparse.Namespace) -> None:
         # Scenario by scenario, each topology in turn: the ratios compare figures taken
         # minutes apart, not a whole bench apart, on a machine others may be using.
         for scenario in on_server:
-            for made, (_topology, found) in zip(provisioned, measured, strict=True):
-                found.update(await measure_scenario(scenario, made.env, args, quick))
+            for made, (topology, found) in zip(provisioned, measured, strict=True):
+                got = await measure_scenario(scenario, made.env, args, quick)
+                notes.extend(f"{topology.label}: {n}" for n in got.pop("notes", ()))
+                found.update(got)
     finally:
         for made in provisioned:
             await made.cleanup()
