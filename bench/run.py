@@ -329,7 +329,9 @@ def start_server(
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, affinity)
 
-    log = Path(tempfile.mkstemp(prefix="sba-bench-server-", suffix=".log")[1])
+    handle, name = tempfile.mkstemp(prefix="sba-bench-server-", suffix=".log")
+    os.close(handle)
+    log = Path(name)
     command = [
         sys.executable,
         "-m",
@@ -348,12 +350,17 @@ def start_server(
         )
     deadline = time.monotonic() + 60
     while True:
-        if process.poll() is not None:
-            raise ServerStartFailed(f"server exited: {log.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise ServerStartFailed(f"server did not answer /healthz: {log.read_text()[-2000:]}")
+        exited = process.poll() is not None
+        if exited or time.monotonic() > deadline:
+            if not exited:
+                process.kill()
+                process.wait()
+            said = log.read_text()[-2000:]
+            log.unlink(missing_ok=True)
+            if own_data:
+                shutil.rmtree(own_data, ignore_errors=True)
+            what = "exited" if exited else "did not answer /healthz"
+            raise ServerStartFailed(f"server {what}: {said}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1194,8 +1201,10 @@ async def measure_scenario(
             try:
                 rows += await with_server(env, pair, **options)
             except ServerStartFailed as exc:
-                last = [line for line in str(exc.code).splitlines() if line.strip()][-1:]
-                reason = last[0].strip()[:300] if last else "no message"
+                said = [line.strip() for line in str(exc.code).splitlines() if line.strip()]
+                # The error line of a traceback, or the server's own refusal, else the last.
+                named = [s for s in said if s.startswith("sba:") or "Error:" in s.split(" ")[0]]
+                reason = (named or said or ["no message"])[-1][:300]
                 return {"notes": [f"{processes} server processes refused to start: {reason}"]}
         rows.sort(key=lambda r: (r["processes"], r["clients"]))
         one = {r["clients"]: r for r in rows if r["processes"] == 1}
