@@ -56,9 +56,16 @@ def test_the_compose_file_passes_docker_compose_config(tmp_path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "SBA_"))},
+        env={k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LB_"))},
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_no_variable_the_compose_file_reads_from_the_host_is_named_like_a_setting() -> None:
+    """``sba`` run on the same host would take an ``SBA_*`` variable for a setting, and refuse
+    to start on one it does not know."""
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE.read_text()))
+    assert names and not {n for n in names if n.startswith("SBA_")}
 
 
 def test_the_stack_is_two_apis_two_workers_a_migration_postgres_redis_and_a_balancer() -> None:
