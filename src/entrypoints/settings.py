@@ -63,6 +63,11 @@ class RateLimitSettings(_Section, frozen=True):
     principal_routes: dict[str, int] = {}
     # Per client address, before authentication.
     address_per_minute: int = 6_000
+    # Failed authentications (a wrong, unknown, expired or revoked key or token) per client
+    # address and per API-key prefix; past them, that address or key is refused (429) until
+    # its counter frees up, whatever it sends (ADR 0040).
+    auth_failures_per_minute: int = 10
+    auth_failures_per_key_per_minute: int = 10
     # The client address is the peer's, or the last entry of this header when a proxy of
     # yours sets it (for example X-Forwarded-For or CF-Connecting-IP).
     client_address_header: str = ""

@@ -6,7 +6,7 @@ writes the tenant's export to the operator's disk before anything is removed."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from litestar.params import FromPath
 from litestar.response import Response
 
 from application.errors import InvalidInput
+from application.quota.auth_failures import AuthFailureLimit
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, ManageTenants
 from domain.errors import InvariantViolated
 from domain.tenancy.model import (
@@ -31,10 +32,12 @@ from domain.tenancy.model import (
     TenantStatus,
     parse_scopes,
 )
+from entrypoints.http.auth import client_address
 from entrypoints.http.inputs import json_body
+from entrypoints.settings import Settings
 
 ADMIN_ACTOR = "api"
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 DAY_MS = 86_400_000
 
 
@@ -146,14 +149,22 @@ def _names(values: list[str] | None) -> frozenset[str] | None:
 
 def admin_guard(token: str | None) -> Guard:
     """Refuses every request unless it carries the admin token; 404 while none is set, so an
-    instance without one does not even show that the API exists."""
+    instance without one does not even show that the API exists. A wrong token is a failed
+    authentication, held to the same limit per client address as a wrong API key."""
     expected = f"Bearer {token}".encode() if token else None
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if expected is None:
             raise NotFoundException("the admin API is off (set SBA_AUTH__ADMIN_TOKEN)")
+        container = connection.state.dishka_container
+        failures = await container.get(AuthFailureLimit)
+        settings = await container.get(Settings)
+        address = client_address(connection, settings.rate_limit.client_address_header)
+        failures.check(address, None)
         sent = connection.headers.get("authorization", "").encode()
         if not hmac.compare_digest(sent, expected):
+            if sent:
+                await failures.failed(address, None)
             raise NotAuthorizedException("send the admin token: 'Bearer <token>'")
 
     return guard

@@ -1,7 +1,8 @@
 """Who is calling: the principal is a REQUEST-scoped dependency resolved from the bearer
 credential. The client address's rate limit is checked before authentication, the tenant's
 and principal's after it (for starting a run, by the use case, with the run caps); the
-binding limit is sent back in the ``RateLimit`` headers."""
+binding limit is sent back in the ``RateLimit`` headers. Failed authentications are held to
+their own, lower limit per address and per key prefix."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from typing import Any
 from dishka import Provider, provide
 from dishka import Scope as DiScope
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.context import current_tenant
 from application.errors import Unauthenticated
+from application.quota.auth_failures import AuthFailureLimit
 from application.quota.use_cases import AdmitRequest
 from application.tenancy.use_cases import Authenticate
 from domain.quota.policy import RouteClass
-from domain.tenancy.model import Principal
+from domain.tenancy.model import Principal, split_api_key
 from entrypoints.http.problems import rate_headers
 from entrypoints.settings import Settings
 
@@ -34,7 +37,7 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
     return token.strip()
 
 
-def client_address(request: Request[Any, Any, Any], header: str) -> str:
+def client_address(request: ASGIConnection[Any, Any, Any, Any], header: str) -> str:
     if header:
         # The last entry is the one your own proxy appended; earlier ones are the client's word.
         value = request.headers.get(header)
@@ -86,10 +89,20 @@ class PrincipalProvider(Provider):
         request: Request,  # dishka registers the bare class
         authenticate: Authenticate,
         admit: AdmitRequest,
+        failures: AuthFailureLimit,
         settings: Settings,
     ) -> Principal:
-        await admit.address(client_address(request, settings.rate_limit.client_address_header))
-        principal = await authenticate(bearer_token(request), request.headers.get("x-tenant-id"))
+        address = client_address(request, settings.rate_limit.client_address_header)
+        await admit.address(address)
+        token = bearer_token(request)
+        split = split_api_key(token)
+        prefix = split[0] if split is not None else None
+        failures.check(address, prefix)
+        try:
+            principal = await authenticate(token, request.headers.get("x-tenant-id"))
+        except Unauthenticated:
+            await failures.failed(address, prefix)
+            raise
         # The request's logs and spans name the tenant from here on.
         current_tenant.set(principal.tenant_id)
         route = route_class(request)

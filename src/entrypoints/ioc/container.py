@@ -97,6 +97,7 @@ from application.knowledge.use_cases import (
     SearchKnowledge,
 )
 from application.ports import Cache, Clock, IdempotencyStore, SchemaMigrator, UnitOfWork
+from application.quota.auth_failures import AuthFailureLimit
 from application.quota.ports import ConcurrencyGuard, RateLimiter, UsageLedger
 from application.quota.use_cases import AdmitRequest, BudgetGuard, GetUsage, RunSlots
 from application.render.use_cases import GetRender, LinkSigner, RequestRender
@@ -760,6 +761,15 @@ class UseCaseProvider(Provider):
         if telemetry.metrics is not None:
             telemetry.metrics.watch_limiter("requests", admit.stats)
         return admit
+
+    @provide
+    def auth_failure_limit(self, limiter: RateLimiter, settings: Settings) -> AuthFailureLimit:
+        rl = settings.rate_limit
+        return AuthFailureLimit(
+            limiter,
+            per_address_per_minute=rl.auth_failures_per_minute,
+            per_key_per_minute=rl.auth_failures_per_key_per_minute,
+        )
 
     @provide
     def run_slots(
