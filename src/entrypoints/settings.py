@@ -398,9 +398,13 @@ class TelemetrySettings(_Section, frozen=True):
     # Spans for each SQL statement and Redis command as well (many per run).
     trace_statements: bool = True
     metrics: bool = True
-    # When set, /metrics asks for "Authorization: Bearer <token>".
+    # /metrics on the API port answers only "Authorization: Bearer <token>" (unset: 404 there,
+    # for its series name tenants). Or it is served on a listener of its own, metrics_host and
+    # metrics_port (0: none), for a scraper that reaches the host or pod directly.
     metrics_token: str | None = None
     metrics_token_file: str | None = None
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # `sba worker` serves its own /metrics on this port (0: none); scrape each process.
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
@@ -563,6 +567,8 @@ def _check(settings: Settings) -> None:
         )
     if not 0 <= t.worker_metrics_port <= 65535:
         raise SettingsError("SBA_TELEMETRY__WORKER_METRICS_PORT: not a port number")
+    if not 0 <= t.metrics_port <= 65535:
+        raise SettingsError("SBA_TELEMETRY__METRICS_PORT: not a port number")
     queue, prefix = settings.worker.queue, settings.redis.key_prefix
     if not queue or "{" in queue or "}" in queue:
         raise SettingsError("SBA_WORKER__QUEUE: a non-empty name without braces")

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -60,11 +61,21 @@ REQUIRED = {
 }
 
 
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
+async def scrape(api: Api) -> httpx.Response:
+    return await api.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+
 async def observed_api(
     tmp_path, exporter: InMemorySpanExporter | None = None, *, own_setup: bool = False, **env: str
 ) -> AsyncIterator[Api]:
-    """The app with its telemetry; ``own_setup`` as in ``make_api`` (for Redis)."""
-    settings = load_settings({"SBA_DATA_DIR": str(tmp_path), **env})
+    """The app with its telemetry; ``own_setup`` as in ``make_api`` (for Redis). /metrics
+    answers ``scrape`` (its token) unless ``env`` sets another."""
+    settings = load_settings(
+        {"SBA_DATA_DIR": str(tmp_path), "SBA_TELEMETRY__METRICS_TOKEN": METRICS_TOKEN, **env}
+    )
     app = create_app(settings, telemetry=build_telemetry(settings, span_exporter=exporter))
     async with AsyncTestClient(app) as client:
         container = make_container(settings) if own_setup else app.state.dishka_container
@@ -179,7 +190,7 @@ async def test_metrics_parse_and_carry_every_named_metric_with_true_values(
     assert (await traced.run(run_body(run_id="m-tool", text=RENDER))).status_code == 200
     assert (await traced.client.get("/v1/runs/m0", headers=traced.auth())).status_code == 200
     assert (await traced.client.get("/v1/runs/m0")).status_code == 401
-    scraped = await traced.client.get("/metrics")
+    scraped = await scrape(traced)
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
     fams = families(scraped.text)
@@ -230,7 +241,7 @@ async def test_cache_hits_and_misses_are_counted_per_cache(traced: Api) -> None:
     for i in range(3):
         body = run_body(run_id=f"c{i}", thread_id=f"c{i}", text=search)
         assert (await traced.run(body)).status_code == 200
-    fams = families((await traced.client.get("/metrics")).text)
+    fams = families((await scrape(traced)).text)
     assert value(fams, "sba_cache_requests", cache="kb_search", result="miss") == 1
     assert value(fams, "sba_cache_requests", cache="kb_search", result="hit") == 2
 

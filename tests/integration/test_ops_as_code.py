@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_http_api import Api, run_body
-from tests.integration.test_observability import PRICES, RENDER, observed_api
+from tests.integration.test_observability import PRICES, RENDER, observed_api, scrape
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"
@@ -46,7 +46,7 @@ async def exposed(tmp_path) -> AsyncIterator[dict[str, tuple[str, set[str]]]]:
     chain = '[{"name": "offline", "kind": "offline"}]'
     async for api in observed_api(tmp_path, SBA_LLM__CHAIN=chain, SBA_BILLING__PRICES=PRICES):
         await exercise(api)
-        text = (await api.client.get("/metrics")).text
+        text = (await scrape(api)).text
         out: dict[str, tuple[str, set[str]]] = {}
         for fam in text_string_to_metric_families(text):
             labels = {k for s in fam.samples for k in s.labels}

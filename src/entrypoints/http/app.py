@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import logging
 from typing import Any
 
-from dishka import AsyncContainer, Provider
-from dishka.integrations.litestar import LitestarProvider, setup_dishka
+from dishka import AsyncContainer, FromDishka, Provider
+from dishka.integrations.litestar import LitestarProvider, inject, setup_dishka
 from litestar import Litestar, Request, Router, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -16,8 +17,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Response
 
 from application.conversation.ports import RunLauncher
+from application.quota.auth_failures import AuthFailureLimit
 from entrypoints.http.admin import AdminController, admin_guard
-from entrypoints.http.auth import PrincipalProvider, rate_headers_middleware
+from entrypoints.http.auth import PrincipalProvider, client_address, rate_headers_middleware
 from entrypoints.http.hardening import cors_config, security_headers_hook
 from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
@@ -32,7 +34,13 @@ from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs
 from entrypoints.ioc.secrets import read_secret
-from entrypoints.ioc.telemetry import METRICS_CONTENT_TYPE, Telemetry, build_telemetry, observed
+from entrypoints.ioc.telemetry import (
+    METRICS_CONTENT_TYPE,
+    Telemetry,
+    build_telemetry,
+    observed,
+    serve_metrics_port,
+)
 from entrypoints.settings import Settings
 
 log = logging.getLogger("sba.http")
@@ -62,31 +70,51 @@ def create_app(
     @get(
         "/metrics",
         summary="Prometheus metrics of this process",
-        description="Prometheus text exposition. Each process serves its own figures: scrape "
-        "every instance. When SBA_TELEMETRY__METRICS_TOKEN is set, send it as a bearer token.",
+        description="Prometheus text exposition, with SBA_TELEMETRY__METRICS_TOKEN as a bearer "
+        "token (without one set, this path is 404: its series name tenants). Each process "
+        "serves its own figures: scrape every instance.",
         tags=["operations"],
-        include_in_schema=metrics is not None,
+        include_in_schema=metrics is not None and token is not None,
     )
-    async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    @inject
+    async def metrics_endpoint(
+        request: Request[Any, Any, Any], failures: FromDishka[AuthFailureLimit]
+    ) -> Response[bytes]:
         if metrics is None:
             raise NotFoundException("metrics are off (SBA_TELEMETRY__METRICS=false)")
-        if token is not None:
-            sent = request.headers.get("authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                raise NotAuthorizedException("send the metrics token: 'Bearer <token>'")
+        if token is None:
+            raise NotFoundException(
+                "metrics are served here only with SBA_TELEMETRY__METRICS_TOKEN set, or on "
+                "their own port (SBA_TELEMETRY__METRICS_PORT)"
+            )
+        address = client_address(request, settings.rate_limit.client_address_header)
+        failures.check(address, None)
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            if sent:
+                await failures.failed(address, None)
+            raise NotAuthorizedException("send the metrics token: 'Bearer <token>'")
         return Response(await metrics.scrape(), media_type=METRICS_CONTENT_TYPE)
+
+    # With SBA_TELEMETRY__METRICS_PORT, /metrics on a listener of its own (ADR 0040).
+    exposition: list[asyncio.Server] = []
 
     async def on_startup() -> None:
         # Build what the first request would, then freeze everything alive so far out of the
         # cyclic GC's scans: they only ever grow with live requests and runs after this.
         await container.get(RunLauncher)
         await start_jobs(container)
+        listener = await serve_metrics_port(telemetry, settings)
+        if listener is not None:
+            exposition.append(listener)
         rt = settings.runtime
         gc.collect()
         gc.freeze()
         gc.set_threshold(rt.gc_gen0_threshold, rt.gc_gen1_threshold, rt.gc_gen2_threshold)
 
     async def on_shutdown() -> None:
+        for listener in exposition:
+            listener.close()
         launcher = await container.get(RunLauncher)
         await launcher.drain(settings.runs.shutdown_grace_s)
         await container.close()

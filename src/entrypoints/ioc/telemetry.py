@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from adapters.observability.asgi import ASGIApp, ObservedASGI
+from adapters.observability.exposition import serve_metrics
 from adapters.observability.instrumented import CountingCache
 from adapters.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from adapters.observability.metrics import Metrics
@@ -18,7 +21,16 @@ from entrypoints.settings import Settings, SettingsError
 
 VERSION = "0.1.0"
 
-__all__ = ["METRICS_CONTENT_TYPE", "Telemetry", "build_telemetry", "counted", "observed"]
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "Telemetry",
+    "build_telemetry",
+    "counted",
+    "observed",
+    "serve_metrics_port",
+]
+
+log = logging.getLogger("sba.telemetry")
 
 
 def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = None) -> Telemetry:
@@ -62,6 +74,24 @@ def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = 
 def observed(app: ASGIApp, telemetry: Telemetry) -> ASGIApp:
     """The application wrapped with request ids, server spans and HTTP metrics."""
     return ObservedASGI(app, tracer=telemetry.tracer, metrics=telemetry.metrics)
+
+
+async def serve_metrics_port(telemetry: Telemetry, settings: Settings) -> asyncio.Server | None:
+    """This process's ``/metrics`` on ``SBA_TELEMETRY__METRICS_HOST:…_PORT``, a listener of
+    its own (the token, when set, is asked there too); None when no port is set. A port
+    already taken (by another server process of the same host) is logged, not fatal."""
+    t = settings.telemetry
+    if telemetry.metrics is None or not t.metrics_port:
+        return None
+    try:
+        server = await serve_metrics(
+            telemetry.metrics, t.metrics_host, t.metrics_port, token=telemetry.metrics_token
+        )
+    except OSError as exc:
+        log.warning("metrics not served on %s:%d: %s", t.metrics_host, t.metrics_port, exc)
+        return None
+    log.info("metrics on http://%s:%d/metrics", *server.sockets[0].getsockname()[:2])
+    return server
 
 
 def counted(cache: Cache, telemetry: Telemetry, name: str) -> Cache:
