@@ -214,3 +214,9 @@ async def test_the_model_list_keeps_a_tenant_to_those_models_of_the_chain(tmp_pa
             "/admin/v1/tenants/demo", json={"models": ["offline"]}, headers=ADMIN
         )
         assert "alpha, beta" in assert_problem(unknown, 422)["detail"]
+
+
+async def test_a_read_only_key_with_a_writing_scope_is_a_422(api: Api) -> None:
+    body = {"role": "readonly", "scopes": ["kb:write"]}
+    made = await api.client.post("/admin/v1/tenants/demo/keys", json=body, headers=ADMIN)
+    assert "kb:write" in assert_problem(made, 422)["detail"]

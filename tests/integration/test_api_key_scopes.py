@@ -70,11 +70,22 @@ async def test_a_reading_key_reads_the_knowledge_base_but_cannot_change_it_or_ru
 
 
 async def test_a_scope_does_not_lift_a_read_only_role(api: Api) -> None:
-    key = await scoped_key(api, Scope.KB_WRITE, Scope.RUNS, role=Role.READONLY)
-    doc = {"title": "T", "content": "x"}
-    response = await api.client.post("/v1/kb/documents", json=doc, headers=api.auth(key))
+    key = await scoped_key(api, Scope.RENDERS, Scope.RUNS, role=Role.READONLY)
+    render = {"template": "inline:# Hello", "formats": ["markdown"]}
+    response = await api.client.post("/v1/renders", json=render, headers=api.auth(key))
     assert_refused(response, "forbidden")
     assert_refused(await api.run(run_body(), key), "forbidden")
+
+
+async def test_a_read_only_key_is_not_minted_with_a_scope_it_could_never_use(api: Api) -> None:
+    create = await api.container.get(CreateApiKey)
+    with pytest.raises(InvalidInput, match="kb:write"):
+        await create("demo", Role.READONLY, actor="test", scopes=frozenset({Scope.KB_WRITE}))
+    with pytest.raises(InvalidInput, match="kb:write"):
+        scopes = frozenset({Scope.KB_READ, Scope.KB_WRITE})
+        await create("demo", Role.READONLY, actor="test", scopes=scopes)
+    # What a read-only key can use is still minted.
+    assert await scoped_key(api, Scope.KB_READ, Scope.RUNS, role=Role.READONLY)
 
 
 async def test_the_use_cases_hold_scopes_without_the_http_edge(api: Api) -> None:

@@ -234,3 +234,14 @@ def test_a_scoped_key_from_the_cli_is_shown_with_its_scopes_and_held_to_them(
             return read.status_code, write.status_code
 
     assert asyncio.run(statuses()) == (200, 403)
+
+
+def test_a_read_only_key_with_a_writing_scope_is_refused(database, capsys) -> None:
+    assert main(["db", "upgrade"]) == 0
+    assert main(["tenant", "create", "acme"]) == 0
+    capsys.readouterr()
+    refused = ["apikey", "create", "--tenant", "acme", "--role", "readonly", "--scope", "kb:write"]
+    assert main(refused) == 1
+    assert "kb:write" in capsys.readouterr().err
+    minted = ["apikey", "create", "--tenant", "acme", "--role", "readonly", "--scope", "kb:read"]
+    assert main(minted) == 0

@@ -10,6 +10,7 @@ from application.tenancy.claims import ClaimMapping, memberships, scopes_from
 from application.tenancy.ports import TokenVerifier
 from application.tenancy.profiles import ProfileRules, TenantProfiles
 from domain.audit.model import AuditEvent
+from domain.errors import InvariantViolated
 from domain.ids import ApiKeyId, TenantId, new_id
 from domain.tenancy.model import (
     ApiKey,
@@ -20,6 +21,7 @@ from domain.tenancy.model import (
     Tenant,
     TenantProfile,
     TenantStatus,
+    check_scopes_for_role,
     digest_secret,
     mint_api_key,
     scopes_text,
@@ -238,6 +240,10 @@ class CreateApiKey:
             raise InvalidInput("an API key's lifetime must be positive")
         if scopes is not None and not scopes:
             raise InvalidInput("a scoped API key needs at least one scope")
+        try:
+            check_scopes_for_role(role, scopes)
+        except InvariantViolated as exc:
+            raise InvalidInput(exc.message) from None
         async with self._uow.admin_transaction(
             actor, f"apikey.create {tenant_slug} {role.value}"
         ) as tx:

@@ -36,6 +36,19 @@ class Scope(enum.StrEnum):
     USAGE_READ = "usage:read"
 
 
+# Scopes whose every use changes something: a read-only credential could never use them.
+WRITE_ONLY_SCOPES = frozenset({Scope.KB_WRITE})
+
+
+def check_scopes_for_role(role: Role, scopes: frozenset[Scope] | None) -> None:
+    """A credential is not minted with a scope its role can never use."""
+    if role is Role.READONLY and scopes is not None and scopes & WRITE_ONLY_SCOPES:
+        useless = ", ".join(s.value for s in Scope if s in scopes & WRITE_ONLY_SCOPES)
+        raise InvariantViolated(
+            f"a read-only key could never use {useless}: give it a writing role or drop the scope"
+        )
+
+
 def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
     """Scope names as scopes; an unknown name is an error, never silently dropped."""
     found: set[Scope] = set()
@@ -218,6 +231,7 @@ def mint_api_key(
         raise InvariantViolated("an API key must expire after it is created")
     if scopes is not None and not scopes:
         raise InvariantViolated("a scoped API key needs at least one scope")
+    check_scopes_for_role(role, scopes)
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     key = ApiKey(
