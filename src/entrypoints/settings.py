@@ -210,6 +210,11 @@ class RunSettings(_Section, frozen=True):
     shutdown_grace_s: float = 10.0
     # Model turns per run before it fails with step_limit.
     max_steps: int = 8
+    # A run's instance holds a lease on it, renewed every third of this term; when an instance
+    # dies its leases lapse and another instance ends its runs with instance_lost, looking
+    # for lapsed leases every sweep_s (0038).
+    lease_s: Annotated[float, msgspec.Meta(ge=1.0)] = 10.0
+    sweep_s: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
 
 
 class ToolSettings(_Section, frozen=True):

@@ -65,6 +65,14 @@ class Split:
         await self.settle()
         return await self.reader.read(tenant_id, run_id, after=after, wait_s=wait_s)
 
+    async def end_lost(self, tenant_id, run_id, event) -> bool:
+        """Ends the run from the reading instance, as a sweep there would."""
+        await self.settle()
+        ended = await self.reader.end_lost(tenant_id, run_id, event)
+        if isinstance(self.reader, RedisRunEventLog):
+            await self.reader.flushed()
+        return ended
+
     async def settle(self) -> None:
         """Ends a flush: what was appended so far is written (Redis) before what follows."""
         if isinstance(self.writer, RedisRunEventLog):
@@ -417,3 +425,45 @@ async def test_a_restarted_redis_gets_the_write_script_again(tmp_path) -> None:
             batch = await reader.read(A, RUN, after=0, wait_s=0)
     assert batch is not None
     assert (batch.first_seq, list(batch.events), batch.complete) == (3, [delta(1), END], True)
+
+
+LOST = RunFailed(code="instance_lost", message="gone")
+
+
+async def test_a_lost_run_is_ended_after_its_last_logged_event(make_log) -> None:
+    log = await make_log()
+    await log.open(A, RUN)
+    await log.append(A, RUN, [START, delta(0)])
+    await log.append(A, RUN, [delta(1)])
+    assert await log.end_lost(A, RUN, LOST) is True
+    batch = await log.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None
+    assert (batch.first_seq, list(batch.events), batch.complete) == (
+        1,
+        [START, delta(0), delta(1), LOST],
+        True,
+    )
+    resumed = await log.read(A, RUN, after=3, wait_s=0)
+    assert resumed is not None and (resumed.first_seq, list(resumed.events)) == (4, [LOST])
+
+
+async def test_a_run_that_ended_is_not_ended_again_as_lost(make_log) -> None:
+    log = await make_log()
+    await log.open(A, RUN)
+    await log.append(A, RUN, [START, END])
+    assert await log.end_lost(A, RUN, LOST) is False
+    assert await log.end_lost(A, RUN, LOST) is False
+    batch = await log.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None and list(batch.events) == [START, END]
+
+
+async def test_only_the_runs_tenant_and_a_known_run_can_be_ended_as_lost(make_log) -> None:
+    log = await make_log()
+    await log.open(A, RUN)
+    await log.append(A, RUN, [START])
+    assert await log.end_lost(B, RUN, LOST) is False
+    assert await log.end_lost(A, RunId("ghost"), LOST) is False
+    assert await log.read(B, RUN, after=0, wait_s=0) is None
+    assert await log.read(A, RunId("ghost"), after=0, wait_s=0) is None
+    batch = await log.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None and (list(batch.events), batch.complete) == ([START], False)

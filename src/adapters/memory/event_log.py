@@ -76,6 +76,13 @@ class MemoryRunEventLog:
                 _wake(fut)
         return buf.last_seq
 
+    async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
+        buf = self._runs.get((tenant_id, run_id))
+        if buf is None or buf.complete:
+            return False
+        await self.append(tenant_id, run_id, (event,))
+        return True
+
     def holds(self, tenant_id: TenantId, run_id: RunId) -> bool:
         return (tenant_id, run_id) in self._runs
 

@@ -89,6 +89,14 @@ class MemoryRunRepository:
         if key in self._s.runs:
             self._s.runs[key] = copy.copy(run)
 
+    async def unfinished(self, tenant_id: TenantId, *, limit: int) -> list[Run]:
+        check_tenant(self._scope, tenant_id)
+        live = [
+            r for (t, _), r in self._s.runs.items() if t == tenant_id and not r.status.is_terminal
+        ]
+        live.sort(key=lambda r: (r.created_at_ms, r.id))
+        return [copy.copy(r) for r in live[:limit]]
+
 
 class MemoryTenantRepository:
     def __init__(self, store: _Store, scope: Scope) -> None:

@@ -71,6 +71,23 @@ return 1
 """)
 
 
+# KEYS[1]: the run's stream. ARGV: the events (msgpack: the terminal one), expiry in ms.
+# Ends a run whose writer is gone: the entry follows the newest one the stream holds, unless
+# the stream is gone or holds the run's end. Returns the seq of the end, or 0.
+_END_LOST = Lua("""
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest == 0 then return 0 end
+local fields = newest[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 't' then return 0 end
+end
+local seq = tonumber(string.match(newest[1][1], '%-(%d+)$')) + 1
+redis.call('XADD', KEYS[1], '0-' .. seq, 's', seq, 'e', ARGV[1], 't', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return seq
+""")
+
+
 def _seq(entry_id: bytes | str) -> int:
     raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(raw.partition("-")[2])
@@ -173,6 +190,17 @@ class RedisRunEventLog:
             )
             commands.append(_ADD.call([self._stream(*run)], args))
         await self._store.pipeline(commands, (_ADD,))
+
+    async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
+        if self._local.holds(tenant_id, run_id):
+            return await self._local.end_lost(tenant_id, run_id, event)
+        command = _END_LOST.call(
+            [self._stream(tenant_id, run_id)], (encode_events([event]), self._retention_ms)
+        )
+        replies = await self._store.run(
+            "event log end", lambda: self._store.pipeline([command], (_END_LOST,))
+        )
+        return bool(replies[0])
 
     async def flushed(self) -> None:
         """Waits until every event appended so far has been written (or counted as lost)."""

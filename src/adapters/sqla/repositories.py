@@ -159,21 +159,17 @@ class SqlaRunRepository:
                 select(runs).where(runs.c.tenant_id == tenant_id, runs.c.id == run_id)
             )
         ).first()
-        if r is None:
-            return None
-        return Run(
-            id=RunId(r.id),
-            tenant_id=TenantId(r.tenant_id),
-            thread_id=ThreadId(r.thread_id),
-            agent=r.agent,
-            created_at_ms=r.created_at_ms,
-            status=RunStatus(r.status),
-            usage=Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens),
-            error_code=r.error_code,
-            error_message=r.error_message,
-            finished_at_ms=r.finished_at_ms,
-            model=r.model,
+        return None if r is None else _run(r)
+
+    async def unfinished(self, tenant_id: TenantId, *, limit: int) -> list[Run]:
+        check_tenant(self._scope, tenant_id)
+        rows = await self._conn.execute(
+            select(runs)
+            .where(runs.c.tenant_id == tenant_id, runs.c.status.in_(("pending", "running")))
+            .order_by(runs.c.created_at_ms, runs.c.id)
+            .limit(limit)
         )
+        return [_run(r) for r in rows]
 
     async def add(self, run: Run) -> None:
         check_tenant(self._scope, run.tenant_id)
@@ -195,6 +191,22 @@ class SqlaRunRepository:
             .where(runs.c.tenant_id == run.tenant_id, runs.c.id == run.id)
             .values(**_run_values(run))
         )
+
+
+def _run(r: Any) -> Run:
+    return Run(
+        id=RunId(r.id),
+        tenant_id=TenantId(r.tenant_id),
+        thread_id=ThreadId(r.thread_id),
+        agent=r.agent,
+        created_at_ms=r.created_at_ms,
+        status=RunStatus(r.status),
+        usage=Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens),
+        error_code=r.error_code,
+        error_message=r.error_message,
+        finished_at_ms=r.finished_at_ms,
+        model=r.model,
+    )
 
 
 def _tenant(r: Any) -> Tenant:

@@ -39,6 +39,10 @@ class RunRepository(Protocol):
 
     async def save(self, run: Run) -> None: ...
 
+    async def unfinished(self, tenant_id: TenantId, *, limit: int) -> list[Run]:
+        """Up to ``limit`` of the tenant's runs still pending or running, oldest first."""
+        ...
+
 
 class RunJournal(Protocol):
     """The durable record of a run's start and end: the hot path's only writes.
@@ -210,6 +214,12 @@ class RunEventLog(Protocol):
         return an empty batch. ``None`` when the log holds no such run for this tenant."""
         ...
 
+    async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
+        """Ends the log of a run whose writer is gone (its instance died): appends the terminal
+        ``event`` after the last event the log holds. False, and nothing appended, when the log
+        holds no such run or its end already."""
+        ...
+
 
 class RunLauncher(Protocol):
     """Runs an assignment in the background, outside any request, so that a client that
@@ -224,3 +234,18 @@ class RunLauncher(Protocol):
     async def drain(self, grace_s: float) -> None:
         """Waits up to ``grace_s`` for runs in progress, then cancels the rest."""
         ...
+
+
+class RunLeases(Protocol):
+    """Which instance executes each run. The executing instance holds a lease on a run from
+    before the run is recorded until its end is logged, renewed in the background every third
+    of its term; a lease not renewed in time lapses (its instance died or stalled).
+    ``claim_lapsed`` hands each lapsed run to exactly one caller on any instance, holding it for
+    that caller for one more term, so that a claimer that dies too leaves it to the next.
+    ``hold`` is False when the run was held already (a retried start)."""
+
+    async def hold(self, tenant_id: TenantId, run_id: RunId) -> bool: ...
+
+    async def release(self, tenant_id: TenantId, run_id: RunId) -> None: ...
+
+    async def claim_lapsed(self, *, limit: int) -> list[tuple[TenantId, RunId]]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from application.conversation.ports import (
     RunEventLog,
     RunJournal,
     RunLauncher,
+    RunLeases,
     TextChunk,
     ToolSpec,
     UsageChunk,
@@ -31,6 +33,7 @@ from application.errors import (
     InvalidInput,
     ModelError,
     NotFound,
+    ServiceUnavailable,
 )
 from application.ports import Clock, UnitOfWork
 from application.quota.ports import RateDecision
@@ -118,8 +121,10 @@ class StartRun:
         uow: UnitOfWork,
         slots: RunSlots,
         budget: BudgetGuard,
+        leases: RunLeases | None = None,
     ) -> None:
         self._budget = budget
+        self._leases = leases
         self._journal = journal
         self._events = events
         self._launcher = launcher
@@ -153,6 +158,24 @@ class StartRun:
             )
         return tuple(answers)
 
+    async def _hold(self, run: Run) -> bool:
+        """Takes the run's lease. Without the lease store the run still starts (its instance
+        dying would then leave it to the next start of a single instance, not to a sweep)."""
+        if self._leases is None:
+            return False
+        try:
+            return await self._leases.hold(run.tenant_id, run.id)
+        except ServiceUnavailable:
+            return False
+
+    async def _give_back(
+        self, principal: Principal, slot_keys: Sequence[str], holder: str, leased: Run | None
+    ) -> None:
+        await self._slots.release(principal.tenant_id, slot_keys, holder)
+        if leased is not None and self._leases is not None:
+            with contextlib.suppress(ServiceUnavailable):
+                await self._leases.release(leased.tenant_id, leased.id)
+
     async def _existing(self, run: Run) -> Run | None:
         async with self._uow.transaction(run.tenant_id) as tx:
             return await tx.runs.get(run.tenant_id, run.id)
@@ -179,7 +202,10 @@ class StartRun:
         holder = f"{run.id}:{new_id('s')}"
         places = await self._slots.acquire(principal, holder)
         slot_keys = places.keys
+        leased = False
         try:
+            # The lease comes before the record: a run recorded is never without an owner.
+            leased = await self._hold(run)
             try:
                 answers = await self._answers(cmd, run)
                 await self._journal.record_start(run, cmd.messages)
@@ -194,10 +220,10 @@ class StartRun:
                         f"run id {run.id} is already used on another thread",
                         code="run_id_taken",
                     ) from None
-                await self._slots.release(principal.tenant_id, slot_keys, holder)
+                await self._give_back(principal, slot_keys, holder, run if leased else None)
                 return RunStart(existing, attached=True, rate=places.rate)
         except BaseException:
-            await self._slots.release(principal.tenant_id, slot_keys, holder)
+            await self._give_back(principal, slot_keys, holder, run if leased else None)
             raise
         for status in (InterruptStatus.RESOLVED, InterruptStatus.CANCELLED):
             ids = [i.id for i, ok in answers if ok == (status is InterruptStatus.RESOLVED)]
@@ -267,8 +293,10 @@ class ExecuteRun:
         max_steps: int = 8,
         approval_ttl_ms: int = 3_600_000,
         slots: RunSlots | None = None,
+        leases: RunLeases | None = None,
     ) -> None:
         self._slots = slots
+        self._leases = leases
         self._interrupts = interrupts
         self._approval_ttl_ms = approval_ttl_ms
         self._journal = journal
@@ -280,15 +308,22 @@ class ExecuteRun:
         self._max_steps = max_steps
 
     async def __call__(self, job: RunAssignment) -> None:
-        slots = self._slots
-        if slots is None or not job.slot_keys:
-            await self._execute(job)
-            return
-        slots.keep(job.tenant_id, job.slot_keys, job.slot_holder)
         try:
-            await self._execute(job)
+            slots = self._slots
+            if slots is None or not job.slot_keys:
+                await self._execute(job)
+                return
+            slots.keep(job.tenant_id, job.slot_keys, job.slot_holder)
+            try:
+                await self._execute(job)
+            finally:
+                await slots.end(job.tenant_id, job.slot_keys, job.slot_holder)
         finally:
-            await slots.end(job.tenant_id, job.slot_keys, job.slot_holder)
+            # The run has ended, its end logged: its lease goes (a lease kept by a failure
+            # here lapses, and the sweep that claims it finds the run ended).
+            if self._leases is not None:
+                with contextlib.suppress(ServiceUnavailable):
+                    await self._leases.release(job.tenant_id, job.run_id)
 
     async def _end(self, job: RunAssignment, event: RunEvent) -> None:
         """Logs the terminal event, giving the run's places back first: a client that saw the

@@ -33,6 +33,7 @@ from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs
+from entrypoints.ioc.recovery import start_recovery, stop_recovery
 from entrypoints.ioc.secrets import read_secret
 from entrypoints.ioc.telemetry import (
     METRICS_CONTENT_TYPE,
@@ -99,6 +100,8 @@ def create_app(
     # With SBA_TELEMETRY__METRICS_PORT, /metrics on a listener of its own (ADR 0040).
     exposition: list[asyncio.Server] = []
 
+    sweeper: list[asyncio.Task[None]] = []
+
     async def on_startup() -> None:
         # Build what the first request would, then freeze everything alive so far out of the
         # cyclic GC's scans: they only ever grow with live requests and runs after this.
@@ -107,6 +110,7 @@ def create_app(
         listener = await serve_metrics_port(telemetry, settings)
         if listener is not None:
             exposition.append(listener)
+        sweeper.append(await start_recovery(container, settings))
         rt = settings.runtime
         gc.collect()
         gc.freeze()
@@ -115,6 +119,7 @@ def create_app(
     async def on_shutdown() -> None:
         for listener in exposition:
             listener.close()
+        await stop_recovery(sweeper.pop() if sweeper else None)
         launcher = await container.get(RunLauncher)
         await launcher.drain(settings.runs.shutdown_grace_s)
         await container.close()

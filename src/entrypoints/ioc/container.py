@@ -30,6 +30,7 @@ from adapters.memory.event_log import MemoryRunEventLog
 from adapters.memory.idempotency import MemoryIdempotencyStore
 from adapters.memory.journal import TransactionalRunJournal
 from adapters.memory.launcher import AsyncioRunLauncher
+from adapters.memory.leases import MemoryRunLeases
 from adapters.memory.rate_limiter import MemoryConcurrencyGuard, MemoryRateLimiter
 from adapters.memory.replay import MemoryReplayGuard
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
@@ -48,6 +49,7 @@ from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
 from adapters.redis.idempotency import RedisIdempotencyStore
+from adapters.redis.leases import RedisRunLeases
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.redis.replay import RedisReplayGuard
 from adapters.sqla.export import SqlaTenantExport
@@ -76,7 +78,9 @@ from application.conversation.ports import (
     RunEventLog,
     RunJournal,
     RunLauncher,
+    RunLeases,
 )
+from application.conversation.recovery import RecoverLostRuns
 from application.conversation.use_cases import (
     CancelRun,
     ExecuteRun,
@@ -365,6 +369,12 @@ class InfrastructureProvider(Provider):
         if redis.store is not None:
             return RedisRateLimiter(redis.store)
         return MemoryRateLimiter()
+
+    @provide
+    def run_leases(self, redis: RedisHolder, settings: Settings) -> RunLeases:
+        if redis.store is not None:
+            return RedisRunLeases(redis.store, term_s=settings.runs.lease_s)
+        return MemoryRunLeases(term_s=settings.runs.lease_s)
 
     @provide
     def concurrency_guard(self, redis: RedisHolder, limiter: RateLimiter) -> ConcurrencyGuard:
@@ -701,8 +711,35 @@ def _provider_model(p: ProviderSettings, client: httpx.AsyncClient) -> ChatModel
 class UseCaseProvider(Provider):
     scope = Scope.APP
 
-    start_run = provide(StartRun)
     list_tools = provide(ListTools)
+
+    @provide
+    def start_run(
+        self,
+        journal: RunJournal,
+        events: RunEventLog,
+        launcher: RunLauncher,
+        clock: Clock,
+        interrupts: InterruptStore,
+        uow: UnitOfWork,
+        slots: RunSlots,
+        budget: BudgetGuard,
+        leases: RunLeases,
+    ) -> StartRun:
+        return StartRun(
+            journal, events, launcher, clock, interrupts, uow, slots, budget, leases=leases
+        )
+
+    @provide
+    def recover_lost_runs(
+        self,
+        leases: RunLeases,
+        uow: UnitOfWork,
+        journal: RunJournal,
+        events: RunEventLog,
+        clock: Clock,
+    ) -> RecoverLostRuns:
+        return RecoverLostRuns(leases, uow, journal, events, clock)
 
     @provide
     def execute_run(
@@ -716,6 +753,7 @@ class UseCaseProvider(Provider):
         interrupts: InterruptStore,
         slots: RunSlots,
         settings: Settings,
+        leases: RunLeases,
     ) -> ExecuteRun:
         return ExecuteRun(
             journal,
@@ -728,6 +766,7 @@ class UseCaseProvider(Provider):
             max_steps=settings.runs.max_steps,
             approval_ttl_ms=int(settings.tools.approval_ttl_s * 1000),
             slots=slots,
+            leases=leases,
         )
 
     @provide

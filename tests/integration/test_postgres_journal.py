@@ -1,9 +1,12 @@
-"""Connections the Postgres server closed are replaced without a ping before every transaction:
-the unit of work and the run journal each recover on their next use, with no request failing."""
+"""The Postgres run journal and unit of work beyond the journal contract: connections the server
+closed are replaced without a ping before every transaction (each recovers on its next use, with
+no request failing); a record Postgres refuses fails alone; pooler mode leaves no prepared
+statement on the server."""
 
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from adapters.postgres.journal import PostgresRunJournal
 from adapters.sqla.rls import DEFAULT_APP_ROLE
@@ -92,5 +95,27 @@ async def test_a_record_postgres_cannot_store_fails_alone_naming_no_sql(request,
                 assert await tx.runs.get(T, RunId("bad")) is None
                 listed = await tx.threads.list_messages(T, ThreadId("t1"))
             assert [m.id for m in listed] == [f"m{i}" for i in range(1, 6)]
+        finally:
+            await journal.close()
+
+
+@pytest.mark.parametrize(("pooler", "expect_left"), [(True, False), (False, True)])
+async def test_the_journal_in_pooler_mode_leaves_no_prepared_statement_on_the_server(
+    request, tmp_path, pooler: bool, expect_left: bool
+) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE, pooler=pooler, connections=1)
+        try:
+            for i in range(3):  # repeated statements are what a cache would prepare
+                await journal.record_start(run(f"r{i}"), [message(f"m{i}")])
+            pool = journal._pool
+            assert pool is not None
+            async with pool.acquire() as conn:
+                left = await conn.fetchval(
+                    "SELECT count(*) FROM pg_prepared_statements"
+                    " WHERE statement NOT LIKE '%pg_prepared_statements%'"
+                )
+            assert (left > 0) is expect_left
         finally:
             await journal.close()
