@@ -487,7 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log.level, json=settings.log.json)
     try:
-        return int(args.handler(settings, args))
+        code = int(args.handler(settings, args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader stopped early (`sba dlq list | head`): it has what it wanted. Whatever is
+        # still buffered goes nowhere, so the exit does not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ApplicationError, DomainError) as exc:
         print(f"sba: {exc.message}", file=sys.stderr)
         return 1
