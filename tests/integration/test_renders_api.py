@@ -120,3 +120,13 @@ async def test_an_s3_blob_store_without_credentials_is_refused_at_start(tmp_path
             await start_jobs(container)
     finally:
         await container.close()
+
+
+async def test_a_text_artifact_names_its_charset_once(api: Api) -> None:
+    body = {"template": "inline:# Café", "formats": ["markdown", "html"]}
+    render = (await api.client.post("/v1/renders", json=body, headers=api.auth())).json()
+    links = {a["format"]: a["url"] for a in render["artifacts"]}
+    for fmt, media_type in (("markdown", "text/markdown"), ("html", "text/html")):
+        got = await api.client.get(links[fmt])
+        assert got.headers["content-type"] == f"{media_type}; charset=utf-8"
+        assert "Café" in got.text

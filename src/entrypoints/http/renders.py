@@ -130,9 +130,13 @@ async def download_artifact(
 ) -> Response[bytes]:
     blob = await download(tenant, render_id, fmt, expires, signature)
     ext = {"markdown": "md"}.get(fmt, fmt)
+    # The stored type may name its charset; the response adds one to text types itself.
+    media_type, _, params = blob.content_type.partition(";")
+    charset = params.strip().removeprefix("charset=") if "charset=" in params else "utf-8"
     return Response(
         blob.data,
-        media_type=blob.content_type,
+        media_type=media_type.strip(),
+        encoding=charset,
         headers={
             "Content-Disposition": f'attachment; filename="{render_id}.{ext}"',
             "Cache-Control": "private, no-store",
