@@ -453,3 +453,32 @@ async def test_the_offline_model_answers_from_the_knowledge_base_with_citations(
         ChatRequest(tenant_id=TenantId("ten_2"), messages=(user("u", "refunds?"),))
     )
     assert "found nothing" in other
+
+
+class ThreePiecesThenWaits:
+    def __init__(self) -> None:
+        self.streaming = asyncio.Event()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        for piece in ("one ", "two ", "three "):
+            yield TextChunk(piece)
+        self.streaming.set()
+        await asyncio.sleep(3600)
+        yield UsageChunk(Usage(input_tokens=1, output_tokens=1), "never")
+
+
+async def test_a_cancelled_run_records_the_tokens_it_used_before_the_cancel(world) -> None:
+    uow, log, launcher, start = world
+    await start(command())
+    model = ThreePiecesThenWaits()
+    task = asyncio.create_task(executor(uow, log, model)(launcher.launched[0]))
+    await model.streaming.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with uow.transaction(TENANT) as tx:
+        run = await tx.runs.get(TENANT, RunId("r1"))
+    assert run is not None and run.status is RunStatus.CANCELLED
+    # The model never reported: three pieces streamed back, and the prompt was sent.
+    assert run.usage.output_tokens == 3
+    assert run.usage.input_tokens > 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from application.authz import authorize
 from application.conversation.ports import (
+    ChatChunk,
     ChatModel,
     ChatRequest,
     EventBatch,
@@ -263,12 +264,42 @@ class _PendingCall:
     parts: list[str]
 
 
+def _prompt_tokens(request: ChatRequest) -> int:
+    """About four characters a token: what a turn's prompt costs when no provider said."""
+    chars = sum(len(m.content) for m in request.messages)
+    return -(-chars // 4)
+
+
 @dataclass(slots=True)
 class _Tally:
     """Usage so far, kept outside the step so that a step that fails still counts."""
 
     usage: Usage
     model: str = ""
+    # The turn streaming now, until its model reports what it used.
+    _prompt: int = 0
+    _streamed: int = 0
+    _reported: bool = True
+
+    async def metered(
+        self, stream: AsyncIterator[ChatChunk], request: ChatRequest
+    ) -> AsyncIterator[ChatChunk]:
+        self._prompt, self._streamed, self._reported = _prompt_tokens(request), 0, False
+        async for chunk in stream:
+            if isinstance(chunk, UsageChunk):
+                self._reported = True
+            elif isinstance(chunk, TextChunk | ModelToolCallDelta):
+                self._streamed += 1
+            yield chunk
+        self._reported = True
+
+    def cut_short(self) -> None:
+        """A turn that ended before its model reported usage (cancelled, or failed midway) is
+        counted by estimate: its prompt, and a token per piece that streamed back. Providers
+        charge for both, so a cancelled run is not free."""
+        if not self._reported and self._streamed:
+            self.usage = self.usage + Usage(input_tokens=self._prompt, output_tokens=self._streamed)
+        self._reported = True
 
 
 class ExecuteRun:
@@ -510,17 +541,20 @@ class ExecuteRun:
                 interrupts=tuple(waiting),
             )
         except asyncio.CancelledError:
+            tally.cut_short()
             run.cancel(at_ms=self._clock.now_ms(), usage=tally.usage)
             await self._record_failure(run, added, tally.model, invoked)
             await self._end(job, RunFailed(code="cancelled", message="the run was cancelled"))
             raise
         except ApplicationError as exc:
+            tally.cut_short()
             run.fail(
                 code=exc.code, message=exc.message, usage=tally.usage, at_ms=self._clock.now_ms()
             )
             await self._record_failure(run, added, tally.model, invoked)
             outcome = RunFailed(code=exc.code, message=exc.message)
         except Exception:  # a bug: the run must still end cleanly for its client
+            tally.cut_short()
             run.fail(
                 code="internal_error",
                 message="the run failed unexpectedly",
@@ -548,7 +582,7 @@ class ExecuteRun:
         # Each chunk is appended as it comes: readers wake once per loop turn and take
         # everything appended since, so a fast model's tokens leave in few large writes
         # while a slow model's leave one by one.
-        async for chunk in self._model.stream(request):
+        async for chunk in tally.metered(self._model.stream(request), request):
             if isinstance(chunk, TextChunk):
                 if not chunk.delta:
                     continue
