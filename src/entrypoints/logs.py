@@ -16,5 +16,6 @@ def configure_logging(level: str, *, json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "alembic"):
+    # taskiq announces every job it starts; ours log what matters about them.
+    for noisy in ("uvicorn.access", "alembic", "taskiq.receiver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

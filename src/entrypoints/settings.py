@@ -28,7 +28,9 @@ class HttpSettings(_Section, frozen=True):
     # Idle SSE streams get a comment line this often so proxies keep them open.
     heartbeat_s: float = 15.0
     max_body_bytes: int = 1_048_576
-    access_log: bool = False
+    # One line per request on logger sba.access, in the log format, written off the request's
+    # path by a thread of its own.
+    access_log: bool = True
     # Browser origins allowed to call the API (CORS), e.g. ["https://app.example.com"]; empty:
     # none ("*" is refused: a bearer-token API names its front ends).
     cors_origins: list[str] = []

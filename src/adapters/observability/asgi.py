@@ -6,7 +6,8 @@ routing, so unknown paths and refused requests count too):
 - the caller's W3C trace context (``traceparent``/``tracestate``) made current, and a server
   span for the request as its child when tracing is on;
 - request counts and durations by route template, the time to a stream's first event, and
-  the number of streams open."""
+  the number of streams open;
+- with an access log, one line per request."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
+from adapters.observability.access import AccessLog
 from adapters.observability.metrics import Metrics
 from application.context import current_request_id, current_tenant
 
@@ -39,12 +41,28 @@ def new_request_id() -> str:
 
 
 class ObservedASGI:
-    __slots__ = ("_app", "_durations", "_first_event", "_metrics", "_requests", "_tracer")
+    __slots__ = (
+        "_access",
+        "_app",
+        "_durations",
+        "_first_event",
+        "_metrics",
+        "_requests",
+        "_tracer",
+    )
 
-    def __init__(self, app: ASGIApp, *, tracer: Tracer | None, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer: Tracer | None,
+        metrics: Metrics | None,
+        access: AccessLog | None = None,
+    ) -> None:
         self._app = app
         self._tracer = tracer
         self._metrics = metrics
+        self._access = access
         # Label children by their values: prometheus_client's own lookup takes a lock.
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[tuple[str, str], Any] = {}
@@ -140,6 +158,16 @@ class ObservedASGI:
                 if duration is None:
                     duration = self._durations[dkey] = metrics.http_duration.labels(route, method)
                 duration.observe(time.perf_counter() - start)
+            if self._access is not None:
+                self._access.record(
+                    method=method,
+                    path=scope["path"],
+                    status=status,
+                    duration_s=time.perf_counter() - start,
+                    request_id=request_id.decode("latin-1"),
+                    tenant=current_tenant.get(),
+                    trace_id=format(span.get_span_context().trace_id, "032x") if span else "",
+                )
             if span is not None:
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
+from adapters.observability.access import AccessLog
 from adapters.observability.metrics import Metrics
 from adapters.observability.tracing import SCOPE
 
@@ -22,6 +23,8 @@ class Telemetry:
     content_tenants: frozenset[str] = frozenset()
     metrics_token: str | None = None
     version: str = ""
+    # One line per request (None: none).
+    access_log: AccessLog | None = None
     _tracer: Tracer | None = None
 
     @property
@@ -37,6 +40,8 @@ class Telemetry:
         return self.tracer if self.statements else None
 
     def shutdown(self) -> None:
-        """Flushes the spans still batched."""
+        """Flushes the spans still batched and the access log's queue."""
         if self.provider is not None:
             self.provider.shutdown()
+        if self.access_log is not None:
+            self.access_log.close()

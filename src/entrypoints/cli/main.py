@@ -116,7 +116,8 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         host=host,
         port=port,
         log_level="warning",
-        access_log=settings.http.access_log,
+        # Requests are logged by the application (SBA_HTTP__ACCESS_LOG), in the log format.
+        access_log=False,
         loop="auto",
         http="auto",
         lifespan="on",

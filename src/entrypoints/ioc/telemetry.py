@@ -8,6 +8,7 @@ import logging
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from adapters.observability.access import AccessLog
 from adapters.observability.asgi import ASGIApp, ObservedASGI
 from adapters.observability.exposition import serve_metrics
 from adapters.observability.instrumented import CountingCache
@@ -68,12 +69,15 @@ def build_telemetry(settings: Settings, *, span_exporter: SpanExporter | None = 
         content_tenants=frozenset(settings.log.content_tenants),
         metrics_token=token or None,
         version=VERSION,
+        access_log=AccessLog() if settings.http.access_log else None,
     )
 
 
 def observed(app: ASGIApp, telemetry: Telemetry) -> ASGIApp:
     """The application wrapped with request ids, server spans and HTTP metrics."""
-    return ObservedASGI(app, tracer=telemetry.tracer, metrics=telemetry.metrics)
+    return ObservedASGI(
+        app, tracer=telemetry.tracer, metrics=telemetry.metrics, access=telemetry.access_log
+    )
 
 
 async def serve_metrics_port(telemetry: Telemetry, settings: Settings) -> asyncio.Server | None:
