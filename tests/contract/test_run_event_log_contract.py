@@ -467,3 +467,21 @@ async def test_only_the_runs_tenant_and_a_known_run_can_be_ended_as_lost(make_lo
     assert await log.read(A, RunId("ghost"), after=0, wait_s=0) is None
     batch = await log.read(A, RUN, after=0, wait_s=0)
     assert batch is not None and (list(batch.events), batch.complete) == ([START], False)
+
+
+async def test_a_reader_past_a_lost_runs_last_written_event_gets_the_end_next() -> None:
+    """The dead instance had sent its clients events it never wrote to Redis: a client resuming
+    after them gets the end that another instance wrote after the last event written."""
+    async with open_log("redis-other-instance") as log:
+        await log.open(A, RUN)
+        await log.append(A, RUN, [START, delta(0)])
+        assert await log.end_lost(A, RUN, LOST) is True  # the end is seq 3
+        batch = await log.reader.read(A, RUN, after=5, wait_s=0)
+        assert batch is not None
+        assert (batch.first_seq, list(batch.events), batch.complete) == (6, [LOST], True)
+        # A normal end is not sent again to a reader that has it.
+        await log.open(A, RunId("run-2"))
+        await log.append(A, RunId("run-2"), [START, END])
+        await log.settle()
+        done = await log.reader.read(A, RunId("run-2"), after=2, wait_s=0)
+        assert done is not None and (list(done.events), done.complete) == ([], True)

@@ -153,3 +153,44 @@ def test_recovery_settings_are_checked() -> None:
     with pytest.raises(SettingsError, match="SBA_RUNS__LEASE_S"):
         load_settings({"SBA_RUNS__LEASE_S": "0.1"})
     load_settings(FAST_RECOVERY)  # the test's own settings are valid
+
+
+async def test_sigterm_stops_taking_runs_and_drains_the_ones_it_has(tmp_path) -> None:
+    import signal
+
+    env = base_env(tmp_path)
+    port = free_port()
+    server = start_server(env, port, tmp_path / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        key = sba("apikey", "create", "--tenant", "demo", env=env).stdout.split()[-1]
+        async with httpx.AsyncClient(timeout=60) as client:
+            # A run of about two seconds, well inside the shutdown grace period.
+            payload = body("draining", tokens=20, delay_ms=100)
+            async with client.stream(
+                "POST", f"{base}/v1/agents/assistant/runs", json=payload, headers=auth(key)
+            ) as response:
+                assert response.status_code == 200
+                raw, signalled = b"", False
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if not signalled and raw.count(b"\n\n") >= 3:
+                        server.send_signal(signal.SIGTERM)
+                        signalled = True
+            got = frames(raw.decode())
+            assert got[-1][1]["type"] == "RUN_FINISHED"  # the run it had was finished
+            with pytest.raises(httpx.TransportError):  # and no new one is taken
+                await client.post(
+                    f"{base}/v1/agents/assistant/runs",
+                    json=body("late", tokens=1, delay_ms=0),
+                    headers=auth(key),
+                )
+        # It exits by itself once drained (uvicorn ends by re-raising the signal it handled).
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        server = start_server(env, port, tmp_path / "again.log")
+        async with httpx.AsyncClient(timeout=60) as client:
+            run = (await client.get(f"{base}/v1/runs/draining", headers=auth(key))).json()
+            assert run["status"] == "succeeded"
+    finally:
+        if server.poll() is None:
+            stop_server(server)

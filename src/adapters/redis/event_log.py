@@ -6,7 +6,8 @@ the background (write-behind). Each flush writes one stream entry per run, holdi
 event the run appended since the previous flush, and all runs' entries go in one pipeline.
 
 An entry's id is ``0-<seq of its last event>``; its fields are ``s`` (the seq of its first
-event), ``e`` (the events, msgpack) and, on the entry that ends the run, ``t``. Resuming
+event), ``e`` (the events, msgpack) and, on the entry that ends the run, ``t`` (and ``l``
+when another instance ended a run whose own instance died: ``end_lost``). Resuming
 after sequence number N is a range read from ``0-(N+1)``: the first entry read may begin at
 or before N, and those events are skipped. Waiting for more is a blocking ``XREAD`` from
 ``0-N``. A run becomes visible to other instances with its first entry.
@@ -73,7 +74,8 @@ return 1
 
 # KEYS[1]: the run's stream. ARGV: the events (msgpack: the terminal one), expiry in ms.
 # Ends a run whose writer is gone: the entry follows the newest one the stream holds, unless
-# the stream is gone or holds the run's end. Returns the seq of the end, or 0.
+# the stream is gone or holds the run's end, and is marked ``l`` (lost). Returns the seq of the
+# end, or 0.
 _END_LOST = Lua("""
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #newest == 0 then return 0 end
@@ -82,7 +84,7 @@ for i = 1, #fields, 2 do
   if fields[i] == 't' then return 0 end
 end
 local seq = tonumber(string.match(newest[1][1], '%-(%d+)$')) + 1
-redis.call('XADD', KEYS[1], '0-' .. seq, 's', seq, 'e', ARGV[1], 't', '1')
+redis.call('XADD', KEYS[1], '0-' .. seq, 's', seq, 'e', ARGV[1], 't', '1', 'l', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return seq
 """)
@@ -232,6 +234,13 @@ class RedisRunEventLog:
         if not entries and b"t" not in last_fields and wait_s > 0:
             entries = await self._wait(stream, after, wait_s)
         if not entries:
+            if b"l" in last_fields and _seq(last_id) <= after:
+                # The reader is past the run's end: it saw events from an instance that died
+                # before writing them here, and the run was ended after the last one written
+                # (``end_lost``). The end is its next event.
+                return EventBatch(
+                    first_seq=after + 1, events=decode_events(last_fields[b"e"])[-1:], complete=True
+                )
             return EventBatch(first_seq=after + 1, events=(), complete=b"t" in last_fields)
         newest_seq = max(_seq(last_id), _seq(entries[-1][0]))
         return self._batch(entries, after, newest_seq)
