@@ -126,3 +126,20 @@ async def test_long_documents_are_searchable_in_every_chunk(store: KnowledgeStor
     assert len(chunks) > 5
     hits = await store.search(A, "topic57", limit=3)
     assert hits and "topic57" in chunks[hits[0].ordinal].text
+
+
+async def test_documents_list_a_page_at_a_time_in_title_order(store: KnowledgeStore) -> None:
+    titles = ["beta", "Alpha", "alpha", "Gamma", "delta", "beta"]
+    for n, title in enumerate(titles):
+        await put(store, doc(f"d{n}", title, f"Text {n}."))
+    await put(store, doc("other", "aardvark", "Not A's.", tenant=B))
+    everything = await store.list_documents(A)
+    assert [(d.title.lower(), d.id) for d in everything] == sorted(
+        (t.lower(), f"d{n}") for n, t in enumerate(titles)
+    )
+    seen, after = [], None
+    while page := await store.list_documents(A, after=after, limit=2):
+        assert len(page) <= 2
+        seen += page
+        after = (page[-1].title, page[-1].id)
+    assert [d.id for d in seen] == [d.id for d in everything]

@@ -195,3 +195,25 @@ async def test_with_embeddings_configured_search_finds_meaning_and_survives_an_o
             assert lexical.json()["results"][0]["documentId"] == "time-off"
             nothing = await api.client.get("/v1/kb/search", params={"q": "holidays"}, headers=h)
             assert nothing.status_code == 200 and nothing.json()["results"] == []
+
+
+async def test_the_document_list_pages_with_a_cursor(api: Api) -> None:
+    h = api.auth()
+    for n in range(7):
+        doc = {"title": f"Paged {n}", "content": f"Page text {n}."}
+        assert (await api.client.post("/v1/kb/documents", json=doc, headers=h)).status_code == 201
+    whole = (await api.client.get("/v1/kb/documents?limit=500", headers=h)).json()
+    assert "nextCursor" not in whole
+    ids, cursor = [], None
+    while True:
+        query = "?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = (await api.client.get(f"/v1/kb/documents{query}", headers=h)).json()
+        assert len(page["documents"]) <= 3
+        ids += [d["id"] for d in page["documents"]]
+        cursor = page.get("nextCursor")
+        if cursor is None:
+            break
+    assert ids == [d["id"] for d in whole["documents"]] and len(ids) >= 7
+    bad = await api.client.get("/v1/kb/documents?cursor=not-a-cursor", headers=h)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+    assert (await api.client.get("/v1/kb/documents?limit=0", headers=h)).status_code == 422

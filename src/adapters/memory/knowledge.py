@@ -107,9 +107,21 @@ class MemoryKnowledgeStore:
         entry = self._docs.get((tenant_id, document_id))
         return entry[0] if entry else None
 
-    async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]:
-        docs = [d for (t, _), (d, _) in self._docs.items() if t == tenant_id]
-        return sorted(docs, key=lambda d: (d.title.lower(), d.id))
+    async def list_documents(
+        self,
+        tenant_id: TenantId,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[KbDocument]:
+        docs = sorted(
+            (d for (t, _), (d, _) in self._docs.items() if t == tenant_id),
+            key=lambda d: (d.title.lower(), d.id),
+        )
+        if after is not None:
+            start = (after[0].lower(), after[1])
+            docs = [d for d in docs if (d.title.lower(), d.id) > start]
+        return docs if limit is None else docs[:limit]
 
     async def delete(
         self,

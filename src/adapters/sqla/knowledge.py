@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import String, and_, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.scope import TenantScope
@@ -360,14 +360,28 @@ class _SqlKnowledgeStore(ABC):
             ).first()
         return None if r is None else _document(r)
 
-    async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]:
-        async with self._db.connect(TenantScope(tenant_id)) as conn:
-            rows = await conn.execute(
-                select(kb_documents)
-                .where(kb_documents.c.tenant_id == tenant_id)
-                .order_by(func.lower(kb_documents.c.title), kb_documents.c.id)
+    async def list_documents(
+        self,
+        tenant_id: TenantId,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[KbDocument]:
+        title = func.lower(kb_documents.c.title)
+        query = (
+            select(kb_documents)
+            .where(kb_documents.c.tenant_id == tenant_id)
+            .order_by(title, kb_documents.c.id)
+        )
+        if after is not None:
+            last = func.lower(literal(after[0], String))
+            query = query.where(
+                or_(title > last, and_(title == last, kb_documents.c.id > after[1]))
             )
-            return [_document(r) for r in rows]
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._db.connect(TenantScope(tenant_id)) as conn:
+            return [_document(r) for r in await conn.execute(query)]
 
     async def delete(
         self,

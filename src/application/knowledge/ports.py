@@ -52,7 +52,16 @@ class KnowledgeStore(KnowledgeSearch, Protocol):
 
     async def get(self, tenant_id: TenantId, document_id: str) -> KbDocument | None: ...
 
-    async def list_documents(self, tenant_id: TenantId) -> list[KbDocument]: ...
+    async def list_documents(
+        self,
+        tenant_id: TenantId,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[KbDocument]:
+        """The tenant's documents by title (case-folded), then id; with ``after`` (a title and
+        an id), only those that sort after it; at most ``limit`` of them."""
+        ...
 
     async def delete(
         self,

@@ -14,6 +14,7 @@ from application.authz import authorize
 from application.errors import InvalidInput, NotFound, ServiceUnavailable
 from application.jobs.ports import JobQueue
 from application.knowledge.ports import ChunkVectors, Embedder, KnowledgeSearch, KnowledgeStore
+from application.pagination import Page, check_limit, decode_cursor, page_of
 from application.ports import KB_CACHE_TAG, Cache, Clock
 from domain.audit.model import AuditEvent
 from domain.errors import DomainError
@@ -236,9 +237,18 @@ class ListDocuments:
     def __init__(self, store: KnowledgeStore) -> None:
         self._store = store
 
-    async def __call__(self, principal: Principal) -> list[KbDocument]:
+    async def __call__(
+        self, principal: Principal, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[KbDocument]:
+        """A page of the tenant's documents, by title."""
         authorize(principal, Scope.KB_READ, write=False, action="read the knowledge base")
-        return await self._store.list_documents(principal.tenant_id)
+        size = check_limit(limit)
+        after = None
+        if cursor is not None:
+            title, doc_id = decode_cursor(cursor, (str, str))
+            after = (str(title), str(doc_id))
+        found = await self._store.list_documents(principal.tenant_id, after=after, limit=size + 1)
+        return page_of(found, size, lambda d: (d.title, d.id))
 
 
 class DeleteDocument:

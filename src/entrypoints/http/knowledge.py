@@ -21,6 +21,7 @@ from application.knowledge.use_cases import (
     ListDocuments,
     SearchKnowledge,
 )
+from application.pagination import MAX_LIMIT
 from domain.knowledge.model import IndexStatus, KbDocument
 from domain.tenancy.model import Principal
 from entrypoints.http.inputs import json_body
@@ -90,8 +91,10 @@ class DocumentOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
         )
 
 
-class DocumentsOut(msgspec.Struct, kw_only=True):
+class DocumentsOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     documents: list[DocumentOut]
+    # Send it back as ``cursor`` for the next page; absent on the last page.
+    next_cursor: str | None = None
 
 
 class HitOut(msgspec.Struct, rename="camel", kw_only=True):
@@ -164,12 +167,24 @@ class KnowledgeController(Controller):
     ) -> Response[Any]:
         return await _ingest(request, principal, ingest, document_id)
 
-    @get("/documents", summary="The tenant's documents")
+    @get(
+        "/documents",
+        summary="The tenant's documents, by title, a page at a time",
+        description="At most `limit` documents (default 100, at most 500); when more follow, "
+        "`nextCursor` is set: send it back as `cursor` for the next page.",
+    )
     @inject
     async def list_documents(
-        self, principal: FromDishka[Principal], documents: FromDishka[ListDocuments]
+        self,
+        principal: FromDishka[Principal],
+        documents: FromDishka[ListDocuments],
+        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_LIMIT)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=4096)] = None,
     ) -> DocumentsOut:
-        return DocumentsOut(documents=[DocumentOut.of(d) for d in await documents(principal)])
+        page = await documents(principal, limit=limit, cursor=cursor)
+        return DocumentsOut(
+            documents=[DocumentOut.of(d) for d in page.items], next_cursor=page.next_cursor
+        )
 
     @get("/documents/{document_id:str}", summary="A document with its content")
     @inject

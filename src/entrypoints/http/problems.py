@@ -20,6 +20,7 @@ PROBLEM_JSON = "application/problem+json"
 
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
+    "invalid_cursor": 400,
     "invalid_json": 400,
     "json_too_deep": 400,
     "unauthenticated": 401,
