@@ -355,3 +355,34 @@ async def test_a_store_reports_no_isolation_problems_when_set_up_as_designed(
 ) -> None:
     await uow.ping()
     assert await uow.isolation_problems() == []
+
+
+async def test_messages_list_a_slice_at_a_time_in_order(uow: UnitOfWork) -> None:
+    await add_tenants(uow)
+    ids = [f"m{n}" for n in range(7)]
+    async with uow.transaction(A) as tx:
+        await tx.threads.add(thread())
+        await tx.threads.add_messages(A, ThreadId("t1"), [msg(i) for i in ids[:4]])
+        await tx.threads.add_messages(A, ThreadId("t1"), [msg(i) for i in ids])
+        await tx.commit()
+    async with uow.transaction(A) as tx:
+        pages = [
+            [m.id for m in await tx.threads.list_messages(A, ThreadId("t1"), start=s, limit=3)]
+            for s in (0, 3, 6, 7)
+        ]
+    assert pages == [ids[0:3], ids[3:6], ids[6:], []]
+
+
+async def test_tenants_list_a_page_at_a_time_by_slug(uow: UnitOfWork) -> None:
+    await add_tenants(uow)
+    async with uow.admin_transaction("test", "seed") as tx:
+        for slug in ("delta", "gamma", "charlie"):
+            await tx.tenants.add(
+                Tenant(id=TenantId(f"ten_{slug}"), slug=slug, name=slug, created_at_ms=4)
+            )
+        await tx.commit()
+    async with uow.admin_transaction("test", "list") as tx:
+        first = [t.slug for t in await tx.tenants.list(limit=2)]
+        rest = [t.slug for t in await tx.tenants.list(after=first[-1], limit=10)]
+    assert first == ["alpha", "beta"]
+    assert rest == ["charlie", "delta", "gamma"]

@@ -60,9 +60,17 @@ class MemoryThreadRepository:
                 added += 1
         return added
 
-    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+    async def list_messages(
+        self,
+        tenant_id: TenantId,
+        thread_id: ThreadId,
+        *,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Message]:
         check_tenant(self._scope, tenant_id)
-        return list(self._s.messages.get((tenant_id, thread_id), ()))
+        stored = self._s.messages.get((tenant_id, thread_id), [])
+        return list(stored[start : None if limit is None else start + limit])
 
 
 class MemoryRunRepository:

@@ -108,9 +108,16 @@ class SqlaThreadRepository:
         await self._conn.execute(insert(messages), fresh)
         return len(fresh)
 
-    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+    async def list_messages(
+        self,
+        tenant_id: TenantId,
+        thread_id: ThreadId,
+        *,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Message]:
         check_tenant(self._scope, tenant_id)
-        rows = await self._conn.execute(
+        query = (
             select(
                 messages.c.id,
                 messages.c.role,
@@ -122,6 +129,12 @@ class SqlaThreadRepository:
             .where(messages.c.tenant_id == tenant_id, messages.c.thread_id == thread_id)
             .order_by(messages.c.position)
         )
+        if start:
+            # Positions run from 0 without gaps: the start-th message holds position start.
+            query = query.where(messages.c.position >= start)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self._conn.execute(query)
         return [
             Message(
                 id=MessageId(r.id),

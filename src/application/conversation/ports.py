@@ -27,7 +27,17 @@ class ThreadRepository(Protocol):
         were new. Clients resend the whole history on every run, so this is idempotent."""
         ...
 
-    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]: ...
+    async def list_messages(
+        self,
+        tenant_id: TenantId,
+        thread_id: ThreadId,
+        *,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Message]:
+        """The thread's messages in order, from the ``start``-th (0: the first); at most
+        ``limit`` of them. Messages are only ever added at the end, so ``start`` stays valid."""
+        ...
 
 
 class RunRepository(Protocol):

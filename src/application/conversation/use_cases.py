@@ -36,6 +36,7 @@ from application.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from application.pagination import Page, check_limit, decode_cursor, encode_cursor
 from application.ports import Clock, UnitOfWork
 from application.quota.ports import RateDecision
 from application.quota.use_cases import BudgetGuard, BudgetStatus, RunSlots
@@ -741,6 +742,27 @@ class GetThreadMessages:
             if thread is None:
                 raise NotFound(f"no thread {thread_id}")
             return await tx.threads.list_messages(principal.tenant_id, ThreadId(thread_id))
+
+    async def page(
+        self,
+        principal: Principal,
+        thread_id: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Message]:
+        """A page of the thread's messages, oldest first."""
+        authorize(principal, Scope.RUNS, write=False, action="read threads")
+        size = check_limit(limit)
+        start = int(decode_cursor(cursor, (int,))[0]) if cursor is not None else 0
+        async with self._uow.transaction(principal.tenant_id) as tx:
+            thread = await tx.threads.get(principal.tenant_id, ThreadId(thread_id))
+            if thread is None:
+                raise NotFound(f"no thread {thread_id}")
+            found = await tx.threads.list_messages(
+                principal.tenant_id, ThreadId(thread_id), start=start, limit=size + 1
+            )
+        return Page(found[:size], encode_cursor(start + size) if len(found) > size else None)
 
 
 class GetRun:

@@ -18,7 +18,9 @@ class TenantRepository(Protocol):
 
     async def add(self, tenant: Tenant) -> None: ...
 
-    async def list(self) -> list[Tenant]: ...
+    async def list(self, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+        """Tenants by slug; with ``after``, those whose slug sorts after it; at most ``limit``."""
+        ...
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
         """False when there is no such tenant."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from application.pagination import Page, check_limit, decode_cursor, page_of
 from application.ports import AdminTransaction, Clock, UnitOfWork
 from application.tenancy.claims import ClaimMapping, memberships, scopes_from
 from application.tenancy.ports import TokenVerifier
@@ -319,6 +320,16 @@ class ManageTenants:
     async def all(self, *, actor: str) -> list[Tenant]:
         async with self._uow.admin_transaction(actor, "tenant.list") as tx:
             return await tx.tenants.list()
+
+    async def page(
+        self, *, actor: str, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Tenant]:
+        """A page of the tenants, by slug."""
+        size = check_limit(limit)
+        after = str(decode_cursor(cursor, (str,))[0]) if cursor is not None else None
+        async with self._uow.admin_transaction(actor, "tenant.list") as tx:
+            found = await tx.tenants.list(after=after, limit=size + 1)
+        return page_of(found, size, lambda t: (t.slug,))
 
     async def get(self, slug: str, *, actor: str) -> tuple[Tenant, list[ApiKey]]:
         async with self._uow.admin_transaction(actor, f"tenant.show {slug}") as tx:

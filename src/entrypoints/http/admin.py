@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from dishka import FromDishka
@@ -16,10 +16,11 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.handlers import BaseRouteHandler
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Response
 
 from application.errors import InvalidInput
+from application.pagination import MAX_LIMIT
 from application.quota.auth_failures import AuthFailureLimit
 from application.tenancy.use_cases import CreateApiKey, CreateTenant, ManageTenants
 from domain.errors import InvariantViolated
@@ -104,8 +105,10 @@ class KeyOut(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
         )
 
 
-class TenantsOut(msgspec.Struct, kw_only=True):
+class TenantsOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     tenants: list[TenantOut]
+    # Send it back as ``cursor`` for the next page; absent on the last page.
+    next_cursor: str | None = None
 
 
 class TenantDetailOut(msgspec.Struct, kw_only=True):
@@ -174,10 +177,23 @@ class AdminController(Controller):
     path = "/admin/v1"
     tags = ["admin"]
 
-    @get("/tenants", summary="Every tenant with its profile")
+    @get(
+        "/tenants",
+        summary="The tenants with their profiles, by slug, a page at a time",
+        description="At most `limit` tenants (default 100, at most 500); when more follow, "
+        "`nextCursor` is set: send it back as `cursor` for the next page.",
+    )
     @inject
-    async def list_tenants(self, manage: FromDishka[ManageTenants]) -> TenantsOut:
-        return TenantsOut(tenants=[TenantOut.of(t) for t in await manage.all(actor=ADMIN_ACTOR)])
+    async def list_tenants(
+        self,
+        manage: FromDishka[ManageTenants],
+        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_LIMIT)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=256)] = None,
+    ) -> TenantsOut:
+        page = await manage.page(actor=ADMIN_ACTOR, limit=limit, cursor=cursor)
+        return TenantsOut(
+            tenants=[TenantOut.of(t) for t in page.items], next_cursor=page.next_cursor
+        )
 
     @post("/tenants", summary="Create a tenant, optionally on a plan and with tool/model lists")
     @inject

@@ -21,10 +21,11 @@ from application.conversation.use_cases import (
     TailRun,
 )
 from application.errors import Conflict, InvalidInput, NotFound
+from application.pagination import MAX_LIMIT
 from domain.conversation.events import RunFailed, RunFinished, RunStarted
 from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall
 from domain.errors import DomainError
-from domain.ids import MessageId, RunId, ThreadId
+from domain.ids import MessageId, RunId
 from domain.tenancy.model import Principal
 from entrypoints.http.agui.encoder import (
     HEARTBEAT,
@@ -153,8 +154,10 @@ class MessageOut(msgspec.Struct, kw_only=True):
     content: str
 
 
-class MessagesOut(msgspec.Struct, kw_only=True):
+class MessagesOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     messages: list[MessageOut]
+    # Send it back as ``cursor`` for the next page; absent on the last page.
+    next_cursor: str | None = None
 
 
 def _replay_from_store(run: Run, messages: list[Message]) -> bytes:
@@ -340,7 +343,11 @@ class RunController(Controller):
         return RunOut.of(await cancel_run(principal, run_id))
 
     @get(
-        "/threads/{thread_id:str}/messages", summary="A thread's stored messages", tags=["threads"]
+        "/threads/{thread_id:str}/messages",
+        summary="A thread's stored messages, oldest first, a page at a time",
+        description="At most `limit` messages (default 100, at most 500); when more follow, "
+        "`nextCursor` is set: send it back as `cursor` for the next page.",
+        tags=["threads"],
     )
     @inject
     async def thread_messages(
@@ -348,8 +355,11 @@ class RunController(Controller):
         thread_id: FromPath[str],
         principal: FromDishka[Principal],
         messages: FromDishka[GetThreadMessages],
+        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_LIMIT)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=256)] = None,
     ) -> MessagesOut:
-        stored = await messages(principal, ThreadId(thread_id))
+        page = await messages.page(principal, thread_id, limit=limit, cursor=cursor)
         return MessagesOut(
-            messages=[MessageOut(id=m.id, role=str(m.role), content=m.content) for m in stored]
+            messages=[MessageOut(id=m.id, role=str(m.role), content=m.content) for m in page.items],
+            next_cursor=page.next_cursor,
         )
