@@ -139,10 +139,16 @@ class MemoryTenantRepository:
             raise Conflict(f"tenant {tenant.slug} already exists")
         self._s.tenants[tenant.id] = tenant
 
-    async def list(self) -> list[Tenant]:
-        return sorted(
-            (t for t in self._s.tenants.values() if self._visible(t)), key=lambda t: t.slug
+    async def list(self, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+        found = sorted(
+            (
+                t
+                for t in self._s.tenants.values()
+                if self._visible(t) and (after is None or t.slug > after)
+            ),
+            key=lambda t: t.slug,
         )
+        return found if limit is None else found[:limit]
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
         check_tenant(self._scope, tenant_id)

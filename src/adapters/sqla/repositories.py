@@ -302,11 +302,13 @@ class SqlaTenantRepository:
             )
         )
 
-    async def list(self) -> list[Tenant]:
-        rows = await self._conn.execute(
-            select(tenants).where(_tenant_filter(self._scope)).order_by(tenants.c.slug)
-        )
-        return [_tenant(r) for r in rows]
+    async def list(self, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+        query = select(tenants).where(_tenant_filter(self._scope)).order_by(tenants.c.slug)
+        if after is not None:
+            query = query.where(tenants.c.slug > after)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_tenant(r) for r in await self._conn.execute(query)]
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
         check_tenant(self._scope, tenant_id)
