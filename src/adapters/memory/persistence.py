@@ -28,6 +28,9 @@ class _Store:
     runs: dict[tuple[TenantId, RunId], Run] = field(default_factory=dict)
     audit: dict[TenantId, list[AuditEntry]] = field(default_factory=dict)
     audit_heads: dict[TenantId, AuditHead] = field(default_factory=dict)
+    # Names people gave threads, and the runs of deleted threads the usage ledger still counts.
+    thread_titles: dict[tuple[TenantId, ThreadId], str] = field(default_factory=dict)
+    deleted_runs: dict[tuple[TenantId, RunId], Run] = field(default_factory=dict)
 
 
 class MemoryThreadRepository:
@@ -60,17 +63,9 @@ class MemoryThreadRepository:
                 added += 1
         return added
 
-    async def list_messages(
-        self,
-        tenant_id: TenantId,
-        thread_id: ThreadId,
-        *,
-        start: int = 0,
-        limit: int | None = None,
-    ) -> list[Message]:
+    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
         check_tenant(self._scope, tenant_id)
-        stored = self._s.messages.get((tenant_id, thread_id), [])
-        return list(stored[start : None if limit is None else start + limit])
+        return list(self._s.messages.get((tenant_id, thread_id), ()))
 
 
 class MemoryRunRepository:
@@ -139,16 +134,10 @@ class MemoryTenantRepository:
             raise Conflict(f"tenant {tenant.slug} already exists")
         self._s.tenants[tenant.id] = tenant
 
-    async def list(self, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
-        found = sorted(
-            (
-                t
-                for t in self._s.tenants.values()
-                if self._visible(t) and (after is None or t.slug > after)
-            ),
-            key=lambda t: t.slug,
+    async def list(self) -> list[Tenant]:
+        return sorted(
+            (t for t in self._s.tenants.values() if self._visible(t)), key=lambda t: t.slug
         )
-        return found if limit is None else found[:limit]
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
         check_tenant(self._scope, tenant_id)
@@ -175,6 +164,8 @@ class MemoryTenantRepository:
         s.threads = {k: v for k, v in s.threads.items() if k[0] != tenant_id}
         s.messages = {k: v for k, v in s.messages.items() if k[0] != tenant_id}
         s.runs = {k: v for k, v in s.runs.items() if k[0] != tenant_id}
+        s.thread_titles = {k: v for k, v in s.thread_titles.items() if k[0] != tenant_id}
+        s.deleted_runs = {k: v for k, v in s.deleted_runs.items() if k[0] != tenant_id}
         s.audit.pop(tenant_id, None)
         s.audit_heads.pop(tenant_id, None)
         return True

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from adapters.memory.persistence import MemoryUnitOfWork
 from application.errors import Conflict
 from application.ports import UnitOfWork
+from application.tools.ports import TaskFilter
 from domain.audit.model import AuditEvent
 from domain.ids import TenantId
 from domain.tools.model import Task, TaskStatus, ToolInvocation
@@ -86,3 +87,57 @@ class MemoryTaskRepository:
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]:
         mine = [t for t in self._tasks if t.tenant_id == tenant_id and t.status is TaskStatus.OPEN]
         return sorted(mine, key=lambda t: (-t.created_at_ms, t.id))[:limit]
+
+    async def page(
+        self,
+        tenant_id: TenantId,
+        *,
+        limit: int,
+        where: TaskFilter | None = None,
+        after: tuple[int, str] | None = None,
+    ) -> list[Task]:
+        w = where or TaskFilter()
+
+        def matches(t: Task) -> bool:
+            return (
+                t.tenant_id == tenant_id
+                and (w.status is None or t.status is w.status)
+                and (w.assignee is None or t.assignee == w.assignee)
+                and (w.due_from is None or (t.due is not None and t.due >= w.due_from))
+                and (w.due_to is None or (t.due is not None and t.due <= w.due_to))
+                and (after is None or (t.created_at_ms, t.id) < after)
+            )
+
+        found = sorted(filter(matches, self._tasks), key=lambda t: (t.created_at_ms, t.id))
+        return found[::-1][:limit]
+
+    async def get(self, tenant_id: TenantId, task_id: str) -> Task | None:
+        return next((t for t in self._tasks if (t.tenant_id, t.id) == (tenant_id, task_id)), None)
+
+    def _index(self, tenant_id: TenantId, task_id: str) -> int | None:
+        return next(
+            (n for n, t in enumerate(self._tasks) if (t.tenant_id, t.id) == (tenant_id, task_id)),
+            None,
+        )
+
+    async def save(self, task: Task, *, audit: AuditEvent, at_ms: int) -> bool:
+        n = self._index(task.tenant_id, task.id)
+        if n is None:
+            return False
+        async with self._uow.transaction(task.tenant_id) as tx:
+            await tx.audit.append(task.tenant_id, audit, at_ms=at_ms)
+            self._tasks[n] = task
+            await tx.commit()
+        return True
+
+    async def delete(
+        self, tenant_id: TenantId, task_id: str, *, audit: AuditEvent, at_ms: int
+    ) -> bool:
+        n = self._index(tenant_id, task_id)
+        if n is None:
+            return False
+        async with self._uow.transaction(tenant_id) as tx:
+            await tx.audit.append(tenant_id, audit, at_ms=at_ms)
+            del self._tasks[n]
+            await tx.commit()
+        return True

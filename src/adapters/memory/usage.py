@@ -1,4 +1,5 @@
-"""The usage ledger over the in-memory unit of work's runs (the test double)."""
+"""The usage ledger over the in-memory unit of work's runs, those of deleted threads included
+(the test double)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ class MemoryUsageLedger:
         self, tenant_id: TenantId, since_ms: int, until_ms: int | None = None
     ) -> Iterator[Run]:
         end = until_ms if until_ms is not None else 2**62
-        for (t, _), run in self._uow._store.runs.items():
-            if t == tenant_id and since_ms <= run.created_at_ms < end:
-                yield run
+        store = self._uow._store
+        for runs in (store.runs, store.deleted_runs):
+            for (t, _), run in runs.items():
+                if t == tenant_id and since_ms <= run.created_at_ms < end:
+                    yield run
 
     async def tokens_since(self, tenant_id: TenantId, since_ms: int) -> int:
         return sum(r.usage.total_tokens for r in self._runs(tenant_id, since_ms))

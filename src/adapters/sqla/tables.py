@@ -71,7 +71,11 @@ threads = Table(
     Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
     Column("id", ID, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    # The name a person gave the thread (0015); NULL: derived from its first user message.
+    Column("title", String(200)),
     PrimaryKeyConstraint("tenant_id", "id"),
+    # Threads are listed newest first, a page at a time (0015).
+    Index(None, "tenant_id", "created_at_ms", "id"),
 )
 
 messages = Table(
@@ -175,7 +179,25 @@ tasks = Table(
     Column("status", String(16), nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    # Who the task is handed to (0015); NULL: nobody yet.
+    Column("assignee", String(200)),
     PrimaryKeyConstraint("tenant_id", "id"),
+    Index(None, "tenant_id", "created_at_ms", "id"),
+)
+
+# The usage of runs whose thread was deleted (0015): the ledger counts it still, so deleting a
+# conversation never gives tokens back to a budget nor takes them out of the usage report.
+deleted_run_usage = Table(
+    "deleted_run_usage",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "run_id"),
+    Index(None, "tenant_id", "created_at_ms"),
 )
 
 interrupts = Table(
@@ -281,4 +303,5 @@ TENANT_TABLES = (
     "render_jobs",
     "audit_entries",
     "audit_heads",
+    "deleted_run_usage",
 )

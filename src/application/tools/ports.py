@@ -10,7 +10,7 @@ from typing import Protocol
 from application.conversation.ports import ToolSpec
 from domain.audit.model import AuditEvent
 from domain.ids import TenantId
-from domain.tools.model import Task, ToolInvocation, ToolOutcome
+from domain.tools.model import Task, TaskStatus, ToolInvocation, ToolOutcome
 
 _CODE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 
@@ -77,10 +77,48 @@ class ToolAudit(Protocol):
     async def record(self, invocation: ToolInvocation) -> None: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFilter:
+    """Which tasks a list holds: every field set must match (``due_from`` and ``due_to`` are
+    inclusive days, ``YYYY-MM-DD``; a task without a due date matches neither)."""
+
+    status: TaskStatus | None = None
+    assignee: str | None = None
+    due_from: str | None = None
+    due_to: str | None = None
+
+
 class TaskRepository(Protocol):
+    """A tenant's tasks, always within one tenant. Every change appends its audit entry to the
+    tenant's trail in the same transaction: ``add`` at the task's creation time, ``save`` and
+    ``delete`` at ``at_ms``."""
+
     async def add(self, task: Task, *, audit: AuditEvent) -> None:
         """Stores the task and appends ``audit`` to its tenant's audit trail (at the task's
         creation time) in the same transaction. Raises ``Conflict`` for an id already used."""
         ...
 
     async def list_open(self, tenant_id: TenantId, *, limit: int) -> list[Task]: ...
+
+    async def page(
+        self,
+        tenant_id: TenantId,
+        *,
+        limit: int,
+        where: TaskFilter | None = None,
+        after: tuple[int, str] | None = None,
+    ) -> list[Task]:
+        """Up to ``limit`` tasks matching ``where``, newest first by creation (then id, both
+        descending), strictly after ``after`` (a creation time and an id) when given."""
+        ...
+
+    async def get(self, tenant_id: TenantId, task_id: str) -> Task | None: ...
+
+    async def save(self, task: Task, *, audit: AuditEvent, at_ms: int) -> bool:
+        """Replaces the stored task of that tenant and id; False (nothing written) when there
+        is none."""
+        ...
+
+    async def delete(
+        self, tenant_id: TenantId, task_id: str, *, audit: AuditEvent, at_ms: int
+    ) -> bool: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 from domain.audit.model import AuditEvent
 from domain.conversation.interrupts import Interrupt, InterruptStatus
 from domain.conversation.model import Run
+from domain.conversation.threads import ThreadRemoval
 from domain.render.model import RenderJob
 from domain.tools.model import Task, ToolInvocation
 
@@ -58,6 +59,50 @@ def task_created(task: Task, *, actor: str, run_id: str = "") -> AuditEvent:
     if run_id:
         details["run"] = run_id
     return AuditEvent(actor=actor, action="task.created", subject=task.id, details=details)
+
+
+def task_updated(before: Task, after: Task, *, actor: str) -> AuditEvent:
+    """Which fields a person changed, the status and assignee they left (identifiers, not
+    text: a title or notes changed is named, never quoted)."""
+    details = {
+        "changed": ",".join(before.differences(after)),
+        "status": after.status.value,
+    }
+    if after.assignee is not None:
+        details["assignee"] = after.assignee
+    return AuditEvent(actor=actor, action="task.updated", subject=after.id, details=details)
+
+
+def task_deleted(task: Task, *, actor: str) -> AuditEvent:
+    return AuditEvent(
+        actor=actor,
+        action="task.deleted",
+        subject=task.id,
+        details={"status": task.status.value, "created_by": task.created_by[:MAX_NAME]},
+    )
+
+
+def thread_renamed(thread_id: str, *, actor: str, cleared: bool) -> AuditEvent:
+    """The title itself is the person's text and stays off the trail."""
+    return AuditEvent(
+        actor=actor,
+        action="thread.renamed",
+        subject=thread_id,
+        details={"title": "derived" if cleared else "set"},
+    )
+
+
+def thread_deleted(removal: ThreadRemoval, *, actor: str) -> AuditEvent:
+    return AuditEvent(
+        actor=actor,
+        action="thread.deleted",
+        subject=removal.thread_id,
+        details={
+            "runs": str(removal.runs),
+            "messages": str(removal.messages),
+            "interrupts": str(removal.interrupts),
+        },
+    )
 
 
 def render_requested(job: RenderJob, *, actor: str) -> AuditEvent:

@@ -26,18 +26,25 @@ class Role(enum.StrEnum):
 class Scope(enum.StrEnum):
     """What a credential may be used for, beside its role: a key for a website's chat widget
     needs ``runs`` and nothing else. ``runs`` covers starting, following, cancelling and
-    resuming runs (answering interrupts included) and reading their threads. The list of
-    tools a tenant's agent offers is readable with any scope."""
+    resuming runs (answering interrupts included) and reading the messages of a thread named
+    by id. Listing, renaming and deleting the tenant's threads takes ``threads:read`` and
+    ``threads:write`` (a widget's key must not enumerate every visitor's conversation); tasks
+    take ``tasks:read`` and ``tasks:write``. The list of tools a tenant's agent offers is
+    readable with any scope."""
 
     RUNS = "runs"
     KB_READ = "kb:read"
     KB_WRITE = "kb:write"
     RENDERS = "renders"
     USAGE_READ = "usage:read"
+    THREADS_READ = "threads:read"
+    THREADS_WRITE = "threads:write"
+    TASKS_READ = "tasks:read"
+    TASKS_WRITE = "tasks:write"
 
 
 # Scopes whose every use changes something: a read-only credential could never use them.
-WRITE_ONLY_SCOPES = frozenset({Scope.KB_WRITE})
+WRITE_ONLY_SCOPES = frozenset({Scope.KB_WRITE, Scope.THREADS_WRITE, Scope.TASKS_WRITE})
 
 
 def check_scopes_for_role(role: Role, scopes: frozenset[Scope] | None) -> None:

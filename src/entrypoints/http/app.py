@@ -28,6 +28,8 @@ from entrypoints.http.knowledge import KnowledgeController
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
+from entrypoints.http.tasks import TaskController
+from entrypoints.http.threads import ThreadController
 from entrypoints.http.tools import list_tools
 from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
@@ -128,6 +130,8 @@ def create_app(
     app = Litestar(
         route_handlers=[
             RunController,
+            ThreadController,
+            TaskController,
             KnowledgeController,
             RenderController,
             download_artifact,

@@ -29,6 +29,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "invalid_run_transition": 409,
+    "thread_busy": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_input": 422,

@@ -126,6 +126,7 @@ from domain.tenancy.model import Role
 from entrypoints.ioc.jobs import Embeddings, JobProvider, Metering
 from entrypoints.ioc.secrets import read_secret
 from entrypoints.ioc.telemetry import build_telemetry, counted
+from entrypoints.ioc.workspace import WorkspaceProvider
 from entrypoints.settings import (
     JwtSettings,
     PlanSettings,
@@ -925,7 +926,7 @@ class UseCaseProvider(Provider):
 
 
 def base_providers() -> list[Provider]:
-    return [InfrastructureProvider(), UseCaseProvider(), JobProvider()]
+    return [InfrastructureProvider(), UseCaseProvider(), JobProvider(), WorkspaceProvider()]
 
 
 def make_container(
