@@ -63,9 +63,17 @@ class MemoryThreadRepository:
                 added += 1
         return added
 
-    async def list_messages(self, tenant_id: TenantId, thread_id: ThreadId) -> list[Message]:
+    async def list_messages(
+        self,
+        tenant_id: TenantId,
+        thread_id: ThreadId,
+        *,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Message]:
         check_tenant(self._scope, tenant_id)
-        return list(self._s.messages.get((tenant_id, thread_id), ()))
+        stored = self._s.messages.get((tenant_id, thread_id), [])
+        return list(stored[start : None if limit is None else start + limit])
 
 
 class MemoryRunRepository:
@@ -134,10 +142,16 @@ class MemoryTenantRepository:
             raise Conflict(f"tenant {tenant.slug} already exists")
         self._s.tenants[tenant.id] = tenant
 
-    async def list(self) -> list[Tenant]:
-        return sorted(
-            (t for t in self._s.tenants.values() if self._visible(t)), key=lambda t: t.slug
+    async def list(self, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+        found = sorted(
+            (
+                t
+                for t in self._s.tenants.values()
+                if self._visible(t) and (after is None or t.slug > after)
+            ),
+            key=lambda t: t.slug,
         )
+        return found if limit is None else found[:limit]
 
     async def set_status(self, tenant_id: TenantId, status: TenantStatus) -> bool:
         check_tenant(self._scope, tenant_id)
