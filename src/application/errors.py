@@ -52,10 +52,16 @@ class RateLimited(ApplicationError):
 
 
 class ServiceUnavailable(ApplicationError):
-    """A backing service (database, cache, provider) failed; adapters raise this, never a driver
-    error."""
+    """A backing service (database, cache, provider) failed or is saturated; adapters raise
+    this, never a driver error. ``retry_after_s``: when a retry may succeed, if known."""
 
     code = "service_unavailable"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class ModelError(ApplicationError):

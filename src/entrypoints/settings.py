@@ -16,6 +16,8 @@ import msgspec
 
 ENV_PREFIX = "SBA_"
 CONFIG_FILE_VAR = "SBA_CONFIG_FILE"
+# Read by `sba chat`, a client: not a setting of the server, so a shell holding it still serves.
+CLIENT_KEY_VAR = "SBA_API_KEY"
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -37,6 +39,14 @@ class HttpSettings(_Section, frozen=True):
     # Strict-Transport-Security on every response (0: not sent, e.g. plain-HTTP development
     # behind no TLS at all; browsers ignore it over plain HTTP anyway).
     hsts_max_age_s: int = 63_072_000
+    # Server processes sharing the port (`sba serve --workers N`); more than one needs
+    # SBA_REDIS_URL, so that they share limits, run caps, run streams and idempotency keys.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Run starts (authenticated, recording the run) in progress at once per process; more wait
+    # their turn, tenants taking turns, and one still waiting after start_queue_timeout_s is
+    # answered 503 server_busy with Retry-After.
+    start_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
+    start_queue_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
 class PlanSettings(_Section, frozen=True):
@@ -108,6 +118,8 @@ class RedisSettings(_Section, frozen=True):
     timeout_s: float = 1.0
     connect_timeout_s: float = 1.0
     max_connections: int = 256
+    # Calls beyond max_connections wait their turn this long, then fail with 503 redis_busy.
+    pool_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # After Redis fails, calls fail fast this long before trying again.
     retry_after_failure_s: float = 1.0
 
@@ -479,7 +491,7 @@ def _env_name(path: str) -> str:
 def _nest(env: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_VAR:
+        if not name.startswith(ENV_PREFIX) or name in (CONFIG_FILE_VAR, CLIENT_KEY_VAR):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts):

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
@@ -53,6 +54,15 @@ def _counters(
     return family
 
 
+class GateFigures(Protocol):
+    """A start queue's counts: starts let in at once, after waiting, refused; waiting now."""
+
+    immediate: int
+    queued: int
+    refused: int
+    waiting: int
+
+
 @dataclass(slots=True, eq=False)
 class _Watched(Collector):
     """The components' own counters, read at scrape time."""
@@ -62,6 +72,8 @@ class _Watched(Collector):
     models: list[ModelStats] = field(default_factory=list)
     jobs: list[JobStats] = field(default_factory=list)
     runs: list[Callable[[], int]] = field(default_factory=list)
+    start_gates: list[GateFigures] = field(default_factory=list)
+    refusals: list[dict[str, int]] = field(default_factory=list)
     streams: int = 0
     queue_depth: float | None = None
     dead_letters: float | None = None
@@ -129,6 +141,34 @@ class _Watched(Collector):
         yield GaugeMetricFamily(
             "sba_active_streams", "Event streams open in this process.", value=self.streams
         )
+        starts = CounterMetricFamily(
+            "sba_run_starts",
+            "Run starts through the start queue, by how they got their place: immediate, queued "
+            "(after waiting their turn), refused (503 server_busy after waiting too long).",
+            labels=["admission"],
+        )
+        for outcome in ("immediate", "queued", "refused"):
+            starts.add_metric([outcome], sum(getattr(g, outcome) for g in self.start_gates))
+        yield starts
+        yield GaugeMetricFamily(
+            "sba_run_starts_waiting",
+            "Run starts waiting for their turn now.",
+            value=sum(g.waiting for g in self.start_gates),
+        )
+        refused: dict[str, int] = {}
+        for counts in self.refusals:
+            for code, n in counts.items():
+                refused[code] = refused.get(code, 0) + n
+        unavailable = CounterMetricFamily(
+            "sba_http_unavailable",
+            "Requests answered 503, by problem code: server_busy (the run start queue), "
+            "redis_busy (every Redis connection busy), limiter_unavailable, "
+            "service_unavailable (a database or Redis failed or was exhausted).",
+            labels=["code"],
+        )
+        for code, n in sorted(refused.items()):
+            unavailable.add_metric([code], n)
+        yield unavailable
         depth = GaugeMetricFamily(
             "sba_queue_depth", "Jobs waiting for a worker or being worked on (the broker's view)."
         )
@@ -225,6 +265,13 @@ class Metrics:
 
     def watch_runs(self, count: Callable[[], int]) -> None:
         self.watched.runs.append(count)
+
+    def watch_start_gate(self, stats: GateFigures) -> None:
+        self.watched.start_gates.append(stats)
+
+    def watch_refusals(self, counts: dict[str, int]) -> None:
+        """503 answers by problem code, as the HTTP edge counts them."""
+        self.watched.refusals.append(counts)
 
     def probe(self, what: str, read: Callable[[], Awaitable[int]]) -> None:
         """``what`` is ``queue_depth`` or ``dead_letters``: read before each exposition."""

@@ -8,6 +8,7 @@ so service comes back by itself when Redis does."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -20,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from application.errors import ServiceUnavailable
@@ -75,7 +76,12 @@ class Lua:
 
 
 class RedisStore:
-    """One client, its key prefix and its failure breaker, shared by every Redis adapter."""
+    """One client, its key prefix and its failure breaker, shared by every Redis adapter.
+
+    With ``max_calls`` (the client's connection limit) at most that many calls are in flight:
+    the others wait their turn, for up to ``call_wait_s``, instead of the client failing them
+    for want of a connection (which would look like Redis being down and open the breaker for
+    everyone). A call that waited longer fails with ``ServiceUnavailable`` ``redis_busy``."""
 
     def __init__(
         self,
@@ -84,6 +90,8 @@ class RedisStore:
         prefix: str = "sba:",
         retry_after_s: float = 1.0,
         tracer: Tracer | None = None,
+        max_calls: int | None = None,
+        call_wait_s: float = 5.0,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the Redis key prefix cannot contain braces (they mark hash tags)")
@@ -94,6 +102,11 @@ class RedisStore:
         self.failures = 0
         # When set, each call is a client span named after what it does.
         self._tracer = tracer
+        self._max_calls = max_calls
+        self._calls = asyncio.Semaphore(max_calls) if max_calls else None
+        self._call_wait_s = call_wait_s
+        self._busy_logged_at = 0.0
+        self.busy = 0
 
     def key(self, partition: str, *parts: str) -> str:
         """``<prefix>{<partition>}:<parts>``: every key of one partition shares a slot."""
@@ -111,10 +124,44 @@ class RedisStore:
             return await self._run(what, call)
 
     async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        if time.monotonic() < self._down_until:
-            raise ServiceUnavailable(f"redis is unreachable ({what} skipped)")
+        if (left := self._down_until - time.monotonic()) > 0:
+            raise ServiceUnavailable(f"redis is unreachable ({what} skipped)", retry_after_s=left)
+        calls = self._calls
+        if calls is None:
+            return await self._call(what, call)
+        if calls.locked():
+            await self._wait_for_connection(calls, what)
+        else:
+            await calls.acquire()  # free: returns at once
+        try:
+            return await self._call(what, call)
+        finally:
+            calls.release()
+
+    async def _wait_for_connection(self, calls: asyncio.Semaphore, what: str) -> None:
+        try:
+            async with asyncio.timeout(self._call_wait_s):
+                await calls.acquire()
+        except TimeoutError:
+            self.busy += 1
+            message = (
+                f"all {self._max_calls} redis connections stayed busy for "
+                f"{self._call_wait_s:g} s ({what} not sent)"
+            )
+            now = time.monotonic()
+            if now - self._busy_logged_at >= 1.0:
+                self._busy_logged_at = now
+                log.warning("%s; %d such calls so far", message, self.busy)
+            raise ServiceUnavailable(message, code="redis_busy", retry_after_s=1.0) from None
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
+        except MaxConnectionsError as exc:
+            # This process's pool is exhausted: Redis itself is fine, so no breaker.
+            raise ServiceUnavailable(
+                f"redis connections exhausted ({what})", code="redis_busy", retry_after_s=1.0
+            ) from exc
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.failures += 1
             self._down_until = time.monotonic() + self._retry_after_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from application.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -43,7 +44,9 @@ class Authenticate:
     A verified credential is remembered for ``cache_ttl_ms`` (by a digest of the whole
     credential, never the credential itself; never past a token's expiry) so that a busy client
     does not cost database reads per request; a revoked key or suspended tenant is therefore
-    refused within that time, not at once."""
+    refused within that time, not at once. Requests carrying the same credential while it is
+    being verified share that one verification (and its answer), so a burst arriving as the
+    cache entry expires costs one look-up, not one each."""
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class Authenticate:
         self._ttl_ms = cache_ttl_ms
         self._size = cache_size
         self._cache: dict[str, tuple[Principal, int]] = {}
+        self._verifying: dict[str, asyncio.Task[tuple[Principal, int]]] = {}
         self._tokens = tokens
         self._claims = claims or ClaimMapping()
 
@@ -81,11 +85,30 @@ class Authenticate:
                 return principal
             # Suspended, deleted or revoked through this process since: checked again now.
             del self._cache[digest]
+        verifying = self._verifying.get(digest)
+        if verifying is None:
+            verifying = asyncio.ensure_future(self._verify_once(digest, bearer, tenant_selector))
+            self._verifying[digest] = verifying
+            verifying.add_done_callback(lambda done: self._verified(digest, done))
+        # Shielded: a request that gives up does not cancel the others' verification.
+        principal, _ = await asyncio.shield(verifying)
+        return principal
+
+    async def _verify_once(
+        self, digest: str, bearer: str, tenant_selector: str | None
+    ) -> tuple[Principal, int]:
         principal, expires_at_ms = await self._verify(bearer, tenant_selector)
         if len(self._cache) >= self._size:
             self._cache.clear()
+        now = self._clock.now_ms()
         self._cache[digest] = (principal, min(now + self._ttl_ms, expires_at_ms))
-        return principal
+        return principal, expires_at_ms
+
+    def _verified(self, digest: str, done: asyncio.Task[tuple[Principal, int]]) -> None:
+        if self._verifying.get(digest) is done:
+            del self._verifying[digest]
+        if not done.cancelled():
+            done.exception()  # read here too: every waiter may have gone
 
     async def _verify(self, bearer: str, selector: str | None) -> tuple[Principal, int]:
         parts = split_api_key(bearer)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hmac
 import logging
+import os
 from typing import Any
 
 from dishka import AsyncContainer, FromDishka, Provider
@@ -20,12 +21,13 @@ from application.conversation.ports import RunLauncher
 from application.quota.auth_failures import AuthFailureLimit
 from entrypoints.http.admin import AdminController, admin_guard
 from entrypoints.http.auth import PrincipalProvider, client_address, rate_headers_middleware
+from entrypoints.http.backpressure import StartGate, StartGateProvider
 from entrypoints.http.hardening import cors_config, security_headers_hook
 from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.inputs import nul_guard_middleware
 from entrypoints.http.knowledge import KnowledgeController
-from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.problems import EXCEPTION_HANDLERS, REFUSALS_STATE
 from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
 from entrypoints.http.tasks import TaskController
@@ -55,8 +57,16 @@ def create_app(
 ) -> Litestar:
     """``telemetry`` unset: built from the settings."""
     telemetry = telemetry or build_telemetry(settings)
+    gate = StartGate(settings.http.start_concurrency, settings.http.start_queue_timeout_s)
+    if telemetry.metrics is not None:
+        telemetry.metrics.watch_start_gate(gate.stats)
     container: AsyncContainer = make_container(
-        settings, LitestarProvider(), PrincipalProvider(), *extra_providers, telemetry=telemetry
+        settings,
+        LitestarProvider(),
+        PrincipalProvider(),
+        StartGateProvider(gate),
+        *extra_providers,
+        telemetry=telemetry,
     )
     metrics = telemetry.metrics
     token = telemetry.metrics_token
@@ -113,6 +123,8 @@ def create_app(
         if listener is not None:
             exposition.append(listener)
         sweeper.append(await start_recovery(container, settings))
+        if settings.http.workers > 1:
+            log.info("worker %d of %d serving", os.getpid(), settings.http.workers)
         rt = settings.runtime
         gc.collect()
         gc.freeze()
@@ -159,6 +171,10 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    refusals: dict[str, int] = {}
+    app.state[REFUSALS_STATE] = refusals
+    if metrics is not None:
+        metrics.watch_refusals(refusals)
     setup_dishka(container, app)
     # Outermost, around routing: unknown paths and refused requests are counted and traced too.
     app.asgi_handler = observed(app.asgi_handler, telemetry)  # type: ignore[arg-type,assignment]

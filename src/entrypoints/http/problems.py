@@ -10,7 +10,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from application.errors import ApplicationError, RateLimited
+from application.errors import ApplicationError, RateLimited, ServiceUnavailable
 from application.quota.ports import RateDecision
 from domain.errors import DomainError
 
@@ -40,7 +40,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal_error": 500,
     "model_error": 502,
     "service_unavailable": 503,
+    "server_busy": 503,
+    "redis_busy": 503,
 }
+
+# The app's count of 503 answers by code (a plain dict in ``app.state``, read by /metrics).
+REFUSALS_STATE = "sba_refusals"
 
 _CODE_BY_STATUS = {
     400: "bad_request",
@@ -156,8 +161,20 @@ def on_application_error(request: Request, exc: ApplicationError) -> Response[by
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": 'Bearer realm="sba"'}
     status = status_for(exc)
+    if status == 503:
+        retry = exc.retry_after_s if isinstance(exc, ServiceUnavailable) else None
+        headers = _unavailable(request, exc.code, retry)
     detail = _public_detail(status, exc.code, exc.message, request)
     return problem(exc.code, detail, status=status, instance=request.url.path, headers=headers)
+
+
+def _unavailable(request: Request, code: str, retry_after_s: float | None) -> dict[str, str]:
+    """A 503 is counted by code and always says when to try again (a second unless the error
+    knows better)."""
+    counts = request.app.state.get(REFUSALS_STATE)
+    if counts is not None:
+        counts[code] = counts.get(code, 0) + 1
+    return {"Retry-After": str(max(1, math.ceil(retry_after_s or 1)))}
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response[bytes]:
@@ -172,7 +189,10 @@ def on_http_exception(request: Request, exc: HTTPException) -> Response[bytes]:
         return problem("validation_failed", str(exc.detail), status=422, instance=request.url.path)
     code = _CODE_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
     detail = _public_detail(status, code, str(exc.detail), request)
-    return problem(code, detail, status=status, instance=request.url.path, headers=exc.headers)
+    headers = exc.headers
+    if status == 503:
+        headers = {**_unavailable(request, code, None), **(exc.headers or {})}
+    return problem(code, detail, status=status, instance=request.url.path, headers=headers)
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
@@ -191,4 +211,4 @@ EXCEPTION_HANDLERS = {
     Exception: on_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_BY_CODE", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "REFUSALS_STATE", "STATUS_BY_CODE", "problem"]

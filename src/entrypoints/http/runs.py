@@ -46,6 +46,7 @@ from entrypoints.http.agui.models import (
     text_of,
 )
 from entrypoints.http.auth import RATE_STATE
+from entrypoints.http.backpressure import StartGate
 from entrypoints.http.inputs import json_body
 from entrypoints.http.sse import EventStream
 from entrypoints.settings import Settings
@@ -109,12 +110,18 @@ async def tail(
 ) -> AsyncIterator[bytes]:
     while True:
         batch = await tail_run(principal, run_id, after=after, wait_s=heartbeat_s)
-        if batch.events:
-            yield encode_frames(batch.first_seq, batch.events, v1=v1)
+        frames = encode_frames(batch.first_seq, batch.events, v1=v1) if batch.events else None
+        if frames is not None:
             after = batch.last_seq
-        elif not batch.complete:
+        done = batch.complete and after >= batch.last_seq
+        heartbeat = not batch.complete and frames is None
+        del batch  # a held stream keeps no events between reads
+        if frames is not None:
+            yield frames
+            del frames
+        elif heartbeat:
             yield HEARTBEAT
-        if batch.complete and after >= batch.last_seq:
+        if done:
             return
 
 
@@ -247,24 +254,26 @@ class RunController(Controller):
         get_run: FromDishka[GetRun],
         messages: FromDishka[GetThreadMessages],
         settings: FromDishka[Settings],
+        gate: FromDishka[StartGate],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> EventStream:
         body: RunAgentInput = await json_body(request, run_input_decoder)
         forwarded = body.forwarded_props if isinstance(body.forwarded_props, dict) else {}
-        started = await start_run(
-            StartRunCommand(
-                principal=principal,
-                agent=agent,
-                thread_id=body.thread_id,
-                run_id=body.run_id,
-                messages=to_domain_messages(body.messages),
-                forwarded_props=forwarded,
-                client_tools=to_tool_specs(body.tools),
-                state=body.state if isinstance(body.state, dict) else {},
-                supports_interrupts=body.protocol_version is not None,
-                resume=[(r.interrupt_id, r.status == "resolved") for r in body.resume or ()],
-            )
+        command = StartRunCommand(
+            principal=principal,
+            agent=agent,
+            thread_id=body.thread_id,
+            run_id=body.run_id,
+            messages=to_domain_messages(body.messages),
+            forwarded_props=forwarded,
+            client_tools=to_tool_specs(body.tools),
+            state=body.state if isinstance(body.state, dict) else {},
+            supports_interrupts=body.protocol_version is not None,
+            resume=[(r.interrupt_id, r.status == "resolved") for r in body.resume or ()],
         )
+        # A burst of starts waits its turn here rather than inside the connection pools.
+        async with gate.place(principal.tenant_id):
+            started = await start_run(command)
         if started.rate is not None and started.rate.results:
             request.state[RATE_STATE] = started.rate
         v1 = body.protocol_version is not None

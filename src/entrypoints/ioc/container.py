@@ -316,6 +316,8 @@ class InfrastructureProvider(Provider):
                 prefix=cfg.key_prefix,
                 retry_after_s=cfg.retry_after_failure_s,
                 tracer=telemetry.statement_tracer,
+                max_calls=cfg.max_connections,
+                call_wait_s=cfg.pool_timeout_s,
             )
         except ValueError as exc:
             raise SettingsError(f"SBA_REDIS_URL / SBA_REDIS__KEY_PREFIX: {exc}") from exc
