@@ -55,11 +55,16 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         if method not in MUTATING:
             await app(scope, receive, send)
             return
+        handler = scope.get("route_handler")
+        if handler is not None and handler.opt.get("idempotency") in ("run_id", "exempt"):
+            # Passed on without a header object: this frame lives as long as the answer does,
+            # and a run's answer is a stream held for minutes.
+            await app(scope, receive, send)
+            return
         headers = Headers.from_scope(scope)
         raw_key = headers.get("idempotency-key")
-        handler = scope.get("route_handler")
-        exempt = handler is not None and handler.opt.get("idempotency") in ("run_id", "exempt")
-        if raw_key is None or exempt:
+        if raw_key is None:
+            del headers
             await app(scope, receive, send)
             return
         key = _check_key(raw_key.strip())

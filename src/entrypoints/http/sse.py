@@ -5,7 +5,14 @@ listens for the client's disconnect. For thousands of held streams that is the l
 stream, so this response streams from the handler's own task and checks for a disconnect only
 when it sends a heartbeat (uvicorn drops writes to a closed connection silently). A stream
 whose client left thus ends at its next heartbeat at the latest; the run itself never depended
-on it."""
+on it.
+
+What the request needed is let go once the stream has started: the parsed and raw request
+headers, the body and the URL that the framework caches for the request's lifetime, and the
+response's own headers. A stream held for minutes keeps only what it streams (ADR 0036).
+
+A stream still open when the server stops (uvicorn cancels it once its graceful-shutdown time
+is up) ends as a complete response: its client resumes with ``Last-Event-ID`` elsewhere."""
 
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ from typing import Any
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import HTTPResponseBodyEvent, Receive, Send
+from litestar.types import Empty, HTTPResponseBodyEvent, Receive, Scope, Send
+from litestar.utils.scope.state import CONNECTION_STATE_KEY, ScopeState
 
 from entrypoints.http.agui.encoder import HEARTBEAT
 
@@ -32,25 +40,67 @@ async def _client_left(receive: Receive) -> bool:
     return message["type"] == "http.disconnect"
 
 
+# What the framework caches per request (``ScopeState``), none of it read once the answer began.
+_REQUEST_CACHES = (
+    "accept",
+    "base_url",
+    "body",
+    "content_type",
+    "cookies",
+    "headers",
+    "json",
+    "msgpack",
+    "parsed_query",
+    "url",
+)
+
+
+def _forget_request(scope: Scope) -> None:
+    state = scope.get("state", {}).get(CONNECTION_STATE_KEY)
+    if isinstance(state, ScopeState):
+        for name in _REQUEST_CACHES:
+            setattr(state, name, Empty)
+    scope["headers"] = []
+
+
 class _LeanStreamingResponse(ASGIStreamingResponse):
     __slots__ = ()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.start_response(send=send)
+        self.headers.headers.clear()
+        _forget_request(scope)
+        if self.is_head_response:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await self.send_body(send=send, receive=receive)
+        await self.after_response()
 
     async def send_body(self, send: Send, receive: Receive) -> None:
         iterator = self.iterator
         try:
             async for chunk in iterator:
+                heartbeat = chunk is HEARTBEAT
                 event: HTTPResponseBodyEvent = {
                     "type": "http.response.body",
                     "body": chunk if isinstance(chunk, bytes) else chunk.encode(),
                     "more_body": True,
                 }
+                del chunk  # not kept while the stream waits for its next events
                 await send(event)
-                if chunk is HEARTBEAT and await _client_left(receive):
+                del event
+                if heartbeat and await _client_left(receive):
                     return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # Only the server cancels a stream, when it stops: end the answer properly (the
+            # client resumes elsewhere) instead of failing the request.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
             if isinstance(iterator, AsyncIterator) and hasattr(iterator, "aclose"):
                 await iterator.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class EventStream(Stream):
