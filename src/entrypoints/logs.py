@@ -8,11 +8,26 @@ import sys
 from adapters.observability.logs import JsonFormatter
 
 
-def configure_logging(level: str, *, json: bool) -> None:
+class _Worker(logging.Filter):
+    """Names the server process (one of several) on every record."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self._worker
+        return True
+
+
+def configure_logging(level: str, *, json: bool, worker: int | None = None) -> None:
+    """``worker``: this process's id among several serving one port, added to every record."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if json else logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    )
+    text = "%(levelname)s %(name)s: %(message)s"
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
+        text = "%(levelname)s [worker %(worker)s] %(name)s: %(message)s"
+    handler.setFormatter(JsonFormatter() if json else logging.Formatter(text))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dishka import AsyncContainer
 
@@ -79,10 +79,36 @@ async def _ensure_demo(container: AsyncContainer) -> IssuedKey | None:
     return issued
 
 
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers if args.workers is not None else settings.http.workers
+    if workers < 1:
+        raise SettingsError("sba serve --workers: at least 1")
+    if workers > 1 and not settings.redis_url:
+        raise SettingsError(
+            f"refusing to serve with {workers} workers: each process would keep its own rate "
+            "limits, run caps, run streams, idempotency keys and webhook replay guard, so "
+            "limits would multiply and a stream resumed on another worker would not be found; "
+            "set SBA_REDIS_URL to share them, or serve with one worker"
+        )
+    return workers
+
+
+def worker_app() -> Any:
+    """The application of one of several server processes (``sba serve --workers N``): each
+    reads the settings from the environment it inherited and names itself in its logs."""
+    from entrypoints.http.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log.level, json=settings.log.json, worker=os.getpid())
+    return create_app(settings)
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from entrypoints.http.app import create_app
+
+    workers = _serve_workers(settings, args)
 
     async def prepare(container: AsyncContainer) -> str | None:
         problems = await (await container.get(UnitOfWork)).isolation_problems()
@@ -110,19 +136,33 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             """-d '{"threadId":"t1","runId":"r1","messages":"""
             """[{"id":"m1","role":"user","content":"What can you do?"}]}'"""
         )
-    print(f"SBA listening on {url} (API docs: {url}/schema)", flush=True)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
+    processes = f" with {workers} worker processes" if workers > 1 else ""
+    print(f"SBA listening on {url}{processes} (API docs: {url}/schema)", flush=True)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
         # Requests are logged by the application (SBA_HTTP__ACCESS_LOG), in the log format.
-        access_log=False,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.runs.shutdown_grace_s) + 1,
-        backlog=4096,
+        "access_log": False,
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": int(settings.runs.shutdown_grace_s) + 1,
+        "backlog": 4096,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # uvicorn's supervisor binds the socket once and starts the workers, which all accept on
+    # it; SIGTERM or SIGINT to this process stops each worker gracefully, and a worker that
+    # dies is replaced (ADR 0036). Workers read their settings from the environment.
+    os.environ["SBA_HTTP__WORKERS"] = str(workers)
+    uvicorn.run(
+        "entrypoints.cli.main:worker_app",
+        factory=True,
+        workers=workers,
+        log_config=None,
+        **options,
     )
     return 0
 
@@ -389,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default=None, help="default: SBA_HTTP__HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default: SBA_HTTP__PORT or 8000")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes sharing the port (default: SBA_HTTP__WORKERS or 1); "
+        "more than one needs SBA_REDIS_URL",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
