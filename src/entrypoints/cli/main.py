@@ -39,6 +39,7 @@ from domain.tenancy.model import (
     TenantStatus,
     scopes_text,
 )
+from entrypoints.cli.chat import add_chat_command
 from entrypoints.ioc.container import make_container
 from entrypoints.ioc.jobs import start_jobs, work
 from entrypoints.logs import configure_logging
@@ -523,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--tenant", required=True, help="tenant slug")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_cmd_apikey_revoke)
+    add_chat_command(sub)
     return parser
 
 
