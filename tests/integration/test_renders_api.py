@@ -3,9 +3,11 @@ signed link; a template escaping the sandbox fails the render, not the server.""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 
 import pytest
+from pypdf import PdfReader
 
 from tests.audit_support import tenant_trail
 from tests.integration.test_http_api import Api, make_api
@@ -130,3 +132,33 @@ async def test_a_text_artifact_names_its_charset_once(api: Api) -> None:
         got = await api.client.get(links[fmt])
         assert got.headers["content-type"] == f"{media_type}; charset=utf-8"
         assert "Café" in got.text
+
+
+async def test_a_pdf_keeps_indonesian_symbols_and_other_scripts(api: Api) -> None:
+    # Curly quotes on purpose: they are what the PDF must keep.
+    text = (
+        "Faktur untuk Ibu Siti — total Rp 1.250.000 (≈ € 72,50). "
+        "“Terima kasih” atas ‘pesanan’ Anda."  # noqa: RUF001
+    )
+    others = "Спасибо за заказ · Ευχαριστούμε · Cảm ơn"
+    body = {
+        "template": "inline:# {{ title }}\n\n{{ text }}\n\n**{{ others }}**\n\n`{{ others }}`",
+        "data": {"title": "Pesanan № 7 — selesai", "text": text, "others": others},
+        "formats": ["pdf"],
+    }
+    render = (await api.client.post("/v1/renders", json=body, headers=api.auth())).json()
+    assert render["state"] == "done", render
+    pdf = await api.client.get(render["artifacts"][0]["url"])
+    reader = PdfReader(io.BytesIO(pdf.content))
+    extracted = " ".join(page.extract_text() for page in reader.pages)
+    assert "?" not in extracted
+    quoted = ("“Terima kasih”", "‘pesanan’")  # noqa: RUF001
+    for expected in ("Pesanan № 7 — selesai", "€ 72,50", *quoted, others):
+        assert expected in " ".join(extracted.split()), (expected, extracted)
+    # Every font on the page is the embedded one, not a core font that knows only Latin-1.
+    names = {
+        font.get_object()["/BaseFont"]
+        for page in reader.pages
+        for font in page["/Resources"]["/Font"].values()
+    }
+    assert names and all("FiraSans" in name for name in names), names
