@@ -43,7 +43,14 @@ from domain.render.model import RenderFormat, RenderJob, RenderState
 from tests.audit_support import actions, break_audit_appends, verified_trail
 from tests.db import sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
-from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, redis_store, require_redis
+from tests.redis_support import (
+    REDIS_URL,
+    drop_prefix,
+    new_prefix,
+    own_redis,
+    redis_store,
+    require_redis,
+)
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 SQL_KINDS = ["memory", "sqlite", "postgres"]
@@ -544,3 +551,34 @@ async def test_a_broker_that_cannot_be_reached_is_service_unavailable() -> None:
             await queue.enqueue(Job(kind="k", tenant_id=A, key="x"))
     finally:
         await broker.shutdown()
+
+
+async def test_a_worker_reads_jobs_again_after_redis_restarts_empty(tmp_path, caplog) -> None:
+    with own_redis(tmp_path) as server:
+        recorder = Recorder()
+        broker = create_broker(server.url, queue_name="sba:jobs", redeliver_after_s=5)
+        broker.register_task(recorder.task(), task_name=TASK_NAME)
+        await broker.startup()
+        worker = asyncio.create_task(run_worker(broker, redeliver_after_s=5))
+        queue = TaskiqJobQueue(broker)
+        try:
+            await queue.enqueue(Job(kind="k", tenant_id=A, key="before"))
+            await recorder.wait_for(1)
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(2.5)  # the worker meets Redis gone for a while
+            # Back with nothing: no stream, no consumer group.
+            await asyncio.to_thread(server.start)
+            await queue.enqueue(Job(kind="k", tenant_id=A, key="after"))
+            await recorder.wait_for(2)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            queue.close()
+            await broker.shutdown()
+    assert [job.key for job, _ in recorder.jobs] == ["before", "after"]
+    # The outage is reported once, not once per failed read in a tight loop.
+    restarts = [r for r in caplog.records if "while listening to the broker" in r.getMessage()]
+    assert restarts == []
+    unreachable = [r for r in caplog.records if r.getMessage().startswith("cannot read jobs")]
+    assert len(unreachable) == 1

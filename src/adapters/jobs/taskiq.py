@@ -17,7 +17,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
@@ -92,15 +94,39 @@ class StoppableStreamBroker(RedisStreamBroker):
         self.stopping = asyncio.Event()
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        unreachable = False
         async with Redis(connection_pool=self.connection_pool) as conn:
             while not self.stopping.is_set():
-                fetched = await conn.xreadgroup(
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    {self.queue_name: ">"},
-                    block=self.block,
-                    count=self.count,
-                )
+                try:
+                    fetched = await conn.xreadgroup(
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        {self.queue_name: ">"},
+                        block=self.block,
+                        count=self.count,
+                    )
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOGROUP"):
+                        raise
+                    # Redis came back without the stream (restarted with nothing on disk, or
+                    # the key was deleted): the group is made again, at 0, so the jobs queued
+                    # since are read. Raising instead would restart this listener at once, and
+                    # again, for as long as the group is missing.
+                    log.warning("the job group %s is missing; creating it", self.queue_name)
+                    with contextlib.suppress(RedisError):
+                        await self._declare_consumer_group()
+                    continue
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    # Redis is unreachable: try again each second rather than spin.
+                    if not unreachable:
+                        log.warning("cannot read jobs (%s); trying again each second", exc)
+                        unreachable = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), 1.0)
+                    continue
+                if unreachable:
+                    log.info("reading jobs again")
+                    unreachable = False
                 # RESP2: [[stream, [[entry id, {field: value}], …]], …]; RESP3: a dict.
                 found: Any = fetched or []
                 streams = found.items() if isinstance(found, dict) else found
