@@ -7,15 +7,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from adapters.memory.jobs import MemoryDeadLetterStore
+from adapters.memory.jobs import MemoryDeadLetterStore, MemoryRenderJobRepository
+from adapters.memory.persistence import MemoryUnitOfWork
 from adapters.render.jinja import SandboxedTemplateEngine
-from application.errors import TemplateFailed
+from application.errors import Conflict, ServiceUnavailable, TemplateFailed
 from application.jobs.use_cases import ManageDeadLetters, RunJob
+from application.render.use_cases import RenderCommand, RequestRender
 from domain.errors import InvariantViolated
 from domain.ids import TenantId
 from domain.jobs.model import Job, RetryPolicy
 from domain.render.model import IllegalRenderTransition, RenderFormat, RenderJob, RenderState
-from tests.unit.test_run_use_cases import FixedClock
+from tests.audit_support import verified_trail
+from tests.unit.test_run_use_cases import ME, FixedClock
 
 policies = st.builds(
     RetryPolicy,
@@ -229,3 +232,34 @@ def test_compiled_templates_are_reused_and_the_cache_stays_bounded() -> None:
     again = engine._compiled[sources[2]]
     engine.render(sources[2], {"v": 9})
     assert engine._compiled[sources[2]] is again
+
+
+class DownQueue:
+    """A queue whose broker cannot be reached."""
+
+    async def enqueue(self, job: Job) -> None:
+        raise ServiceUnavailable("the job queue is unavailable")
+
+    async def enqueue_later(self, job: Job, delay_ms: int) -> None:
+        raise ServiceUnavailable("the job queue is unavailable")
+
+
+async def test_a_render_that_cannot_be_queued_fails_at_once_instead_of_waiting_for_ever() -> None:
+    uow = MemoryUnitOfWork()
+    renders = MemoryRenderJobRepository(uow)
+    request = RequestRender(renders, DownQueue(), FixedClock())
+    command = RenderCommand(principal=ME, template="inline:# Hi", data={}, render_id="r1")
+    with pytest.raises(ServiceUnavailable):
+        await request(command)
+    stored = await renders.get(ME.tenant_id, "r1")
+    assert stored is not None
+    assert stored.state is RenderState.FAILED
+    assert stored.error == "the render could not be queued; request it again"
+    trail = await verified_trail(uow, ME.tenant_id)
+    assert [(e.action, e.details.get("error")) for e in trail] == [
+        ("render.requested", None),
+        ("render.finished", "queue_unavailable"),
+    ]
+    # Its id stays taken: a new request takes a new id.
+    with pytest.raises(Conflict):
+        await RequestRender(renders, RecordingQueue(), FixedClock())(command)

@@ -17,6 +17,7 @@ from application.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    ServiceUnavailable,
     TemplateFailed,
 )
 from application.jobs.ports import JobQueue
@@ -39,6 +40,7 @@ from domain.tenancy.model import Principal, Scope
 log = logging.getLogger("sba.render")
 
 RENDER_JOB = "render.run"
+QUEUE_DOWN = "queue_unavailable"
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_DATA_BYTES = 256 * 1024
 MAX_OUTPUT_CHARS = 2_000_000
@@ -107,7 +109,14 @@ class RequestRender:
         if kind == "inline":
             job.data = {**job.data, _INLINE: rest}
         await self._renders.add(job, audit=render_requested(job, actor=cmd.principal.subject))
-        await self._queue.enqueue(render_job(job, cmd.principal.tenant_slug))
+        try:
+            await self._queue.enqueue(render_job(job, cmd.principal.tenant_slug))
+        except ServiceUnavailable:
+            # Recorded but never queued, it would stay QUEUED for good (and a retry with the
+            # same id is a conflict): it fails now, and the caller hears the queue is down.
+            job.fail("the render could not be queued; request it again", self._clock.now_ms())
+            await self._renders.save(job, audit=render_finished(job, error_code=QUEUE_DOWN))
+            raise
         return await self._renders.get(job.tenant_id, job.id) or job
 
 
