@@ -201,6 +201,10 @@ class TenantLlmSettings(_Section, frozen=True):
 
     chain: tuple[str, ...] | None = None
     cache: bool | None = None
+    # The agent's instructions to real models, replacing the deployment's, and the language
+    # answers are given in ("": the person's own).
+    system_prompt: str | None = None
+    language: str | None = None
 
 
 class LlmSettings(_Section, frozen=True):
@@ -214,6 +218,12 @@ class LlmSettings(_Section, frozen=True):
     tenants: dict[str, TenantLlmSettings] = {}
     loadtest: bool = False
     offline_token_delay_ms: float = 0.0
+    # The instructions every real model gets first (unset: the built-in ones: search the
+    # knowledge base, cite sources by number, say when nothing was found), and the language
+    # answers are given in (empty: the language the person writes in). Per tenant in tenants.
+    system_prompt: str | None = None
+    system_prompt_file: str | None = None
+    language: str = ""
 
 
 class RunSettings(_Section, frozen=True):

@@ -65,6 +65,12 @@ from adapters.tools.builtin import BuiltinToolRegistry, RenderTools
 from application.billing.use_cases import MeteredRunJournal
 from application.content.ports import ReplayGuard
 from application.content.use_cases import ReadDocument
+from application.conversation.instructions import (
+    DEFAULT_INSTRUCTIONS,
+    AgentInstructions,
+    InstructedChatModel,
+    TenantInstructions,
+)
 from application.conversation.models import (
     CachingChatModel,
     FallbackChatModel,
@@ -495,6 +501,7 @@ class InfrastructureProvider(Provider):
         offline = OfflineChatModel(
             knowledge=knowledge, token_delay_s=llm.offline_token_delay_ms / 1000
         )
+        instructions = agent_instructions(settings)
         clients: list[httpx.AsyncClient] = []
         named: dict[str, NamedModel] = {}
         for p in llm.chain:
@@ -509,7 +516,8 @@ class InfrastructureProvider(Provider):
                 f"SBA_LLM__CHAIN ({p.name}) base_url",
             )
             clients.append(client)
-            named[p.name] = NamedModel(p.name, _provider_model(p, client))
+            instructed = InstructedChatModel(_provider_model(p, client), instructions)
+            named[p.name] = NamedModel(p.name, instructed)
 
         kinds = {p.name: p for p in llm.chain}
         observe = telemetry.tracer is not None or telemetry.metrics is not None
@@ -683,6 +691,19 @@ def outbound_client(urls: Sequence[str], timeout: httpx.Timeout, what: str) -> h
         return guarded_client(urls, timeout=timeout)
     except ValueError as exc:
         raise SettingsError(f"{what}: {exc}") from exc
+
+
+def agent_instructions(settings: Settings) -> AgentInstructions:
+    llm = settings.llm
+    own = read_secret(llm.system_prompt, llm.system_prompt_file, "SBA_LLM__SYSTEM_PROMPT_FILE")
+    return AgentInstructions(
+        instructions=own if own else DEFAULT_INSTRUCTIONS,
+        language=llm.language,
+        tenants={
+            slug: TenantInstructions(instructions=t.system_prompt, language=t.language)
+            for slug, t in llm.tenants.items()
+        },
+    )
 
 
 def _provider_model(p: ProviderSettings, client: httpx.AsyncClient) -> ChatModel:
