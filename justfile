@@ -66,3 +66,8 @@ bench *ARGS:
 [group('bench')]
 bench-quick:
     {{bin}}/python bench/run.py --quick
+
+# Soak under faults (2 APIs behind HAProxy, 2 workers, Postgres, Redis): writes bench/results/latest-soak.md
+[group('bench')]
+soak *ARGS:
+    {{bin}}/python bench/soak.py {{ARGS}}
