@@ -195,14 +195,18 @@ class AdminController(Controller):
             tenants=[TenantOut.of(t) for t in page.items], next_cursor=page.next_cursor
         )
 
-    @post("/tenants", summary="Create a tenant, optionally on a plan and with tool/model lists")
+    @post(
+        "/tenants",
+        summary="Create a tenant, optionally on a plan and with tool/model lists",
+        opt={"body": TenantIn},
+    )
     @inject
     async def create_tenant(
         self,
         request: Request[Any, Any, Any],
         create: FromDishka[CreateTenant],
         manage: FromDishka[ManageTenants],
-    ) -> Response[Any]:
+    ) -> Response[TenantOut]:
         body = await json_body(request, _tenant_in)
         profile = TenantProfile(
             plan=body.plan, tools=_names(body.tools), models=_names(body.models)
@@ -225,14 +229,18 @@ class AdminController(Controller):
         tenant, keys = await manage.get(slug, actor=ADMIN_ACTOR)
         return TenantDetailOut(tenant=TenantOut.of(tenant), keys=[KeyOut.of(k) for k in keys])
 
-    @patch("/tenants/{slug:str}", summary="Suspend or resume a tenant; set its plan, tools, models")
+    @patch(
+        "/tenants/{slug:str}",
+        summary="Suspend or resume a tenant; set its plan, tools, models",
+        opt={"body": TenantPatch},
+    )
     @inject
     async def update_tenant(
         self,
         request: Request[Any, Any, Any],
         slug: FromPath[str],
         manage: FromDishka[ManageTenants],
-    ) -> Response[Any]:
+    ) -> Response[TenantOut]:
         body = await json_body(request, _tenant_patch)
         tenant, _ = await manage.get(slug, actor=ADMIN_ACTOR)
         current = tenant.profile
@@ -248,14 +256,18 @@ class AdminController(Controller):
             tenant = await manage.set_status(slug, body.status, actor=ADMIN_ACTOR)
         return Response(TenantOut.of(tenant))
 
-    @post("/tenants/{slug:str}/keys", summary="Create an API key; the key is in this answer only")
+    @post(
+        "/tenants/{slug:str}/keys",
+        summary="Create an API key; the key is in this answer only",
+        opt={"body": KeyIn},
+    )
     @inject
     async def create_key(
         self,
         request: Request[Any, Any, Any],
         slug: FromPath[str],
         create_key: FromDishka[CreateApiKey],
-    ) -> Response[Any]:
+    ) -> Response[KeyOut]:
         body = await json_body(request, _key_in)
         try:
             scopes = parse_scopes(body.scopes) if body.scopes is not None else None

@@ -14,8 +14,10 @@ from dishka.integrations.litestar import LitestarProvider, inject, setup_dishka
 from litestar import Litestar, Request, Router, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Response
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
 
 from application.conversation.ports import RunLauncher
 from application.quota.auth_failures import AuthFailureLimit
@@ -27,6 +29,7 @@ from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.inputs import nul_guard_middleware
 from entrypoints.http.knowledge import KnowledgeController
+from entrypoints.http.openapi import CompletedDocument
 from entrypoints.http.problems import EXCEPTION_HANDLERS, REFUSALS_STATE
 from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
@@ -49,6 +52,7 @@ from entrypoints.ioc.telemetry import (
 from entrypoints.settings import Settings
 
 log = logging.getLogger("sba.http")
+DOCS_ASSETS = "/schema-assets"
 VERSION = "0.1.0"
 
 
@@ -154,6 +158,9 @@ def create_app(
             readyz,
             metrics_endpoint,
             admin,
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[swagger_ui_path], name="schema-assets"
+            ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, nul_guard_middleware, idempotency_middleware],
@@ -166,7 +173,17 @@ def create_app(
             title="SBA — Smart Business Assistant",
             version=VERSION,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            # Swagger UI from its pinned package, served by this server: no CDN.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+                    path="/swagger",
+                ),
+                CompletedDocument(),
+            ],
         ),
         logging_config=None,
         debug=False,

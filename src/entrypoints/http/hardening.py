@@ -3,7 +3,7 @@ CORS policy from settings.
 
 The API answers JSON, problem+json and event streams, none of which a browser should render
 or frame, so its policy is the strictest (``default-src 'none'``); only the API reference page
-under ``/schema`` loads its script and styles from the CDN that serves them."""
+under ``/schema`` loads its own script and styles (no CDN)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from litestar.types import Message, Scope
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com https://cdn.jsdelivr.net data:; img-src 'self' data: "
-    "https:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
 )
 # Headers a browser-based AG-UI client sends and reads (CopilotKit, @ag-ui/client).
 CORS_REQUEST_HEADERS = [

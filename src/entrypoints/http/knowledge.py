@@ -120,7 +120,7 @@ async def _ingest(
     principal: Principal,
     ingest: IngestDocument,
     document_id: str | None,
-) -> Response[Any]:
+) -> Response[DocumentOut]:
     body = await json_body(request, _document_in)
     if document_id is not None and body.id not in (None, document_id):
         raise InvalidInput(
@@ -146,17 +146,25 @@ class KnowledgeController(Controller):
     path = "/v1/kb"
     tags = ["knowledge base"]
 
-    @post("/documents", summary="Add a document (or replace the one with the body's id)")
+    @post(
+        "/documents",
+        summary="Add a document (or replace the one with the body's id)",
+        opt={"body": DocumentIn},
+    )
     @inject
     async def create(
         self,
         request: Request[Any, Any, Any],
         principal: FromDishka[Principal],
         ingest: FromDishka[IngestDocument],
-    ) -> Response[Any]:
+    ) -> Response[DocumentOut]:
         return await _ingest(request, principal, ingest, None)
 
-    @put("/documents/{document_id:str}", summary="Replace a document: re-chunk and re-index it")
+    @put(
+        "/documents/{document_id:str}",
+        summary="Replace a document: re-chunk and re-index it",
+        opt={"body": DocumentIn},
+    )
     @inject
     async def replace(
         self,
@@ -164,7 +172,7 @@ class KnowledgeController(Controller):
         document_id: FromPath[str],
         principal: FromDishka[Principal],
         ingest: FromDishka[IngestDocument],
-    ) -> Response[Any]:
+    ) -> Response[DocumentOut]:
         return await _ingest(request, principal, ingest, document_id)
 
     @get(

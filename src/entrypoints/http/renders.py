@@ -76,7 +76,11 @@ class RenderController(Controller):
     path = "/v1/renders"
     tags = ["renders"]
 
-    @post("/", summary="Render a template with data into Markdown, HTML or PDF")
+    @post(
+        "/",
+        summary="Render a template with data into Markdown, HTML or PDF",
+        opt={"body": RenderIn},
+    )
     @inject
     async def create(
         self,
@@ -84,7 +88,7 @@ class RenderController(Controller):
         principal: FromDishka[Principal],
         render: FromDishka[RequestRender],
         links: FromDishka[LinkSigner],
-    ) -> Response[Any]:
+    ) -> Response[RenderOut]:
         body = await json_body(request, _render_in)
         job = await render(
             RenderCommand(

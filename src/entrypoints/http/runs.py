@@ -241,7 +241,7 @@ class RunController(Controller):
         "frame with an `id:` for resuming through GET /v1/runs/{runId}/events. Sending a "
         "`runId` again (a retry) attaches to that run instead of starting another: its events "
         "from the start, or after `Last-Event-ID`.",
-        opt={"rate_class": "runs", "idempotency": "run_id"},
+        opt={"rate_class": "runs", "idempotency": "run_id", "body": RunAgentInput},
     )
     @inject
     async def start(
