@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
+from adapters.redis.client import RedisStore, create_client
 from adapters.scope import TenantScope
 from application.errors import ServiceUnavailable
 from application.json_limits import MAX_JSON_DEPTH, json_too_deep
@@ -24,6 +25,7 @@ from entrypoints.settings import load_settings
 from tests.db import sql_database
 from tests.integration.test_http_api import Api, assert_problem, make_api, parse_sse, run_body
 from tests.pg import ADMIN_DSN, _url
+from tests.redis_support import REDIS_URL, new_prefix, require_redis
 from tests.security.test_api_attacks import database_env, open_api  # noqa: F401 - fixture
 
 ADMIN = "admin-token-for-tests"
@@ -246,3 +248,18 @@ async def test_a_driver_error_leaves_the_adapter_without_its_statement_or_parame
     # The operator still learns what failed, without the parameters.
     assert "no_such_table" in caplog.text
     assert "param-secret" not in caplog.text
+
+
+async def test_a_redis_refusal_leaves_the_adapter_without_the_servers_words(caplog) -> None:
+    require_redis()
+    store = RedisStore(create_client(REDIS_URL), prefix=new_prefix())
+    try:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await store.run(
+                "probe", lambda: store.client.execute_command("NOSUCHCOMMAND", "tenant-secret")
+            )
+    finally:
+        await store.client.aclose()
+    assert "tenant-secret" not in refused.value.message
+    assert "NOSUCHCOMMAND" not in refused.value.message
+    assert "tenant-secret" in caplog.text  # the operator still learns what was refused

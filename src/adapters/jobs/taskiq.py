@@ -155,7 +155,8 @@ class TaskiqJobQueue:
         except ServiceUnavailable:
             raise
         except Exception as exc:
-            raise ServiceUnavailable(f"the job queue is unavailable: {exc}") from exc
+            log.warning("a job could not be queued: %s: %s", type(exc).__name__, exc)
+            raise ServiceUnavailable("the job queue is unavailable") from exc
 
     async def enqueue_later(self, job: Job, delay_ms: int) -> None:
         if self._in_process:

@@ -169,7 +169,9 @@ class RedisStore:
                 f"redis is unreachable ({what}): {type(exc).__name__}"
             ) from exc
         except RedisError as exc:
-            raise ServiceUnavailable(f"redis refused {what}: {exc}") from exc
+            # The server's words may quote keys and arguments: the log has them, not the error.
+            log.warning("redis refused %s: %s: %s", what, type(exc).__name__, exc)
+            raise ServiceUnavailable(f"redis refused {what}") from exc
 
     async def pipeline(
         self, commands: Sequence[tuple[Any, ...]], scripts: Sequence[Lua] = ()
