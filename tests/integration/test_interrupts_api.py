@@ -184,3 +184,19 @@ async def test_a_client_resuming_through_get_receives_the_interrupt_and_can_answ
     done = parse_sse((await api.run(answer(resumed[-1][1], history, "resolved"))).text)
     assert results(done)[0]["title"] == "Order 40 chairs"
     assert done[-1][1]["outcome"] == {"type": "success"}
+
+
+async def test_after_the_live_log_expired_a_resume_still_carries_the_interrupt(tmp_path) -> None:
+    async for api in make_api(
+        tmp_path, SBA_TOOLS__APPROVAL='["create_task"]', SBA_RUNS__MAX_FINISHED_RUNS="1"
+    ):
+        _, finished, history = await interrupted(api)
+        # Another run pushes the first one's live log out: its stream is rebuilt from the store.
+        assert (await api.run(run_body("other", "t-other", "hello"))).status_code == 200
+        replay = parse_sse((await api.client.get("/v1/runs/r1/events", headers=api.auth())).text)
+        assert types(replay) == ["RUN_STARTED", "MESSAGES_SNAPSHOT", "RUN_FINISHED"]
+        for _, data in replay:
+            official.validate_python(data)
+        assert replay[-1][1]["outcome"] == finished["outcome"]
+        done = parse_sse((await api.run(answer(replay[-1][1], history, "resolved"))).text)
+        assert results(done)[0]["title"] == "Order 40 chairs"

@@ -11,6 +11,7 @@ from dishka.integrations.litestar import inject
 from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
+from application.conversation.approvals import PendingApprovals
 from application.conversation.ports import ToolSpec
 from application.conversation.use_cases import (
     CancelRun,
@@ -23,6 +24,7 @@ from application.conversation.use_cases import (
 from application.errors import Conflict, InvalidInput, NotFound
 from application.pagination import MAX_LIMIT
 from domain.conversation.events import RunFailed, RunFinished, RunStarted
+from domain.conversation.interrupts import Interrupt
 from domain.conversation.model import Message, Role, Run, RunStatus, ToolCall
 from domain.errors import DomainError
 from domain.ids import MessageId, RunId
@@ -167,11 +169,14 @@ class MessagesOut(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
     next_cursor: str | None = None
 
 
-def _replay_from_store(run: Run, messages: list[Message]) -> bytes:
+def _replay_from_store(
+    run: Run, messages: list[Message], waiting: tuple[Interrupt, ...] = ()
+) -> bytes:
     """A finished run whose live log has expired: RUN_STARTED, the thread as a snapshot, and
-    the outcome, so a client asking for it from scratch still sees a whole, valid stream."""
+    the outcome (with the approvals it still waits for), so a client asking for it from
+    scratch still sees a whole, valid stream it can answer."""
     end = (
-        RunFinished(thread_id=run.thread_id, run_id=run.id, usage=run.usage)
+        RunFinished(thread_id=run.thread_id, run_id=run.id, usage=run.usage, interrupts=waiting)
         if run.status is RunStatus.SUCCEEDED
         else RunFailed(code=run.error_code or str(run.status), message=run.error_message or "")
     )
@@ -200,6 +205,7 @@ async def _resume(
     tail_run: TailRun,
     get_run: GetRun,
     messages: GetThreadMessages,
+    approvals: PendingApprovals,
     settings: Settings,
     *,
     v1: bool,
@@ -217,7 +223,9 @@ async def _resume(
                 code="run_not_streaming",
             ) from None
         history = await messages(principal, run.thread_id)
-        return EventStream(iter((_replay_from_store(run, history),)))
+        succeeded = run.status is RunStatus.SUCCEEDED
+        waiting = await approvals(principal, run) if succeeded else ()
+        return EventStream(iter((_replay_from_store(run, history, waiting),)))
     stream = tail(
         tail_run,
         principal,
@@ -253,6 +261,7 @@ class RunController(Controller):
         tail_run: FromDishka[TailRun],
         get_run: FromDishka[GetRun],
         messages: FromDishka[GetThreadMessages],
+        approvals: FromDishka[PendingApprovals],
         settings: FromDishka[Settings],
         gate: FromDishka[StartGate],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
@@ -285,6 +294,7 @@ class RunController(Controller):
                 tail_run,
                 get_run,
                 messages,
+                approvals,
                 settings,
                 v1=v1,
             )
@@ -319,6 +329,7 @@ class RunController(Controller):
         tail_run: FromDishka[TailRun],
         get_run: FromDishka[GetRun],
         messages: FromDishka[GetThreadMessages],
+        approvals: FromDishka[PendingApprovals],
         settings: FromDishka[Settings],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
         after: Annotated[int | None, QueryParameter(ge=0)] = None,
@@ -330,6 +341,7 @@ class RunController(Controller):
             tail_run,
             get_run,
             messages,
+            approvals,
             settings,
             v1=False,
         )

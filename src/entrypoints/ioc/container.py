@@ -65,6 +65,7 @@ from adapters.tools.builtin import BuiltinToolRegistry, RenderTools
 from application.billing.use_cases import MeteredRunJournal
 from application.content.ports import ReplayGuard
 from application.content.use_cases import ReadDocument
+from application.conversation.approvals import PendingApprovals
 from application.conversation.instructions import (
     DEFAULT_INSTRUCTIONS,
     AgentInstructions,
@@ -860,6 +861,7 @@ class UseCaseProvider(Provider):
     cancel_run = provide(CancelRun)
     get_run = provide(GetRun)
     get_thread_messages = provide(GetThreadMessages)
+    pending_approvals = provide(PendingApprovals)
     create_tenant = provide(CreateTenant)
     create_api_key = provide(CreateApiKey)
 
