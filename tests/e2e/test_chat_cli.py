@@ -126,8 +126,16 @@ def test_a_wrong_key_is_reported_not_a_traceback(server: LiveServer) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SBA_")}
     env["PYTHONPATH"] = str(ROOT / "src")
     done = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli.main", "chat", "--url", server.base_url]
-        + ["--key", "sba_000000000000_wrong"],
+        [
+            sys.executable,
+            "-m",
+            "entrypoints.cli.main",
+            "chat",
+            "--url",
+            server.base_url,
+            "--key",
+            "sba_000000000000_wrong",
+        ],
         input="hi\n\n",
         env=env,
         capture_output=True,

@@ -29,6 +29,7 @@ from entrypoints.http.health import healthz, readyz
 from entrypoints.http.idempotency import idempotency_middleware
 from entrypoints.http.inputs import nul_guard_middleware
 from entrypoints.http.knowledge import KnowledgeController
+from entrypoints.http.onboarding import TemplateController
 from entrypoints.http.openapi import CompletedDocument
 from entrypoints.http.problems import EXCEPTION_HANDLERS, REFUSALS_STATE
 from entrypoints.http.renders import RenderController, download_artifact
@@ -36,6 +37,7 @@ from entrypoints.http.runs import RunController
 from entrypoints.http.tasks import TaskController
 from entrypoints.http.threads import ThreadController
 from entrypoints.http.tools import list_tools
+from entrypoints.http.ui import UI_ROUTES
 from entrypoints.http.usage import usage
 from entrypoints.http.webhooks import basehub_webhook
 from entrypoints.ioc.container import make_container
@@ -148,6 +150,7 @@ def create_app(
             RunController,
             ThreadController,
             TaskController,
+            TemplateController,
             KnowledgeController,
             RenderController,
             download_artifact,
@@ -161,6 +164,7 @@ def create_app(
             create_static_files_router(
                 path=DOCS_ASSETS, directories=[swagger_ui_path], name="schema-assets"
             ),
+            *UI_ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[rate_headers_middleware, nul_guard_middleware, idempotency_middleware],

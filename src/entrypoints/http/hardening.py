@@ -3,7 +3,9 @@ CORS policy from settings.
 
 The API answers JSON, problem+json and event streams, none of which a browser should render
 or frame, so its policy is the strictest (``default-src 'none'``); only the API reference page
-under ``/schema`` loads its own script and styles (no CDN)."""
+under ``/schema`` loads its own script and styles (no CDN). The chat and
+first-start pages (``/``, ``/welcome``, their files under ``/ui/``) may load their own scripts,
+styles and images and call this origin, and nothing else: no inline script, no other host."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ DOCS_CSP = (
     "font-src 'self' data:; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'none'"
 )
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_PATHS = ("/", "/welcome")
 # Headers a browser-based AG-UI client sends and reads (CopilotKit, @ag-ui/client).
 CORS_REQUEST_HEADERS = [
     "Authorization",
@@ -60,11 +67,18 @@ def security_headers_hook(hsts_max_age_s: int) -> Callable[[Message, Scope], Awa
     common = security_headers(hsts_max_age_s)
     api = (b"content-security-policy", API_CSP.encode())
     docs = (b"content-security-policy", DOCS_CSP.encode())
+    page = (b"content-security-policy", PAGE_CSP.encode())
 
     async def before_send(message: Message, scope: Scope) -> None:
         if message["type"] != "http.response.start":
             return
-        csp = docs if scope["path"].startswith("/schema") else api
+        path = scope["path"]
+        if path.startswith("/schema"):
+            csp = docs
+        elif path in PAGE_PATHS or path.startswith("/ui/"):
+            csp = page
+        else:
+            csp = api
         existing = list(message.get("headers", ()))
         present = {bytes(name).lower() for name, _ in existing}
         extra = [h for h in (*common, csp) if h[0] not in present]
@@ -81,7 +95,7 @@ def cors_config(origins: Iterable[str], *, max_age_s: int = 600) -> CORSConfig |
         return None
     return CORSConfig(
         allow_origins=allowed,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=CORS_REQUEST_HEADERS,
         expose_headers=CORS_RESPONSE_HEADERS,
         allow_credentials=False,

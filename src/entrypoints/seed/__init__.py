@@ -1,4 +1,6 @@
-"""The demo tenant's starting knowledge base, shipped with the package."""
+"""The demo tenant's starting knowledge base, and the starter templates a new workspace may load
+(a support desk, an invoicing assistant: documents and render templates), shipped with the
+package."""
 
 from __future__ import annotations
 
@@ -36,6 +38,16 @@ def _parse(name: str, text: str) -> SeedDocument:
     )
 
 
+def _parse_with(prefix: str, name: str, text: str) -> SeedDocument:
+    doc = _parse(name, text)
+    return SeedDocument(
+        id=f"{prefix}-{name.removesuffix('.md')}",
+        title=doc.title,
+        source=doc.source,
+        content=doc.content,
+    )
+
+
 def demo_documents() -> list[SeedDocument]:
     folder = resources.files(__package__).joinpath("demo_kb")
     return [
@@ -62,3 +74,64 @@ async def seed_demo_knowledge(ingest: IngestDocument, tenant_id: TenantId) -> in
             )
         )
     return len(documents)
+
+
+@dataclass(frozen=True, slots=True)
+class StarterTemplate:
+    """A set of documents a new workspace can start from; each document's id is
+    ``<template>-<file>``, so loading a template again replaces its documents."""
+
+    name: str
+    title: str
+    description: str
+    documents: tuple[SeedDocument, ...]
+
+
+def starter_templates() -> list[StarterTemplate]:
+    root = resources.files(__package__).joinpath("templates")
+    found = []
+    for folder in sorted(root.iterdir(), key=lambda e: e.name):
+        if not folder.is_dir():
+            continue
+        about: dict[str, str] = {}
+        documents = []
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if not entry.name.endswith(".md"):
+                continue
+            text = entry.read_text(encoding="utf-8")
+            if entry.name == "about.md":
+                head = text[4:].partition("\n---")[0]
+                about = {
+                    k.strip(): v.strip()
+                    for k, _, v in (line.partition(":") for line in head.splitlines())
+                }
+                continue
+            documents.append(_parse_with(folder.name, entry.name, text))
+        found.append(
+            StarterTemplate(
+                name=folder.name,
+                title=about.get("template", folder.name),
+                description=about.get("description", ""),
+                documents=tuple(documents),
+            )
+        )
+    return found
+
+
+async def load_template(
+    ingest: IngestDocument, principal: Principal, template: StarterTemplate
+) -> list[str]:
+    """Ingests the template's documents for ``principal`` (who needs ``kb:write``); returns
+    their ids."""
+    for doc in template.documents:
+        await ingest(
+            IngestCommand(
+                principal=principal,
+                title=doc.title,
+                content=doc.content,
+                content_type="markdown",
+                source=doc.source,
+                document_id=doc.id,
+            )
+        )
+    return [doc.id for doc in template.documents]
