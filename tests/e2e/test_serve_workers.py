@@ -107,6 +107,34 @@ def open_stream(port: int, key: str) -> socket.socket:
     return conn
 
 
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(100):
+        first = free_port()
+        try:
+            for offset in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        return first
+    raise AssertionError("no run of free ports")
+
+
+def open_streams(metrics_port: int) -> int:
+    text = httpx.get(
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=5,
+    ).text
+    match = re.search(r"^sba_active_streams ([0-9.]+)$", text, re.MULTILINE)
+    assert match, text[:500]
+    return int(float(match.group(1)))
+
+
 def running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -159,9 +187,14 @@ def test_several_workers_without_redis_are_refused_with_a_clear_message(tmp_path
 def test_two_workers_share_the_port_and_sigterm_stops_them_all(
     tmp_path: Path, redis_env: dict[str, str]
 ) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_ports(2)
     log = tmp_path / "server.log"
-    server = serve(redis_env, port, log, "--workers", "2")
+    env = {
+        **redis_env,
+        "SBA_TELEMETRY__METRICS_PORT": str(metrics_port),
+        "SBA_TELEMETRY__METRICS_TOKEN": METRICS_TOKEN,
+    }
+    server = serve(env, port, log, "--workers", "2")
     streams: list[socket.socket] = []
     try:
         workers = until(
@@ -190,6 +223,8 @@ def test_two_workers_share_the_port_and_sigterm_stops_them_all(
                 break
         held = {pid: established_on(pid, port) for pid in workers}
         assert all(held.values()), held
+        # Each worker's metrics on a port of its own: together they see every stream.
+        assert sum(open_streams(metrics_port + i) for i in range(2)) == len(streams)
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0

@@ -82,17 +82,27 @@ def observed(app: ASGIApp, telemetry: Telemetry) -> ASGIApp:
 
 async def serve_metrics_port(telemetry: Telemetry, settings: Settings) -> asyncio.Server | None:
     """This process's ``/metrics`` on ``SBA_TELEMETRY__METRICS_HOST:…_PORT``, a listener of
-    its own (the token, when set, is asked there too); None when no port is set. A port
-    already taken (by another server process of the same host) is logged, not fatal."""
+    its own (the token, when set, is asked there too); None when no port is set. Each of N
+    server processes (``sba serve --workers N``) takes the first free port of ``port`` to
+    ``port + N - 1``. A port already taken (by another server process of the same host) is
+    logged, not fatal."""
     t = settings.telemetry
     if telemetry.metrics is None or not t.metrics_port:
         return None
-    try:
-        server = await serve_metrics(
-            telemetry.metrics, t.metrics_host, t.metrics_port, token=telemetry.metrics_token
+    ports = range(t.metrics_port, min(t.metrics_port + settings.http.workers, 65536))
+    server, failure = None, None
+    for port in ports:
+        try:
+            server = await serve_metrics(
+                telemetry.metrics, t.metrics_host, port, token=telemetry.metrics_token
+            )
+            break
+        except OSError as exc:
+            failure = exc
+    if server is None:
+        log.warning(
+            "metrics not served on %s:%d-%d: %s", t.metrics_host, ports[0], ports[-1], failure
         )
-    except OSError as exc:
-        log.warning("metrics not served on %s:%d: %s", t.metrics_host, t.metrics_port, exc)
         return None
     log.info("metrics on http://%s:%d/metrics", *server.sockets[0].getsockname()[:2])
     return server
