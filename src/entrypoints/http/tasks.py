@@ -21,7 +21,6 @@ from application.tools.tasks import (
 )
 from domain.tenancy.model import Principal
 from domain.tools.model import UNSET, Task
-from entrypoints.http.bodies import documented_body
 from entrypoints.http.inputs import json_body
 
 
@@ -139,7 +138,7 @@ class TaskController(Controller):
     @patch(
         "/{task_id:str}",
         summary="Complete, reopen, reassign or edit a task",
-        operation_class=documented_body(TaskPatchIn),
+        opt={"body": TaskPatchIn},
     )
     @inject
     async def update_task(

@@ -14,7 +14,6 @@ from application.conversation.threads import DeleteThread, GetThread, ListThread
 from application.pagination import MAX_LIMIT
 from domain.conversation.threads import ThreadSummary
 from domain.tenancy.model import Principal
-from entrypoints.http.bodies import documented_body
 from entrypoints.http.inputs import json_body
 
 
@@ -94,7 +93,7 @@ class ThreadController(Controller):
     @patch(
         "/{thread_id:str}",
         summary="Rename a thread",
-        operation_class=documented_body(ThreadPatchIn),
+        opt={"body": ThreadPatchIn},
     )
     @inject
     async def rename_thread(
