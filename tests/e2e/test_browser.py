@@ -195,6 +195,27 @@ def test_a_new_admin_goes_from_a_fresh_server_to_a_cited_answer_and_on(
     assert [t["title"] for t in tasks] == ["Call the Zorblax customer back"]
     shot(page, "07-approved")
 
+    # A rendered document comes back as download links.
+    invoice = {
+        "template": "kb:invoicing-invoice-template",
+        "data": {
+            "number": "INV-2026-1",
+            "date": "2026-12-01",
+            "customer": "Acme Gadgets",
+            "lines": [{"item": "Zorblax 3000", "quantity": 1, "price": 99}],
+            "total": 99,
+        },
+        "formats": ["markdown", "html"],
+    }
+    send(page, f"/tool render_document {json.dumps(invoice)}")
+    downloads = page.locator("details.tool").last.locator(".downloads a")
+    expect(downloads).to_have_count(2)
+    href = downloads.first.get_attribute("href")
+    assert href is not None
+    artifact = httpx.get(httpx.URL(server.base_url).join(href), timeout=10)
+    assert artifact.status_code == 200 and "INV-2026-1" in artifact.text
+    shot(page, "07b-download-links")
+
     # A reload in the middle of an answer: the page follows the run again and it finishes.
     send(page, "What are the payment terms and when do reminders go out?")
     streaming = page.locator("article.msg.assistant.streaming")

@@ -137,6 +137,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             """-d '{"threadId":"t1","runId":"r1","messages":"""
             """[{"id":"m1","role":"user","content":"What can you do?"}]}'"""
         )
+        print(f"Or chat at {url}/ with this key (set up a workspace: {url}/welcome)")
     processes = f" with {workers} worker processes" if workers > 1 else ""
     print(f"SBA listening on {url}{processes} (API docs: {url}/schema)", flush=True)
     options: dict[str, Any] = {
