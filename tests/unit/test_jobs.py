@@ -8,14 +8,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from adapters.memory.jobs import MemoryDeadLetterStore, MemoryRenderJobRepository
+from adapters.memory.knowledge import MemoryKnowledgeStore
 from adapters.memory.persistence import MemoryUnitOfWork
 from adapters.render.jinja import SandboxedTemplateEngine
 from application.errors import Conflict, ServiceUnavailable, TemplateFailed
 from application.jobs.use_cases import ManageDeadLetters, RunJob
+from application.knowledge.use_cases import IngestCommand, IngestDocument
 from application.render.use_cases import RenderCommand, RequestRender
 from domain.errors import InvariantViolated
 from domain.ids import TenantId
 from domain.jobs.model import Job, RetryPolicy
+from domain.knowledge.model import IndexState
 from domain.render.model import IllegalRenderTransition, RenderFormat, RenderJob, RenderState
 from tests.audit_support import verified_trail
 from tests.unit.test_run_use_cases import ME, FixedClock
@@ -263,3 +266,18 @@ async def test_a_render_that_cannot_be_queued_fails_at_once_instead_of_waiting_f
     # Its id stays taken: a new request takes a new id.
     with pytest.raises(Conflict):
         await RequestRender(renders, RecordingQueue(), FixedClock())(command)
+
+
+async def test_a_document_whose_indexing_cannot_be_queued_fails_until_it_is_posted_again() -> None:
+    store = MemoryKnowledgeStore()
+    command = IngestCommand(principal=ME, title="Refunds", content="# Refunds", document_id="d1")
+    with pytest.raises(ServiceUnavailable):
+        await IngestDocument(store, FixedClock(), DownQueue())(command)
+    status = await store.status(ME.tenant_id, "d1")
+    assert status is not None
+    assert status.state is IndexState.FAILED
+    assert status.error == "indexing could not be queued; post the document again"
+    queue = RecordingQueue()
+    again = await IngestDocument(store, FixedClock(), queue)(command)
+    assert again.status.state is IndexState.QUEUED
+    assert [(j.kind, j.args["document_id"]) for j in queue.now] == [("kb.index", "d1")]

@@ -135,7 +135,19 @@ class IngestDocument:
         status = await self._store.save(document, audit=audit)
         await forget_answers(self._cache, tenant, document_tag(document.id))
         if status.state is not IndexState.INDEXED:
-            await self._queue.enqueue(index_job(tenant, document.id, status.digest))
+            try:
+                await self._queue.enqueue(index_job(tenant, document.id, status.digest))
+            except ServiceUnavailable:
+                # Saved but never queued, its indexing would stay QUEUED for good: it fails
+                # now, the caller hears the queue is down, and posting it again queues it.
+                await self._store.mark_failed(
+                    tenant,
+                    document.id,
+                    status.digest,
+                    "indexing could not be queued; post the document again",
+                    now_ms=self._clock.now_ms(),
+                )
+                raise
             status = await self._store.status(tenant, document.id) or status
         return Ingested(document=document, status=status, replaced=existing is not None)
 
