@@ -27,10 +27,11 @@ from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.scope import Database
 from adapters.sqla.tables import TENANT_TABLES
 from adapters.sqla.tasks import SqlaTaskRepository
+from adapters.sqla.threads import SqlaThreadCatalog
 from adapters.sqla.uow import SqlaUnitOfWork, create_engine_for
 from domain.audit.events import render_requested, task_created
 from domain.conversation.interrupts import Interrupt
-from domain.conversation.model import Message, Role, Run, Thread
+from domain.conversation.model import Message, Role, Run, Thread, Usage
 from domain.ids import ApiKeyId, MessageId, RunId, TenantId, ThreadId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
@@ -71,10 +72,17 @@ INSERTS = {
     "subject, details, prev_hash, hash) VALUES (:t, 900000 + length(:n), 0, 'evil', 'x', "
     "'x', '{}', 'x', 'x')",
     "audit_heads": "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (:t, 0, 'x')",
+    "deleted_run_usage": "INSERT INTO deleted_run_usage (tenant_id, run_id, created_at_ms, "
+    "model, input_tokens, output_tokens) VALUES (:t, :n, 0, 'x', 0, 0)",
 }
 # The audit trail is append-only for the application role: no UPDATE or DELETE of entries,
 # no DELETE of heads, not even of its own tenant's.
-APPEND_ONLY = {"audit_entries": ("UPDATE", "DELETE"), "audit_heads": ("DELETE",)}
+APPEND_ONLY = {
+    "audit_entries": ("UPDATE", "DELETE"),
+    "audit_heads": ("DELETE",),
+    # Usage once counted stays counted.
+    "deleted_run_usage": ("UPDATE", "DELETE"),
+}
 # Rows of B pointing at rows only A has: the composite foreign keys refuse them.
 REFERENCES = ("messages", "runs", "kb_chunks")
 
@@ -155,6 +163,20 @@ async def seed(db: Database, tenant: TenantId, ids: Mapping[str, str], *, only_a
         actor="agent:assistant",
         at_ms=1,
     )
+    # A deleted thread whose run's usage stays counted.
+    gone = Run(
+        id=RunId(f"gone-{ids['run']}"),
+        tenant_id=tenant,
+        thread_id=ThreadId(f"gone-{ids['thread']}"),
+        agent="assistant",
+        created_at_ms=1,
+    )
+    await TransactionalRunJournal(uow).record_start(gone, [])
+    gone.start()
+    gone.succeed(usage=Usage(input_tokens=3, output_tokens=4), at_ms=2)
+    await TransactionalRunJournal(uow).record_end(gone, [])
+    removed = await SqlaThreadCatalog(db).delete(tenant, gone.thread_id, actor="key:k", at_ms=3)
+    assert removed is not None
     render = RenderJob(id=f"r{ids['render']}", tenant_id=tenant, template="inline:secret")
     await SqlaRenderJobRepository(db).add(render, audit=render_requested(render, actor="key:k"))
 
