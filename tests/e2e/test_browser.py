@@ -1,8 +1,9 @@
 """The chat and first-start pages in a real browser (the system's Chromium, headless, driven by
 Playwright): a new admin creates a workspace, drops in a document, asks about it and gets a
-cited answer, sees a tool call, approves an interrupt, reloads in the middle of an answer and
-sees it finish, stops a run, and uses the page on a phone-sized screen. Screenshots of each
-step go to test-artifacts/browser/ (kept out of git)."""
+cited answer, sees a tool call, approves an interrupt, downloads a rendered document, reloads
+in the middle of an answer and sees it finish, loses the connection mid-stream and sees the
+page resume from the last event, stops a run, and uses the page on a phone-sized screen.
+Screenshots of each step go to test-artifacts/browser/ (kept out of git)."""
 
 from __future__ import annotations
 
@@ -228,6 +229,24 @@ def test_a_new_admin_goes_from_a_fresh_server_to_a_cited_answer_and_on(
     assert finished.inner_text().count("You asked") == 1
     expect(page.locator(".msg.failed")).to_have_count(0)
     shot(page, "08-after-reload")
+
+    # A dropped connection: the stream is cut after half its frames; the page follows the run
+    # again from the last event it saw.
+    def cut_in_half(route: Any) -> None:
+        whole = route.fetch()
+        frames = whole.body().split(b"\n\n")
+        route.fulfill(response=whole, body=b"\n\n".join(frames[: len(frames) // 2]) + b"\n\n")
+
+    resumes: list[dict[str, str]] = []
+    page.on("request", lambda r: resumes.append(r.headers) if "/events" in r.url else None)
+    page.route("**/v1/agents/assistant/runs", cut_in_half, times=1)
+    send(page, "How are invoices numbered and what is a credit note?")
+    resumed = page.locator("article.msg.assistant", has_text="How are invoices numbered")
+    expect(resumed.locator(".citation").first).to_be_visible()
+    assert [h.get("last-event-id", "").isdigit() for h in resumes] == [True]
+    assert resumed.inner_text().count("You asked") == 1
+    assert resumed.inner_text().count("Sources:") == 1
+    shot(page, "08b-after-drop")
 
     # Stop: the run ends as cancelled.
     send(page, "Tell me everything about returns, exchanges and refunds, please")
