@@ -485,3 +485,40 @@ async def test_a_reader_past_a_lost_runs_last_written_event_gets_the_end_next() 
         await log.settle()
         done = await log.reader.read(A, RunId("run-2"), after=2, wait_s=0)
         assert done is not None and (list(done.events), done.complete) == ([], True)
+
+
+async def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(caplog) -> None:
+    async with redis_store() as store:
+        flaky = FlakyStore(store.client, prefix=store.prefix)
+        writer = RedisRunEventLog(flaky)
+        await writer.open(A, RUN)
+        caplog.set_level("WARNING", logger="sba.redis")
+        for i, fail in enumerate([True, True, True, False, True, False]):
+            flaky.fail_next = fail
+            await writer.append(A, RUN, [START] if i == 0 else [delta(i)])
+            await writer.flushed()
+        said = [r.getMessage() for r in caplog.records if r.name == "sba.redis"]
+        assert [m.split(";")[0].split(":")[0] for m in said] == [
+            "run events are not reaching redis",
+            "run events reach redis again",
+            "run events are not reaching redis",
+            "run events reach redis again",
+        ]
+        assert "3 were not written" in said[1] and "1 were not written" in said[3]
+
+
+async def test_a_flush_of_more_runs_than_one_pipeline_holds_writes_every_run_in_order() -> None:
+    async with redis_store() as store:
+        writer, reader = RedisRunEventLog(store), RedisRunEventLog(store)
+        runs = [RunId(f"run-{i}") for i in range(600)]  # more than one pipeline's share
+        for run in runs:
+            await writer.open(A, run)
+            await writer.append(A, run, [START, delta(0)])
+        for run in runs[::7]:
+            await writer.append(A, run, [delta(1)])
+        await writer.flushed()
+        for i, run in enumerate(runs):
+            batch = await reader.read(A, run, after=0, wait_s=0)
+            assert batch is not None
+            expected = [START, delta(0)] + ([delta(1)] if i % 7 == 0 else [])
+            assert list(batch.events) == expected, run

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -90,6 +91,10 @@ return seq
 """)
 
 
+# Runs written per pipeline; a run's events stay in order, its later ones in a later pipeline.
+_FLUSH_RUNS = 256
+
+
 def _seq(entry_id: bytes | str) -> int:
     raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(raw.partition("-")[2])
@@ -124,6 +129,7 @@ class RedisRunEventLog:
         # Block no longer than the client's socket timeout allows.
         self._block_ms = 500
         self.dropped = 0
+        self._lost_in_outage = 0
 
     def _stream(self, tenant_id: TenantId, run_id: RunId) -> str:
         return self._store.key(f"r:{tenant_id}:{run_id}", "log")
@@ -151,7 +157,13 @@ class RedisRunEventLog:
 
     async def _flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, {}
+            if len(self._pending) <= _FLUSH_RUNS:
+                batch, self._pending = self._pending, {}
+            else:
+                # Thousands of live runs: a pipeline of a few hundred at a time, so that the
+                # loop serves readers between them instead of encoding every run at once.
+                taken = list(itertools.islice(self._pending, _FLUSH_RUNS))
+                batch = {run: self._pending.pop(run) for run in taken}
             first = {run for run in batch if run in self._opened}
             self._opened -= first
             try:
@@ -163,7 +175,17 @@ class RedisRunEventLog:
                 self._opened |= {run for run in first if not is_terminal(batch[run][1][-1])}
                 lost = sum(len(events) for _, events in batch.values())
                 self.dropped += lost
-                log.warning("%d run events not written to redis: %s", lost, exc.message)
+                # One warning per outage, not one per flush; the count comes with the end.
+                if self._lost_in_outage == 0:
+                    log.warning("run events are not reaching redis: %s", exc.message)
+                self._lost_in_outage += lost
+            else:
+                if self._lost_in_outage:
+                    log.warning(
+                        "run events reach redis again; %d were not written meanwhile",
+                        self._lost_in_outage,
+                    )
+                    self._lost_in_outage = 0
 
     async def _write(
         self,
