@@ -20,9 +20,26 @@ class _Worker(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is written, not when logging was
+    set up: a stream replaced since (by a test runner, a daemonising wrapper) is not written
+    to after it was closed, by the access log's thread least of all."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        return None
+
+
 def configure_logging(level: str, *, json: bool, worker: int | None = None) -> None:
     """``worker``: this process's id among several serving one port, added to every record."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     text = "%(levelname)s %(name)s: %(message)s"
     if worker is not None:
         handler.addFilter(_Worker(worker))
