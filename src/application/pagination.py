@@ -45,7 +45,7 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> tuple[str | int, ...]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         key = None
     if (
         not isinstance(key, list)
