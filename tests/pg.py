@@ -42,11 +42,7 @@ def pg_template() -> str:
     name = f"sba_tmpl_{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
-        conn = await _admin()
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+        await create_database(name)
         await AlembicSchemaMigrator(_url(ADMIN_DSN, name)).upgrade()
 
     _run(create)
@@ -60,6 +56,16 @@ def pg_template() -> str:
             await conn.close()
 
     _run(drop)
+
+
+async def create_database(name: str) -> str:
+    """A new, empty database: its SQLAlchemy URL (for ``sba db upgrade`` to migrate)."""
+    conn = await _admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _url(ADMIN_DSN, name)
 
 
 async def fresh_database(template: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import ROOT, free_port, sba, start_server, stop_server
 from tests.e2e.test_redis_instances import auth, body, first_frames, frames
-from tests.pg import ADMIN_DSN, _admin, _run, _url, drop_database
+from tests.pg import ADMIN_DSN, _run, _url, create_database, drop_database
 from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, require_redis
 
 pytestmark = pytest.mark.e2e
@@ -51,14 +51,7 @@ async def test_a_run_of_a_killed_instance_ends_as_lost_on_the_other(tmp_path) ->
     require_redis()
     name = f"sba_loss_{uuid.uuid4().hex[:10]}"
 
-    async def create() -> None:
-        conn = await _admin()
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    _run(create)
+    _run(lambda: create_database(name))
     prefix = new_prefix()
     env = {
         **base_env(tmp_path),

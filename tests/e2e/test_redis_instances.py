@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ROOT, free_port, sba, start_server, stop_server
-from tests.pg import ADMIN_DSN, _admin, _run, _url, drop_database
+from tests.pg import ADMIN_DSN, _run, _url, create_database, drop_database
 from tests.redis_support import REDIS_URL, drop_prefix, new_prefix, require_redis
 
 pytestmark = pytest.mark.e2e
@@ -34,14 +34,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     require_redis()
     name = f"sba_pair_{uuid.uuid4().hex[:10]}"
 
-    async def create() -> None:
-        conn = await _admin()
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    _run(create)
+    _run(lambda: create_database(name))
     prefix = new_prefix()
     logs = tmp_path_factory.mktemp("sba-pair")
     env = {

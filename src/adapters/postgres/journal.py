@@ -29,8 +29,9 @@ from typing import Any
 
 import asyncpg
 
-from adapters.sqla.audit import entry_details
+from adapters.sqla.audit import entry_row
 from adapters.sqla.repositories import encode_tool_calls
+from adapters.sqla.sqlite_journal import settle
 from application.errors import (
     ApplicationError,
     Conflict,
@@ -278,7 +279,7 @@ class PostgresRunJournal:
                     if not isinstance(exc, Exception):
                         raise
                 finally:
-                    self._settle(batch)
+                    settle(batch)
         finally:
             self._flushing.discard(tenant)
             # Records queued after the last take but before the discard start a new drain.
@@ -299,16 +300,6 @@ class PostgresRunJournal:
         else:
             del self._queued[tenant]
         return batch
-
-    @staticmethod
-    def _settle(batch: list[_Record]) -> None:
-        for record in batch:
-            if record.future.done():
-                continue
-            if record.error is None:
-                record.future.set_result(None)
-            else:
-                record.future.set_exception(record.error)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -446,18 +437,7 @@ class PostgresRunJournal:
         rows: list[tuple[Any, ...]] = []
         for event, at_ms in events:
             entry = chain(tenant, head, at_ms, event)
-            rows.append(
-                (
-                    entry.seq,
-                    entry.at_ms,
-                    event.actor,
-                    event.action,
-                    event.subject,
-                    entry_details(event),
-                    entry.prev_hash,
-                    entry.hash,
-                )
-            )
+            rows.append(entry_row(entry, event)[1:])  # the tenant goes once, as $1
             head = AuditHead(entry.seq, entry.hash)
         assert head is not None
         await conn.execute(_AUDIT, tenant, *_columns(rows, 8), head.seq, head.hash)

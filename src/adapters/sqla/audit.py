@@ -33,7 +33,8 @@ def entry_details(event: AuditEvent) -> str:
     return json.dumps(dict(sorted(event.details.items())), ensure_ascii=False)
 
 
-def _row(entry: AuditEntry, event: AuditEvent) -> tuple[Any, ...]:
+def entry_row(entry: AuditEntry, event: AuditEvent) -> tuple[Any, ...]:
+    """An entry's columns, in ``audit_entries`` order."""
     return (
         entry.tenant_id,
         entry.seq,
@@ -56,7 +57,7 @@ def append_sqlite(cur: sqlite3.Cursor, tenant_id: TenantId, event: AuditEvent, a
     cur.execute(_ENSURE_HEAD.format(t="?", g="?"), (tenant_id, GENESIS))
     seq, hash_ = cur.execute(_READ_HEAD.format(t="?"), (tenant_id,)).fetchone()
     entry = chain(tenant_id, _head(seq, hash_), at_ms, event)
-    cur.execute(_INSERT_ENTRY.format(p=", ".join("?" * 9)), _row(entry, event))
+    cur.execute(_INSERT_ENTRY.format(p=", ".join("?" * 9)), entry_row(entry, event))
     cur.execute(_MOVE_HEAD.format(s="?", h="?", t="?"), (entry.seq, entry.hash, tenant_id))
 
 
@@ -79,7 +80,7 @@ class SqlaAuditTrail:
         names = ("t", "s", "a", "ac", "act", "sub", "d", "p", "h")
         await conn.execute(
             text(_INSERT_ENTRY.format(p=", ".join(f":{n}" for n in names))),
-            dict(zip(names, _row(entry, event), strict=True)),
+            dict(zip(names, entry_row(entry, event), strict=True)),
         )
         await conn.execute(
             text(_MOVE_HEAD.format(s=":s", h=":h", t=":t")),

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from adapters.sqla.audit import append_sqlite
 from adapters.sqla.repositories import encode_tool_calls
@@ -135,7 +136,13 @@ class _Record:
     error: ApplicationError | None = field(default=None)
 
 
-def _settle(batch: list[_Record]) -> None:
+class Settled(Protocol):
+    future: asyncio.Future[None]
+    error: ApplicationError | None
+
+
+def settle(batch: Sequence[Settled]) -> None:
+    """Completes each record's waiter with its outcome (one already cancelled is left)."""
     for record in batch:
         if record.future.done():
             continue
@@ -285,4 +292,4 @@ class SqliteRunJournal:
         for loop, records in by_loop.items():
             # A closed loop raises RuntimeError: nobody is waiting there any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, records)
+                loop.call_soon_threadsafe(settle, records)
