@@ -74,8 +74,11 @@ def established_on(pid: int, port: int) -> int:
 def until(probe, *, within_s: float, what: str):
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if value := probe():
-            return value
+        try:
+            if value := probe():
+                return value
+        except httpx.TransportError:
+            pass  # not listening yet
         time.sleep(0.05)  # polling for a condition, not hiding a race
     raise AssertionError(f"{what} did not happen within {within_s} s")
 
@@ -110,10 +113,12 @@ def open_stream(port: int, key: str) -> socket.socket:
 METRICS_TOKEN = "metrics-token-for-tests"
 
 
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
+def free_ports(count: int, *, avoid: int = 0) -> int:
+    """The first of ``count`` consecutive free ports, none of them ``avoid``."""
     for _ in range(100):
         first = free_port()
+        if first <= avoid < first + count:
+            continue
         try:
             for offset in range(1, count):
                 with socket.socket() as s:
@@ -187,7 +192,8 @@ def test_several_workers_without_redis_are_refused_with_a_clear_message(tmp_path
 def test_two_workers_share_the_port_and_sigterm_stops_them_all(
     tmp_path: Path, redis_env: dict[str, str]
 ) -> None:
-    port, metrics_port = free_port(), free_ports(2)
+    port = free_port()
+    metrics_port = free_ports(2, avoid=port)
     log = tmp_path / "server.log"
     env = {
         **redis_env,
