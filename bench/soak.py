@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The same helpers as the benchmark's (this folder is on the path when run as a script).
+from run import free_port, git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 HAPROXY_CFG = ROOT / "deploy" / "compose" / "haproxy.cfg"
@@ -66,25 +69,6 @@ WORDS = (
     *("account", "contract", "delivery", "schedule", "support", "ticket", "holiday"),
     *("vacation", "salary", "report", "quarter", "budget"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def document_text(n: int, words: int) -> str:
