@@ -139,8 +139,7 @@ class _Start:
     messages: Sequence[Message]
     future: asyncio.Future[None]
     error: ApplicationError | None = field(default=None)
-    # An ending that does not stand: it succeeds, and nothing of it is written.
-    skip: bool = False
+    skip: bool = False  # never set on a start; read alike on every record
 
 
 @dataclass(slots=True)
@@ -150,6 +149,7 @@ class _End:
     tool_calls: Sequence[ToolInvocation]
     future: asyncio.Future[None]
     error: ApplicationError | None = field(default=None)
+    # An ending that does not stand (the run ended already): it succeeds, nothing of it written.
     skip: bool = False
 
 
@@ -231,8 +231,6 @@ class PostgresRunJournal:
         self._queued: dict[TenantId, list[_Record]] = {}
         self._flushing: set[TenantId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.flushes = 0
-        self.records = 0
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -320,8 +318,6 @@ class PostgresRunJournal:
         return self._pool
 
     async def _flush(self, tenant: TenantId, batch: list[_Record]) -> None:
-        self.flushes += 1
-        self.records += len(batch)
         for attempt in (1, 2):
             try:
                 pool = await self._pool_ready()
