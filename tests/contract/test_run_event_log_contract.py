@@ -522,3 +522,78 @@ async def test_a_flush_of_more_runs_than_one_pipeline_holds_writes_every_run_in_
             assert batch is not None
             expected = [START, delta(0)] + ([delta(1)] if i % 7 == 0 else [])
             assert list(batch.events) == expected, run
+
+
+async def test_written_events_leave_the_writing_process_and_its_readers_still_get_them() -> None:
+    async with redis_store() as store:
+        log = RedisRunEventLog(store)
+        await log.open(A, RUN)
+        await log.append(A, RUN, [START, delta(0), delta(1)])
+        await log.flushed()
+        assert log._local.held(A, RUN) == (4, 3)  # nothing held: all of it is in Redis
+        await log.append(A, RUN, [delta(2)])
+        # Before the flush, the newest event is served from memory.
+        tail = await log.read(A, RUN, after=3, wait_s=0)
+        assert tail is not None and list(tail.events) == [delta(2)]
+        await log.flushed()
+        # A client resuming from the start on this instance reads what was let go from Redis.
+        whole = await log.read(A, RUN, after=0, wait_s=0)
+        assert whole is not None
+        assert (whole.first_seq, list(whole.events)) == (1, [START, delta(0), delta(1), delta(2)])
+        # A reader at the tail still waits in memory and is woken by the next append.
+        waiting = asyncio.create_task(log.read(A, RUN, after=4, wait_s=5))
+        await log.append(A, RUN, [END])
+        woken = await asyncio.wait_for(waiting, 5)
+        assert (list(woken.events), woken.complete) == ([END], True)
+        await log.flushed()
+
+
+async def test_a_run_ended_as_lost_by_its_own_instance_reaches_redis_too() -> None:
+    async with redis_store() as store:
+        writer, elsewhere = RedisRunEventLog(store), RedisRunEventLog(store)
+        await writer.open(A, RUN)
+        await writer.append(A, RUN, [START, delta(0)])
+        assert await writer.end_lost(A, RUN, LOST) is True
+        await writer.flushed()
+        batch = await elsewhere.read(A, RUN, after=0, wait_s=0)
+    assert batch is not None
+    assert (list(batch.events), batch.complete) == ([START, delta(0), LOST], True)
+
+
+async def test_waiting_readers_share_their_timeout_timers() -> None:
+    loop = asyncio.get_running_loop()
+    log = MemoryRunEventLog()
+    runs = [RunId(f"run-{i}") for i in range(100)]
+    for run in runs:
+        await log.open(A, run)
+    timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    readers = [asyncio.create_task(log.read(A, run, after=0, wait_s=30)) for run in runs]
+    await asyncio.sleep(0)  # one loop turn: each new reader task runs to its wait
+    assert sum(len(log._runs[(A, run)].waiters) for run in runs) == len(runs)
+    # A hundred waiting readers, one or two loop timers (one per tick their deadlines fall in).
+    assert len(loop._scheduled) - timers_before <= 2  # type: ignore[attr-defined]
+    for run in runs:
+        await log.append(A, run, [START])
+    batches = await asyncio.gather(*readers)
+    assert all(list(b.events) == [START] for b in batches)
+    # The appends woke them: no run is still due to be woken by a timer.
+    assert all(log._runs[(A, run)].due is None for run in runs)
+
+
+async def test_a_reader_whose_wait_is_up_is_woken_by_the_shared_timer() -> None:
+    log = MemoryRunEventLog()
+    await log.open(A, RUN)
+    batch = await asyncio.wait_for(log.read(A, RUN, after=0, wait_s=0.01), 5)
+    assert batch is not None and (list(batch.events), batch.complete) == ([], False)
+    assert log._runs[(A, RUN)].due is None and not log._runs[(A, RUN)].waiters
+
+
+async def test_a_short_wait_is_kept_when_another_reader_of_the_run_waits_longer() -> None:
+    log = MemoryRunEventLog()
+    await log.open(A, RUN)
+    long_wait = asyncio.create_task(log.read(A, RUN, after=0, wait_s=3600))
+    short = await asyncio.wait_for(log.read(A, RUN, after=0, wait_s=0.01), 5)
+    assert short is not None and (list(short.events), short.complete) == ([], False)
+    # The run's readers are woken together: the longer wait ends early, with nothing new.
+    early = await asyncio.wait_for(long_wait, 5)
+    assert early is not None and (list(early.events), early.complete) == ([], False)

@@ -6,6 +6,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from adapters.memory.tools import MemoryToolAudit, StaticToolPolicy
 from application.conversation.ports import (
     ChatChunk,
@@ -15,6 +18,7 @@ from application.conversation.ports import (
     ToolCallEnded,
     ToolCallStarted,
 )
+from application.conversation.use_cases import _Pieces
 from application.tools.ports import ToolContext, ToolResult
 from application.tools.use_cases import InvokeTool
 from domain.conversation.events import RunFailed, RunFinished, ToolCallResult
@@ -124,3 +128,12 @@ async def test_the_audit_keeps_a_latency_histogram_per_tool() -> None:
     counts = list(histogram.values())
     assert counts == sorted(counts), "cumulative buckets never decrease"
     assert audit.latency_histogram("kb_search")["+Inf"] == 0
+
+
+@given(st.lists(st.text(max_size=12), max_size=80))
+def test_streamed_text_is_kept_whole_and_in_order(deltas: list[str]) -> None:
+    pieces = _Pieces()
+    for delta in deltas:
+        pieces.append(delta)
+    assert pieces.text() == "".join(deltas)
+    assert bool(pieces) == bool(deltas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from domain.ids import RunId, TenantId
 
 
 class _RunBuffer:
-    __slots__ = ("complete", "events", "first_seq", "tenant_id", "waiters")
+    __slots__ = ("complete", "due", "events", "first_seq", "tenant_id", "waiters")
 
     def __init__(self, tenant_id: TenantId) -> None:
         self.tenant_id = tenant_id
@@ -20,6 +21,15 @@ class _RunBuffer:
         self.first_seq = 1
         self.complete = False
         self.waiters: list[asyncio.Future[None]] = []
+        # The tick of ``_Timeouts`` this run's waiting readers are registered for.
+        self.due: int | None = None
+
+    def wake(self) -> None:
+        self.due = None
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for fut in waiters:
+                _wake(fut)
 
     @property
     def last_seq(self) -> int:
@@ -29,6 +39,37 @@ class _RunBuffer:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class _Timeouts:
+    """Wakes a run's waiting readers when a wait is up, with one loop timer per ``tick`` of
+    time for every run due in it rather than one timer per wait: a timer costs about half a
+    KiB, and each held stream keeps a reader waiting. A run is registered for the earliest
+    tick one of its readers is due at and woken whole then (a reader due later just returns
+    early, with nothing new); an append, which wakes the run's readers anyway, cancels its
+    registration. A reader is woken up to one tick late."""
+
+    __slots__ = ("_due", "_tick")
+
+    def __init__(self, tick_s: float = 0.25) -> None:
+        self._tick = tick_s
+        self._due: dict[int, list[_RunBuffer]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, buf: _RunBuffer, wait_s: float) -> None:
+        tick = math.ceil((loop.time() + wait_s) / self._tick)
+        if buf.due is not None and buf.due <= tick:
+            return  # an earlier tick wakes this run's readers already
+        buf.due = tick
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = []
+            loop.call_at(tick * self._tick, self._fire, tick)
+        due.append(buf)
+
+    def _fire(self, tick: int) -> None:
+        for buf in self._due.pop(tick, ()):
+            if buf.due == tick:  # not woken by an append since, nor moved to an earlier tick
+                buf.wake()
 
 
 class MemoryRunEventLog:
@@ -49,6 +90,7 @@ class MemoryRunEventLog:
         self._max_events = max_events_per_run
         self._retention_s = retention_s
         self._max_finished = max_finished_runs
+        self._timeouts = _Timeouts()
 
     async def open(self, tenant_id: TenantId, run_id: RunId) -> None:
         key = (tenant_id, run_id)
@@ -70,10 +112,7 @@ class MemoryRunEventLog:
         if events and is_terminal(events[-1]):
             buf.complete = True
             self._retire(key)
-        if buf.waiters:
-            waiters, buf.waiters = buf.waiters, []
-            for fut in waiters:
-                _wake(fut)
+        buf.wake()
         return buf.last_seq
 
     async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
@@ -86,6 +125,22 @@ class MemoryRunEventLog:
     def holds(self, tenant_id: TenantId, run_id: RunId) -> bool:
         return (tenant_id, run_id) in self._runs
 
+    def held(self, tenant_id: TenantId, run_id: RunId) -> tuple[int, int] | None:
+        """The seqs of the oldest event still held for the run (one past the last when none
+        is) and of its last event; None when the run is not held here."""
+        buf = self._runs.get((tenant_id, run_id))
+        return None if buf is None else (buf.first_seq, buf.last_seq)
+
+    def forget_through(self, tenant_id: TenantId, run_id: RunId, seq: int) -> None:
+        """Lets go of the run's events up to ``seq``, kept elsewhere (a shared log)."""
+        buf = self._runs.get((tenant_id, run_id))
+        if buf is None:
+            return
+        drop = min(seq - buf.first_seq + 1, len(buf.events))
+        if drop > 0:
+            del buf.events[:drop]
+            buf.first_seq += drop
+
     async def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
     ) -> EventBatch | None:
@@ -96,11 +151,10 @@ class MemoryRunEventLog:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
             buf.waiters.append(fut)
-            timer = loop.call_later(wait_s, _wake, fut)
+            self._timeouts.add(loop, buf, wait_s)
             try:
                 await fut
             finally:
-                timer.cancel()
                 if fut in buf.waiters:
                     buf.waiters.remove(fut)
         start = max(after + 1, buf.first_seq)

@@ -40,6 +40,77 @@ def new_request_id() -> str:
     return os.urandom(8).hex()
 
 
+def _identify(scope: Scope) -> tuple[bytes, otel_context.Context | None]:
+    """The request's id (the caller's when it is a plain token) and the caller's trace
+    context, if it sent one."""
+    request_id = b""
+    traced = False
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            request_id = value
+        elif name == b"traceparent":
+            traced = True
+    if not request_id or _TOKEN.fullmatch(request_id) is None:
+        request_id = new_request_id().encode()
+    if not traced:
+        return request_id, None
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in (b"traceparent", b"tracestate")
+    }
+    return request_id, propagate.extract(carrier)
+
+
+class _Exchange:
+    """One request's answer as it passes out: its status, whether it is an event stream, and
+    the time to a stream's first event. An object rather than a closure over the request's
+    variables: a held stream keeps it for its whole life, and this is the smaller."""
+
+    __slots__ = (
+        "_observer",
+        "_request_id",
+        "_scope",
+        "_send",
+        "_start",
+        "first_seen",
+        "status",
+        "streaming",
+    )
+
+    def __init__(
+        self, observer: ObservedASGI, scope: Scope, send: Send, request_id: bytes, start: float
+    ) -> None:
+        self._observer = observer
+        self._scope = scope
+        self._send = send
+        self._request_id = request_id
+        self._start = start
+        self.status = 0
+        self.streaming = False
+        self.first_seen = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            headers = message.get("headers") or ()
+            for name, value in headers:
+                if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+                    self.streaming = True
+                    metrics = self._observer._metrics
+                    if metrics is not None:
+                        metrics.stream_opened()
+                    break
+            message["headers"] = [*headers, (REQUEST_ID_HEADER, self._request_id)]
+        elif (self.streaming and not self.first_seen and kind == "http.response.body") and message[
+            "body"
+        ]:
+            self.first_seen = True
+            self._observer._first_event_seen(self._scope, self._start)
+        await self._send(message)
+
+
 class ObservedASGI:
     __slots__ = (
         "_access",
@@ -68,31 +139,23 @@ class ObservedASGI:
         self._durations: dict[tuple[str, str], Any] = {}
         self._first_event: dict[str, Any] = {}
 
+    def _first_event_seen(self, scope: Scope, start: float) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            route = scope.get("path_template") or _UNMATCHED
+            child = self._first_event.get(route)
+            if child is None:
+                child = self._first_event[route] = metrics.sse_first_event.labels(route)
+            child.observe(time.perf_counter() - start)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = b""
-        traced = False
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
-                request_id = value
-            elif name == b"traceparent":
-                traced = True
-        if not request_id or _TOKEN.fullmatch(request_id) is None:
-            request_id = new_request_id().encode()
+        request_id, parent = _identify(scope)
         rid_token = current_request_id.set(request_id.decode("latin-1"))
         tenant_token = current_tenant.set("")
-        parent = None
-        if traced:
-            parent = propagate.extract(
-                {
-                    name.decode("latin-1"): value.decode("latin-1")
-                    for name, value in scope["headers"]
-                    if name in (b"traceparent", b"tracestate")
-                }
-            )
         method: str = scope["method"]
         tracer = self._tracer
         span = None
@@ -108,43 +171,18 @@ class ObservedASGI:
         elif parent is not None:
             ctx_token = otel_context.attach(parent)
         metrics = self._metrics
-        status = 0
-        streaming = False
-        first_seen = False
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status, streaming, first_seen
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                headers = message.get("headers") or ()
-                for name, value in headers:
-                    if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                        streaming = True
-                        if metrics is not None:
-                            metrics.stream_opened()
-                        break
-                message["headers"] = [*headers, (REQUEST_ID_HEADER, request_id)]
-            elif streaming and not first_seen and kind == "http.response.body" and message["body"]:
-                first_seen = True
-                if metrics is not None:
-                    route = scope.get("path_template") or _UNMATCHED
-                    child = self._first_event.get(route)
-                    if child is None:
-                        child = self._first_event[route] = metrics.sse_first_event.labels(route)
-                    child.observe(time.perf_counter() - start)
-            await send(message)
-
+        exchange = _Exchange(self, scope, send, request_id, start)
         try:
-            await self._app(scope, receive, observed_send)
+            await self._app(scope, receive, exchange.send)
         except BaseException:
-            if status == 0:
-                status = 500
+            if exchange.status == 0:
+                exchange.status = 500
             raise
         finally:
             route = scope.get("path_template") or _UNMATCHED
+            status = exchange.status
             if metrics is not None:
-                if streaming:
+                if exchange.streaming:
                     metrics.stream_closed()
                 key = (route, method, status)
                 counter = self._requests.get(key)

@@ -4,6 +4,8 @@ The instance executing a run keeps the run's events in its in-process log too: i
 readers (nearly all of them) are served from memory at once, and the events reach Redis in
 the background (write-behind). Each flush writes one stream entry per run, holding every
 event the run appended since the previous flush, and all runs' entries go in one pipeline.
+Once written, the events leave the in-process log: a held stream costs the process only what
+its reader has not been sent yet, and a reader asking for older events reads them from Redis.
 
 An entry's id is ``0-<seq of its last event>``; its fields are ``s`` (the seq of its first
 event), ``e`` (the events, msgpack) and, on the entry that ends the run, ``t`` (and ``l``
@@ -92,7 +94,7 @@ return seq
 
 
 # Runs written per pipeline; a run's events stay in order, its later ones in a later pipeline.
-_FLUSH_RUNS = 256
+_FLUSH_RUNS = 128
 
 
 def _seq(entry_id: bytes | str) -> int:
@@ -143,13 +145,16 @@ class RedisRunEventLog:
     async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
         last = await self._local.append(tenant_id, run_id, events)
         if events:
-            pending = self._pending.get((tenant_id, run_id))
-            if pending is None:
-                self._pending[(tenant_id, run_id)] = (last - len(events) + 1, list(events))
-            else:
-                pending[1].extend(events)
-            self._schedule()
+            self._queue((tenant_id, run_id), last, events)
         return last
+
+    def _queue(self, run: tuple[TenantId, RunId], last: int, events: Sequence[RunEvent]) -> None:
+        pending = self._pending.get(run)
+        if pending is None:
+            self._pending[run] = (last - len(events) + 1, list(events))
+        else:
+            pending[1].extend(events)
+        self._schedule()
 
     def _schedule(self) -> None:
         if self._flusher is None or self._flusher.done():
@@ -214,10 +219,20 @@ class RedisRunEventLog:
             )
             commands.append(_ADD.call([self._stream(*run)], args))
         await self._store.pipeline(commands, (_ADD,))
+        # Written: this process holds on only to what its readers have not been sent yet
+        # (a reader still behind reads the rest from Redis).
+        for run, (first_seq, events) in batch.items():
+            self._local.forget_through(*run, first_seq + len(events) - 1)
 
     async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
         if self._local.holds(tenant_id, run_id):
-            return await self._local.end_lost(tenant_id, run_id, event)
+            if not await self._local.end_lost(tenant_id, run_id, event):
+                return False
+            # Written to Redis like any other event: readers elsewhere see the end too.
+            held = self._local.held(tenant_id, run_id)
+            if held is not None:
+                self._queue((tenant_id, run_id), held[1], (event,))
+            return True
         command = _END_LOST.call(
             [self._stream(tenant_id, run_id)], (encode_events([event]), self._retention_ms)
         )
@@ -236,8 +251,10 @@ class RedisRunEventLog:
     async def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
     ) -> EventBatch | None:
-        if self._local.holds(tenant_id, run_id):
+        held = self._local.held(tenant_id, run_id)
+        if held is not None and after + 1 >= held[0]:
             return await self._local.read(tenant_id, run_id, after=after, wait_s=wait_s)
+        # Not run here, or the reader wants events already written to Redis and let go of.
         return await self._store.run(
             "event log read", lambda: self._read_remote(tenant_id, run_id, after, wait_s)
         )

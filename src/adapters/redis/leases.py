@@ -58,7 +58,7 @@ return due
 """
 )
 
-_RENEW_CHUNK = 1000
+_RENEW_CHUNK = 250
 
 
 class RedisRunLeases:

@@ -1,10 +1,11 @@
 """Rate limiter and concurrency guard on Redis: one Lua script per decision, one round trip,
 reading the Redis server's clock so that every instance decides on the same time. A run's
-rate counters and its concurrency places are one decision (``admit``); the leases of every
-run an instance executes are renewed in one round trip."""
+rate counters and its concurrency places are one decision (``admit``); the leases of the
+runs an instance executes are renewed a slice of holders per round trip."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from adapters.redis.client import Lua, RedisStore
@@ -99,7 +100,7 @@ return 1
 """
 )
 # Holders renewed per script call: one call blocks Redis for a bounded time.
-_RENEW_CHUNK = 1_000
+_RENEW_CHUNK = 250
 
 # KEYS[1]: a slot. ARGV: unused, now ('' = server clock).
 _HELD = (
@@ -190,13 +191,14 @@ class RedisConcurrencyGuard:
         return Admission(decision=decision, acquired=acquired)
 
     async def renew(self, leases: Sequence[Lease], *, lease_s: float) -> None:
-        """One script call per partition (per ``_RENEW_CHUNK`` holders), all in one pipeline."""
+        """One script call per partition and per ``_RENEW_CHUNK`` holders, each its own round
+        trip: thousands of held runs are renewed in slices, between which this process serves
+        requests and Redis serves other clients."""
         by_partition: dict[str, list[Lease]] = {}
         for lease in leases:
             if lease.keys:
                 by_partition.setdefault(lease.partition, []).append(lease)
         args_head: list[int | str] = [int(lease_s * 1_000_000), self._admit.now()]
-        commands = []
         for partition, group in by_partition.items():
             for i in range(0, len(group), _RENEW_CHUNK):
                 index: dict[str, int] = {}
@@ -205,9 +207,10 @@ class RedisConcurrencyGuard:
                     for key in lease.keys:
                         args += [index.setdefault(key, len(index) + 1), lease.holder]
                 keys = [self._store.key(partition, "cc", k) for k in index]
-                commands.append(_RENEW.call(keys, args))
-        if commands:
-            await self._store.run("renew", lambda: self._store.pipeline(commands, (_RENEW,)))
+                command = _RENEW.call(keys, args)
+                await self._store.run(
+                    "renew", functools.partial(self._store.pipeline, [command], (_RENEW,))
+                )
 
     async def release(self, partition: str, keys: Sequence[str], holder: str) -> None:
         client = self._store.client

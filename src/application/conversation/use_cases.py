@@ -259,10 +259,35 @@ class StartRun:
         return RunStart(run, budget=budget, rate=places.rate)
 
 
+class _Pieces:
+    """Text as it streams in, delta by delta. Deltas are joined eight at a time, so that a
+    long answer held for minutes is a few strings rather than an object per token, and
+    nothing is copied twice."""
+
+    __slots__ = ("_joined", "_recent")
+
+    def __init__(self) -> None:
+        self._joined: list[str] = []
+        self._recent: list[str] = []
+
+    def append(self, delta: str) -> None:
+        recent = self._recent
+        recent.append(delta)
+        if len(recent) == 8:
+            self._joined.append("".join(recent))
+            recent.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._joined or self._recent)
+
+    def text(self) -> str:
+        return "".join(self._joined) + "".join(self._recent)
+
+
 @dataclass(slots=True)
 class _PendingCall:
     name: str
-    parts: list[str]
+    parts: _Pieces
 
 
 def _prompt_tokens(request: ChatRequest) -> int:
@@ -575,7 +600,7 @@ class ExecuteRun:
         """Streams one model turn into the log; returns the assistant message it produced."""
         log, tenant_id, run_id = self._events, job.tenant_id, job.run_id
         message_id = MessageId(new_id("msg"))
-        text: list[str] = []
+        text = _Pieces()
         open_text = False
         calls: dict[str, _PendingCall] = {}
         step_name = f"step {step}"
@@ -605,7 +630,7 @@ class ExecuteRun:
                         f"the model started tool call {chunk.call_id} twice",
                         code="model_bad_response",
                     )
-                calls[chunk.call_id] = _PendingCall(chunk.name, [])
+                calls[chunk.call_id] = _PendingCall(chunk.name, _Pieces())
                 await log.append(
                     tenant_id,
                     run_id,
@@ -637,13 +662,13 @@ class ExecuteRun:
             return None
         try:
             tool_calls = tuple(
-                ToolCall(id=call_id, name=p.name, arguments="".join(p.parts))
+                ToolCall(id=call_id, name=p.name, arguments=p.parts.text())
                 for call_id, p in calls.items()
             )
             message = Message(
                 id=message_id,
                 role=Role.ASSISTANT,
-                content="".join(text),
+                content=text.text(),
                 tool_calls=tool_calls,
                 created_at_ms=self._clock.now_ms(),
             )

@@ -34,6 +34,7 @@ from entrypoints.http.openapi import CompletedDocument
 from entrypoints.http.problems import EXCEPTION_HANDLERS, REFUSALS_STATE
 from entrypoints.http.renders import RenderController, download_artifact
 from entrypoints.http.runs import RunController
+from entrypoints.http.sse import detachable
 from entrypoints.http.tasks import TaskController
 from entrypoints.http.threads import ThreadController
 from entrypoints.http.tools import list_tools
@@ -197,8 +198,9 @@ def create_app(
     if metrics is not None:
         metrics.watch_refusals(refusals)
     setup_dishka(container, app)
-    # Outermost, around routing: unknown paths and refused requests are counted and traced too.
-    app.asgi_handler = observed(app.asgi_handler, telemetry)  # type: ignore[arg-type,assignment]
+    # Outermost, around routing: unknown paths and refused requests are counted and traced too,
+    # and a stream's metrics see its end, after it has left the framework's call chain.
+    app.asgi_handler = observed(detachable(app.asgi_handler), telemetry)  # type: ignore[arg-type,assignment]
     return app
 
 

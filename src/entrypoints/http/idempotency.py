@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from application.errors import Conflict, InvalidInput, ServiceUnavailable
 from application.ports import ClaimOutcome, IdempotencyStore, StoredResponse
 from domain.tenancy.model import Principal
+from entrypoints.http.sse import DETACH_KEY
 from entrypoints.settings import Settings
 
 log = logging.getLogger("sba.http")
@@ -102,6 +103,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         # The answer is held back until it is stored, so that a retry sent the moment the
         # client has it finds it replayable, never still in flight. Only an answer too large to
         # keep is passed on as it comes (and its key released).
+        # Every message of it passes here, a stream's body included (see ``detachable``).
+        scope.pop(DETACH_KEY, None)  # type: ignore[misc]
         held: list[Message] = []
         status = 0
         size = 0
