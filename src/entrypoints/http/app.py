@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hmac
 import logging
@@ -57,6 +58,22 @@ from entrypoints.settings import Settings
 log = logging.getLogger("sba.http")
 DOCS_ASSETS = "/schema-assets"
 VERSION = "0.1.0"
+
+
+class _App(Litestar):
+    """The application with its HTTP edge around the framework: request ids, traces and
+    metrics (``observed``), and the detaching of started streams (``detachable``). The edge is
+    outside the framework's own entry, so that a stream that has left the framework's call
+    chain keeps none of it, not even the framework's ``send`` wrapper for ``before_send``
+    hooks (ours act on the answer's start only)."""
+
+    _edge: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self._edge is not None:
+            await self._edge(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -146,7 +163,7 @@ def create_app(
         await container.close()
         telemetry.shutdown()
 
-    app = Litestar(
+    app = _App(
         route_handlers=[
             RunController,
             ThreadController,
@@ -200,7 +217,8 @@ def create_app(
     setup_dishka(container, app)
     # Outermost, around routing: unknown paths and refused requests are counted and traced too,
     # and a stream's metrics see its end, after it has left the framework's call chain.
-    app.asgi_handler = observed(detachable(app.asgi_handler), telemetry)  # type: ignore[arg-type,assignment]
+    framework = functools.partial(Litestar.__call__, app)
+    app._edge = observed(detachable(framework), telemetry)  # type: ignore[arg-type]
     return app
 
 
