@@ -524,15 +524,22 @@ async def test_a_flush_of_more_runs_than_one_pipeline_holds_writes_every_run_in_
             assert list(batch.events) == expected, run
 
 
-async def test_written_events_leave_the_writing_process_and_its_readers_still_get_them() -> None:
+async def test_written_events_leave_the_writing_process_once_read_and_are_still_read() -> None:
     async with redis_store() as store:
         log = RedisRunEventLog(store)
         await log.open(A, RUN)
         await log.append(A, RUN, [START, delta(0), delta(1)])
         await log.flushed()
-        assert log._local.held(A, RUN) == (4, 3)  # nothing held: all of it is in Redis
+        # Written, but not read yet: a reader that is slower than the flush reads from memory.
+        assert log._local.held(A, RUN) == (1, 3)
+        first = await log.read(A, RUN, after=0, wait_s=0)
+        assert first is not None and first.first_seq == 1 and len(first.events) == 3
+        # The reader moved past them: they are in Redis, and go from here.
+        nothing = await log.read(A, RUN, after=3, wait_s=0)
+        assert nothing is not None and list(nothing.events) == []
+        assert log._local.held(A, RUN) == (4, 3)
         await log.append(A, RUN, [delta(2)])
-        # Before the flush, the newest event is served from memory.
+        # Not written yet: kept, and served from memory.
         tail = await log.read(A, RUN, after=3, wait_s=0)
         assert tail is not None and list(tail.events) == [delta(2)]
         await log.flushed()

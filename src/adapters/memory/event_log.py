@@ -13,7 +13,7 @@ from domain.ids import RunId, TenantId
 
 
 class _RunBuffer:
-    __slots__ = ("complete", "due", "events", "first_seq", "tenant_id", "waiters")
+    __slots__ = ("complete", "due", "events", "first_seq", "tenant_id", "waiters", "written")
 
     def __init__(self, tenant_id: TenantId) -> None:
         self.tenant_id = tenant_id
@@ -23,6 +23,8 @@ class _RunBuffer:
         self.waiters: list[asyncio.Future[None]] = []
         # The tick of ``_Timeouts`` this run's waiting readers are registered for.
         self.due: int | None = None
+        # The last event kept elsewhere too (a shared log): what may go once it has been read.
+        self.written = 0
 
     def wake(self) -> None:
         self.due = None
@@ -131,12 +133,19 @@ class MemoryRunEventLog:
         buf = self._runs.get((tenant_id, run_id))
         return None if buf is None else (buf.first_seq, buf.last_seq)
 
-    def forget_through(self, tenant_id: TenantId, run_id: RunId, seq: int) -> None:
-        """Lets go of the run's events up to ``seq``, kept elsewhere (a shared log)."""
+    def mark_written(self, tenant_id: TenantId, run_id: RunId, seq: int) -> None:
+        """The run's events up to ``seq`` are kept elsewhere too (a shared log): each goes from
+        here once a reader has moved past it (``release``)."""
+        buf = self._runs.get((tenant_id, run_id))
+        if buf is not None and seq > buf.written:
+            buf.written = seq
+
+    def release(self, tenant_id: TenantId, run_id: RunId, read: int) -> None:
+        """A reader has had the run's events up to ``read``: those also kept elsewhere go."""
         buf = self._runs.get((tenant_id, run_id))
         if buf is None:
             return
-        drop = min(seq - buf.first_seq + 1, len(buf.events))
+        drop = min(min(read, buf.written) - buf.first_seq + 1, len(buf.events))
         if drop > 0:
             del buf.events[:drop]
             buf.first_seq += drop

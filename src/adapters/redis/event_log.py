@@ -4,8 +4,9 @@ The instance executing a run keeps the run's events in its in-process log too: i
 readers (nearly all of them) are served from memory at once, and the events reach Redis in
 the background (write-behind). Each flush writes one stream entry per run, holding every
 event the run appended since the previous flush, and all runs' entries go in one pipeline.
-Once written, the events leave the in-process log: a held stream costs the process only what
-its reader has not been sent yet, and a reader asking for older events reads them from Redis.
+Once written and read, the events leave the in-process log: a held stream costs the process
+only the events its reader has not had yet, and a reader asking for older events (a client
+resuming from the start) reads them from Redis.
 
 An entry's id is ``0-<seq of its last event>``; its fields are ``s`` (the seq of its first
 event), ``e`` (the events, msgpack) and, on the entry that ends the run, ``t`` (and ``l``
@@ -219,10 +220,9 @@ class RedisRunEventLog:
             )
             commands.append(_ADD.call([self._stream(*run)], args))
         await self._store.pipeline(commands, (_ADD,))
-        # Written: this process holds on only to what its readers have not been sent yet
-        # (a reader still behind reads the rest from Redis).
+        # Written: each of these events leaves this process once its reader is past it.
         for run, (first_seq, events) in batch.items():
-            self._local.forget_through(*run, first_seq + len(events) - 1)
+            self._local.mark_written(*run, first_seq + len(events) - 1)
 
     async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
         if self._local.holds(tenant_id, run_id):
@@ -253,8 +253,11 @@ class RedisRunEventLog:
     ) -> EventBatch | None:
         held = self._local.held(tenant_id, run_id)
         if held is not None and after + 1 >= held[0]:
+            # The reader had everything up to ``after``: what of it is in Redis goes from here.
+            self._local.release(tenant_id, run_id, after)
             return await self._local.read(tenant_id, run_id, after=after, wait_s=wait_s)
-        # Not run here, or the reader wants events already written to Redis and let go of.
+        # Not run here, or the reader wants events already written to Redis and let go of
+        # (another reader of the run on this instance was further on).
         return await self._store.run(
             "event log read", lambda: self._read_remote(tenant_id, run_id, after, wait_s)
         )
