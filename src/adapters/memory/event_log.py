@@ -124,9 +124,6 @@ class MemoryRunEventLog:
         await self.append(tenant_id, run_id, (event,))
         return True
 
-    def holds(self, tenant_id: TenantId, run_id: RunId) -> bool:
-        return (tenant_id, run_id) in self._runs
-
     def held(self, tenant_id: TenantId, run_id: RunId) -> tuple[int, int] | None:
         """The seqs of the oldest event still held for the run (one past the last when none
         is) and of its last event; None when the run is not held here."""
@@ -145,7 +142,7 @@ class MemoryRunEventLog:
         buf = self._runs.get((tenant_id, run_id))
         if buf is None:
             return
-        drop = min(min(read, buf.written) - buf.first_seq + 1, len(buf.events))
+        drop = min(read, buf.written, buf.last_seq) - buf.first_seq + 1
         if drop > 0:
             del buf.events[:drop]
             buf.first_seq += drop

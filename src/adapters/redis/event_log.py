@@ -3,7 +3,7 @@
 The instance executing a run keeps the run's events in its in-process log too: its own
 readers (nearly all of them) are served from memory at once, and the events reach Redis in
 the background (write-behind). Each flush writes one stream entry per run, holding every
-event the run appended since the previous flush, and all runs' entries go in one pipeline.
+event the run appended since the previous flush, a pipeline of up to 128 runs' entries.
 Once written and read, the events leave the in-process log: a held stream costs the process
 only the events its reader has not had yet, and a reader asking for older events (a client
 resuming from the start) reads them from Redis.
@@ -225,13 +225,13 @@ class RedisRunEventLog:
             self._local.mark_written(*run, first_seq + len(events) - 1)
 
     async def end_lost(self, tenant_id: TenantId, run_id: RunId, event: RunEvent) -> bool:
-        if self._local.holds(tenant_id, run_id):
+        held = self._local.held(tenant_id, run_id)
+        if held is not None:
             if not await self._local.end_lost(tenant_id, run_id, event):
                 return False
-            # Written to Redis like any other event: readers elsewhere see the end too.
-            held = self._local.held(tenant_id, run_id)
-            if held is not None:
-                self._queue((tenant_id, run_id), held[1], (event,))
+            # Written to Redis like any other event (it follows the last one held): readers
+            # elsewhere see the end too.
+            self._queue((tenant_id, run_id), held[1] + 1, (event,))
             return True
         command = _END_LOST.call(
             [self._stream(tenant_id, run_id)], (encode_events([event]), self._retention_ms)

@@ -261,8 +261,8 @@ class StartRun:
 
 class _Pieces:
     """Text as it streams in, delta by delta. Deltas are joined eight at a time, so that a
-    long answer held for minutes is a few strings rather than an object per token, and
-    nothing is copied twice."""
+    long answer held for minutes is a few strings rather than an object per token, without
+    copying what was joined already each time."""
 
     __slots__ = ("_joined", "_recent")
 
