@@ -1,7 +1,9 @@
 """The Postgres run journal and unit of work beyond the journal contract: connections the server
 closed are replaced without a ping before every transaction (each recovers on its next use, with
 no request failing); a record Postgres refuses fails alone; pooler mode leaves no prepared
-statement on the server."""
+statement on the server; once the journal knows a tenant's audit head a flush is one statement,
+and a head another instance moved, or a record that does not apply, is found and handled the
+careful way with the chain unbroken."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import pytest
 from adapters.postgres.journal import PostgresRunJournal
 from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.uow import SqlaUnitOfWork
-from domain.conversation.model import Message, Role, Run
+from domain.conversation.model import Message, Role, Run, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
+from tests.audit_support import verified_trail
 from tests.db import sql_database
 from tests.pg import ADMIN_DSN, pg_template  # noqa: F401 - fixture
 
@@ -117,5 +120,132 @@ async def test_the_journal_in_pooler_mode_leaves_no_prepared_statement_on_the_se
                     " WHERE statement NOT LIKE '%pg_prepared_statements%'"
                 )
             assert (left > 0) is expect_left
+        finally:
+            await journal.close()
+
+
+async def logged_journal(dsn: str) -> tuple[PostgresRunJournal, list[str]]:
+    """A journal on one connection whose every statement, from now on, is listed."""
+    journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE, connections=1)
+    statements: list[str] = []
+    pool = await journal._pool_ready()
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    return journal, statements
+
+
+def calls(statements: list[str]) -> list[str]:
+    """Statements by what they are: the flush function, or their first word; the driver's own
+    type lookups (once per connection, around the first use of a type) left out."""
+    return [
+        "flush" if "sba_journal_flush" in s else s.split()[0].rstrip(";").lower()
+        for s in statements
+        if "typeinfo_tree" not in s and "'jit'" not in s
+    ]
+
+
+def finished(run_id: str) -> Run:
+    ended = run(run_id)
+    ended.start()
+    ended.succeed(usage=Usage(input_tokens=3, output_tokens=4), at_ms=9)
+    return ended
+
+
+def answer(mid: str) -> Message:
+    return Message(id=MessageId(mid), role=Role.ASSISTANT, content="ok", created_at_ms=2)
+
+
+async def test_after_a_tenant_s_first_flush_each_flush_is_one_statement(request, tmp_path) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        journal, statements = await logged_journal(dsn)
+        try:
+            await journal.record_start(run("r1"), [message("m1")])
+            # The first: the journal does not know the tenant's audit head yet.
+            assert calls(statements) == ["begin", "flush", "with", "commit"]
+            statements.clear()
+            await journal.record_start(run("r2"), [message("m2")])
+            await journal.record_end(finished("r1"), [answer("a1")])
+            assert calls(statements) == ["flush", "flush"]
+            entries = await verified_trail(SqlaUnitOfWork(db), T)
+            assert [(e.seq, e.action, e.subject) for e in entries] == [
+                (1, "run.started", "r1"),
+                (2, "run.started", "r2"),
+                (3, "run.finished", "r1"),
+            ]
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                stored = await tx.runs.get(T, RunId("r1"))
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert stored is not None and stored.status is RunStatus.SUCCEEDED
+            assert stored.usage == Usage(input_tokens=3, output_tokens=4)
+            assert [m.id for m in listed] == ["m1", "m2", "a1"]
+        finally:
+            await journal.close()
+
+
+async def test_a_head_another_instance_moved_is_found_and_the_chain_holds(
+    request, tmp_path
+) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        first, said = await logged_journal(dsn)
+        second = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
+        try:
+            for i in range(6):  # each writes after the other moved the head
+                await (first if i % 2 == 0 else second).record_start(
+                    run(f"r{i}"), [message(f"m{i}")]
+                )
+            # The first journal's later flushes found the head moved, and took the careful way.
+            assert (
+                calls(said)
+                == ["begin", "flush", "with", "commit"]
+                + ["flush", "begin", "flush", "with", "commit"] * 2
+            )
+            entries = await verified_trail(SqlaUnitOfWork(db), T)
+            assert [(e.seq, e.subject) for e in entries] == [(i + 1, f"r{i}") for i in range(6)]
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert [m.id for m in listed] == [f"m{i}" for i in range(6)]
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
+    request, tmp_path
+) -> None:
+    import asyncio
+
+    from application.errors import Conflict, NotFound
+
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        journal, statements = await logged_journal(dsn)
+        try:
+            await journal.record_start(run("r1"), [message("m1")])
+            await journal.record_end(finished("r1"), [answer("a1")])
+            statements.clear()
+            results = await asyncio.gather(
+                journal.record_start(run("r1"), [message("m9")]),  # taken
+                journal.record_end(finished("r1"), [answer("a9")]),  # ended already: stands
+                journal.record_end(finished("nope"), []),  # never recorded
+                journal.record_start(run("r2"), [message("m2")]),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], Conflict)
+            assert results[1] is None
+            assert isinstance(results[2], NotFound)
+            assert results[3] is None
+            # One flush: the one statement rolled back, then the careful way.
+            assert calls(statements) == ["flush", "begin", "flush", "select", "with", "commit"]
+            entries = await verified_trail(SqlaUnitOfWork(db), T)
+            assert [(e.action, e.subject) for e in entries] == [
+                ("run.started", "r1"),
+                ("run.finished", "r1"),
+                ("run.started", "r2"),
+            ]
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert [m.id for m in listed] == ["m1", "a1", "m2"]
         finally:
             await journal.close()

@@ -6,12 +6,18 @@ compile and the greenlet bridge around it, and every audit entry took the tenant
 for the length of its transaction, so one tenant's runs queued on it.
 
 Here records are queued per tenant, and one flush writes everything a tenant queued while the
-previous flush ran: one transaction in that tenant's row-level-security context, a handful of
-set-based statements whatever the number of records (arrays through ``unnest``), and the audit
-entries of all of them chained in memory and written with one insert. The head row is taken last,
-just before the commit, so it is held for two round trips per flush rather than for the life of
-each run's transaction. A tenant has at most one flush in flight per instance; other tenants
-flush beside it on the journal's other connections.
+previous flush ran: a handful of set-based statements whatever the number of records (arrays
+through ``unnest``) in that tenant's row-level-security context, and the audit entries of all of
+them chained in memory and written with one insert. The statements live in the schema as
+``sba_journal_flush`` (migration 0016), so a flush is one function call. When the journal knows
+the tenant's audit head (its own last flush left it), that call is the whole flush in one round
+trip and one implicit transaction: the function checks that every record applied and that the
+head has not moved before it writes the entries and moves the head, and rolls everything back
+otherwise. Then, and for a tenant's first flush, the careful way follows: an explicit
+transaction in which the call reports what applied and locks the head, and the entries of what
+applied are chained from it; four round trips. The head row is held only from the end of the
+writes to the commit, never for the life of a run. A tenant has at most one flush in flight per
+instance; other tenants flush beside it on the journal's other connections.
 
 A batch that Postgres refuses (a run id taken by another instance in the meantime, a value the
 database cannot store) is retried record by record, each in a transaction of its own, so a record
@@ -50,72 +56,13 @@ log = logging.getLogger("sba.journal")
 
 MAX_BATCH = 256
 
-_ENTER = "SELECT set_config('app.tenant_id', $1, true)"
-_ENTER_AS = "SELECT set_config('role', $2, true), set_config('app.tenant_id', $1, true)"
+# The flush itself is a function in the schema (migration 0016): it drops to the application
+# role, sets the transaction's tenant and writes the records (see the migration for what
+# applies). Given the audit head the journal expects and the entries chained from it, it is the
+# whole flush in one round trip; given none, it works inside the caller's transaction and
+# returns which records applied and the tenant's head, locked.
+_FLUSH = "SELECT * FROM sba_journal_flush(" + ", ".join(f"${i}" for i in range(1, 35)) + ")"
 _KNOWN = "SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2::text[])"
-# One statement writes a flush's changes and takes the tenant's audit head. Endings apply only
-# to runs still pending or running (the first ending stands); starts insert runs whose ids are
-# free, and their threads; messages are written for the records that applied, skipping those
-# the thread holds already (clients resend their history), at the positions after the
-# thread's last, in the order given. The head is created at sequence 0 for a tenant's first
-# entry and locked either way. Foreign keys are checked when the statement ends, so a run and
-# its new thread go in together.
-_WRITE = """
-WITH ended AS (
-    UPDATE runs SET status = e.status, input_tokens = e.input_tokens,
-           output_tokens = e.output_tokens, error_code = e.error_code,
-           error_message = e.error_message, finished_at_ms = e.finished_at_ms, model = e.model
-    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
-                $8::bigint[], $9::text[])
-         AS e(id, status, input_tokens, output_tokens, error_code, error_message,
-              finished_at_ms, model)
-    WHERE runs.tenant_id = $1 AND runs.id = e.id AND runs.status IN ('pending', 'running')
-    RETURNING runs.id
-), started AS (
-    INSERT INTO runs (tenant_id, id, thread_id, agent, status, input_tokens, output_tokens,
-                      created_at_ms, model)
-    SELECT $1, s.id, s.thread_id, s.agent, s.status, 0, 0, s.at, ''
-    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
-         AS s(id, thread_id, agent, status, at)
-    ON CONFLICT DO NOTHING
-    RETURNING id, thread_id, created_at_ms
-), threads_added AS (
-    INSERT INTO threads (tenant_id, id, created_at_ms)
-    SELECT DISTINCT ON (thread_id) $1, thread_id, created_at_ms
-    FROM started ORDER BY thread_id, created_at_ms
-    ON CONFLICT DO NOTHING
-), incoming AS (
-    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-                         $20::bigint[], $21::text[], $22::text[])
-    WITH ORDINALITY AS i(run_id, thread_id, id, role, content, created_at_ms, tool_calls,
-                         tool_call_id, ord)
-), fresh AS (
-    SELECT DISTINCT ON (i.thread_id, i.id) i.*
-    FROM incoming i
-    WHERE i.run_id IN (SELECT id FROM ended UNION ALL SELECT id FROM started)
-      AND NOT EXISTS (
-          SELECT 1 FROM messages m
-          WHERE m.tenant_id = $1 AND m.thread_id = i.thread_id AND m.id = i.id
-      )
-    ORDER BY i.thread_id, i.id, i.ord
-), messages_added AS (
-    INSERT INTO messages (tenant_id, thread_id, id, position, role, content, created_at_ms,
-                          tool_calls, tool_call_id)
-    SELECT $1, f.thread_id, f.id,
-           coalesce((SELECT max(m.position) FROM messages m
-                     WHERE m.tenant_id = $1 AND m.thread_id = f.thread_id), -1)
-           + row_number() OVER (PARTITION BY f.thread_id ORDER BY f.ord),
-           f.role, f.content, f.created_at_ms, f.tool_calls, f.tool_call_id
-    FROM fresh f
-), head AS (
-    INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $23)
-    ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq
-    RETURNING seq, hash
-)
-SELECT 'e' AS kind, id, NULL::bigint AS seq, NULL::text AS hash FROM ended
-UNION ALL SELECT 's', id, NULL, NULL FROM started
-UNION ALL SELECT 'h', NULL, seq, hash FROM head
-"""
 _AUDIT = """
 WITH entries AS (
     INSERT INTO audit_entries (tenant_id, seq, at_ms, actor, action, subject, details,
@@ -126,6 +73,12 @@ WITH entries AS (
 )
 UPDATE audit_heads SET seq = $10, hash = $11 WHERE tenant_id = $1
 """
+# The one-round-trip flush found a record that did not apply as expected, or the audit head
+# moved since the journal saw it: nothing of it was written, the careful flush follows.
+_SURPRISED = {"SBJ01", "SBJ02"}
+# Audit heads remembered, one per tenant written lately; a tenant not among them takes the
+# careful way once.
+HEADS_KEPT = 4096
 
 # SQLSTATEs that are the record's fault, not the database's.
 _RLS = "42501"
@@ -231,6 +184,7 @@ class PostgresRunJournal:
         self._queued: dict[TenantId, list[_Record]] = {}
         self._flushing: set[TenantId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._heads: dict[TenantId, AuditHead] = {}
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -370,30 +324,41 @@ class PostgresRunJournal:
                 ends[record.run.id] = record
                 messages.extend(_message_rows(record.run, record.replies))
         ending = [r.run for r in ends.values()]
-        async with conn.transaction():
-            if self._app_role is None:
-                await conn.execute(_ENTER, tenant)
+        writes = (
+            tenant,
+            self._app_role,
+            [r.id for r in ending],
+            [r.status.value for r in ending],
+            [r.usage.input_tokens for r in ending],
+            [r.usage.output_tokens for r in ending],
+            [r.error_code for r in ending],
+            [r.error_message for r in ending],
+            [r.finished_at_ms for r in ending],
+            [r.model for r in ending],
+            [r.run.id for r in starts],
+            [r.run.thread_id for r in starts],
+            [r.run.agent for r in starts],
+            [r.run.status.value for r in starts],
+            [r.run.created_at_ms for r in starts],
+            *_columns(messages, 8),
+            GENESIS,
+        )
+        head = self._heads.get(tenant)
+        if head is not None and (starts or ends):
+            # Every record is expected to apply: their entries are chained from the head the
+            # journal left, and the function checks both before it writes them.
+            entries, moved = _chained(tenant, head, _events(batch))
+            try:
+                await conn.execute(_FLUSH, *writes, head.seq, head.hash, *_columns(entries, 8))
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) not in _SURPRISED:
+                    raise
             else:
-                await conn.execute(_ENTER_AS, tenant, self._app_role)
-            rows = await conn.fetch(
-                _WRITE,
-                tenant,
-                [r.id for r in ending],
-                [r.status.value for r in ending],
-                [r.usage.input_tokens for r in ending],
-                [r.usage.output_tokens for r in ending],
-                [r.error_code for r in ending],
-                [r.error_message for r in ending],
-                [r.finished_at_ms for r in ending],
-                [r.model for r in ending],
-                [r.run.id for r in starts],
-                [r.run.thread_id for r in starts],
-                [r.run.agent for r in starts],
-                [r.run.status.value for r in starts],
-                [r.run.created_at_ms for r in starts],
-                *_columns(messages, 8),
-                GENESIS,
-            )
+                self._remember(tenant, moved)
+                return
+            self._heads.pop(tenant, None)
+        async with conn.transaction():
+            rows = await conn.fetch(_FLUSH, *writes, None, None, *([[]] * 8))
             ended = {row[1] for row in rows if row[0] == "e"}
             started = {row[1] for row in rows if row[0] == "s"}
             seq, hash_ = next((row[2], row[3]) for row in rows if row[0] == "h")
@@ -408,32 +373,45 @@ class PostgresRunJournal:
                         ends[run_id].skip = True  # it ended already: the first ending stands
                     else:
                         ends[run_id].error = NotFound(f"run {run_id} was never recorded")
-            events: list[tuple[AuditEvent, int]] = []
-            for record in batch:
-                if record.error is not None or record.skip:
-                    continue
-                run = record.run
-                if isinstance(record, _Start):
-                    events.append((run_started(run, len(record.messages)), run.created_at_ms))
-                else:
-                    events.extend((tool_called(run, c), c.at_ms) for c in record.tool_calls)
-                    events.append((run_finished(run), run.finished_at_ms or run.created_at_ms))
+            moved = AuditHead(int(seq), hash_)
+            events = _events(batch)
             if events:
-                await self._append_audit(conn, tenant, seq, hash_, events)
+                entries, moved = _chained(tenant, moved, events)
+                await conn.execute(_AUDIT, tenant, *_columns(entries, 8), moved.seq, moved.hash)
+        self._remember(tenant, moved)
 
-    async def _append_audit(
-        self,
-        conn: asyncpg.Connection,
-        tenant: TenantId,
-        seq: int,
-        hash_: str,
-        events: list[tuple[AuditEvent, int]],
-    ) -> None:
-        head = None if seq == 0 else AuditHead(int(seq), hash_)
-        rows: list[tuple[Any, ...]] = []
-        for event, at_ms in events:
-            entry = chain(tenant, head, at_ms, event)
-            rows.append(entry_row(entry, event)[1:])  # the tenant goes once, as $1
-            head = AuditHead(entry.seq, entry.hash)
-        assert head is not None
-        await conn.execute(_AUDIT, tenant, *_columns(rows, 8), head.seq, head.hash)
+    def _remember(self, tenant: TenantId, head: AuditHead) -> None:
+        """The tenant's head as the journal's last commit left it, most recent last."""
+        self._heads.pop(tenant, None)
+        self._heads[tenant] = head
+        if len(self._heads) > HEADS_KEPT:
+            del self._heads[next(iter(self._heads))]
+
+
+def _events(batch: list[_Record]) -> list[tuple[AuditEvent, int]]:
+    """The audit events of the records that applied (those neither refused nor skipped)."""
+    events: list[tuple[AuditEvent, int]] = []
+    for record in batch:
+        if record.error is not None or record.skip:
+            continue
+        run = record.run
+        if isinstance(record, _Start):
+            events.append((run_started(run, len(record.messages)), run.created_at_ms))
+        else:
+            events.extend((tool_called(run, c), c.at_ms) for c in record.tool_calls)
+            events.append((run_finished(run), run.finished_at_ms or run.created_at_ms))
+    return events
+
+
+def _chained(
+    tenant: TenantId, head: AuditHead, events: list[tuple[AuditEvent, int]]
+) -> tuple[list[tuple[Any, ...]], AuditHead]:
+    """The entries' rows (the tenant left out: it goes once) chained after ``head`` (sequence 0:
+    the tenant has no entry yet), and the head they leave."""
+    last: AuditHead | None = None if head.seq == 0 else head
+    rows: list[tuple[Any, ...]] = []
+    for event, at_ms in events:
+        entry = chain(tenant, last, at_ms, event)
+        rows.append(entry_row(entry, event)[1:])
+        last = AuditHead(entry.seq, entry.hash)
+    return rows, last or head
