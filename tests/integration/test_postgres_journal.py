@@ -236,8 +236,11 @@ async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
             assert results[1] is None
             assert isinstance(results[2], NotFound)
             assert results[3] is None
-            # One flush: the one statement rolled back, then the careful way.
-            assert calls(statements) == ["flush", "begin", "flush", "select", "with", "commit"]
+            # The first went at once, alone; the three that came meanwhile went together. Each
+            # time the one statement rolled back, then the careful way.
+            alone = ["flush", "begin", "flush", "commit"]
+            together = ["flush", "begin", "flush", "select", "with", "commit"]
+            assert calls(statements) == [*alone, *together]
             entries = await verified_trail(SqlaUnitOfWork(db), T)
             assert [(e.action, e.subject) for e in entries] == [
                 ("run.started", "r1"),
@@ -249,3 +252,42 @@ async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
             assert [m.id for m in listed] == ["m1", "a1", "m2"]
         finally:
             await journal.close()
+
+
+async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
+    request, tmp_path
+) -> None:
+    from adapters.postgres.journal import _FLUSH
+    from domain.audit.model import GENESIS
+
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+
+        async def planning_after_a_start(run_id: str) -> str:
+            ends: list[list[object]] = [[] for _ in range(8)]
+            start = [[run_id], ["t1"], ["assistant"], ["pending"], [1]]
+            messages = [[run_id], ["t1"], [f"m-{run_id}"], ["user"], ["hi"], [1], [None], [None]]
+            async with conn.transaction():
+                await conn.fetch(
+                    _FLUSH,
+                    T,
+                    DEFAULT_APP_ROLE,
+                    *ends,
+                    *start,
+                    *messages,
+                    GENESIS,
+                    None,
+                    None,
+                    *([[]] * 8),
+                )
+                return str(await conn.fetchval("SELECT current_setting('plan_cache_mode')"))
+
+        try:
+            # A new database: nothing analyzed yet, so a generic plan would be made blind.
+            assert await planning_after_a_start("r1") == "force_custom_plan"
+            await conn.execute("ANALYZE runs, threads, messages")
+            assert await planning_after_a_start("r2") == "auto"
+            assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "auto"
+        finally:
+            await conn.close()

@@ -209,12 +209,20 @@ class PostgresRunJournal:
 
     async def _submit(self, record: _Record) -> None:
         tenant = record.run.tenant_id
-        self._queued.setdefault(tenant, []).append(record)
-        if tenant not in self._flushing:
-            self._flushing.add(tenant)
-            task = asyncio.get_running_loop().create_task(self._drain(tenant))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if tenant in self._flushing:
+            self._queued.setdefault(tenant, []).append(record)
+            await record.future
+            return
+        # Nothing of the tenant's is being written: the record goes now, from the task that
+        # submits it (no task to start, no waiter to wake: under load each is a turn of the
+        # event loop), and what arrives meanwhile waits for the drain that follows.
+        self._flushing.add(tenant)
+        try:
+            await self._write_batch(tenant, [record])
+        finally:
+            self._hand_over(tenant)
+            if record.future.done() and not record.future.cancelled():
+                record.future.exception()  # taken here; raised by the await below
         await record.future
 
     async def _drain(self, tenant: TenantId) -> None:
@@ -222,24 +230,30 @@ class PostgresRunJournal:
         the next one and goes with everything else that arrived meanwhile."""
         try:
             while batch := self._take(tenant):
-                try:
-                    await self._flush(tenant, batch)
-                except BaseException as exc:
-                    error = _translate(exc)
-                    for record in batch:
-                        record.error = record.error or error
-                    if not isinstance(exc, Exception):
-                        raise
-                finally:
-                    settle(batch)
+                await self._write_batch(tenant, batch)
         finally:
-            self._flushing.discard(tenant)
-            # Records queued after the last take but before the discard start a new drain.
-            if self._queued.get(tenant):
-                self._flushing.add(tenant)
-                task = asyncio.get_running_loop().create_task(self._drain(tenant))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._hand_over(tenant)
+
+    def _hand_over(self, tenant: TenantId) -> None:
+        """The tenant's writing ends, or goes on in a drain for what was queued meanwhile."""
+        self._flushing.discard(tenant)
+        if self._queued.get(tenant):
+            self._flushing.add(tenant)
+            task = asyncio.get_running_loop().create_task(self._drain(tenant))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write_batch(self, tenant: TenantId, batch: list[_Record]) -> None:
+        try:
+            await self._flush(tenant, batch)
+        except BaseException as exc:
+            error = _translate(exc)
+            for record in batch:
+                record.error = record.error or error
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            settle(batch)
 
     def _take(self, tenant: TenantId) -> list[_Record]:
         queued = self._queued.get(tenant)

@@ -50,6 +50,10 @@ _TYPES = (
     "text[], text[], text[], text[]"
 )
 
+# Every look-up also names its keys as a whole (``runs.id = ANY(e_id)``, the messages' threads
+# and ids, beside the joins), so that a plan may read them by index rather than read all of the
+# tenant's rows and join them.
+#
 # Endings apply only to runs still pending or running (the first ending stands); starts insert
 # runs whose ids are free, and their threads; messages are written for the records that
 # applied, skipping those the thread holds already (clients resend their history), at the
@@ -66,6 +70,15 @@ BEGIN
         PERFORM set_config('role', p_role, true);
     END IF;
     PERFORM set_config('app.tenant_id', p_tenant, true);
+    -- Until the tables have been analyzed (a new database, before autovacuum's first ANALYZE)
+    -- Postgres takes a tenant for a handful of rows, and the generic plan it keeps from then
+    -- reads all of the tenant's runs or messages for each record. Each statement is planned for
+    -- its values until there are statistics; then plans are kept as usual.
+    IF EXISTS (SELECT 1 FROM pg_class
+               WHERE oid IN ('runs'::regclass, 'threads'::regclass, 'messages'::regclass)
+                 AND reltuples <= 0) THEN
+        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
+    END IF;
 
     WITH ended AS (
         UPDATE runs SET status = e.status, input_tokens = e.input_tokens,
@@ -75,7 +88,7 @@ BEGIN
         FROM unnest(e_id, e_status, e_input, e_output, e_code, e_message, e_finished, e_model)
              AS e(id, status, input_tokens, output_tokens, error_code, error_message,
                   finished_at_ms, model)
-        WHERE runs.tenant_id = p_tenant AND runs.id = e.id
+        WHERE runs.tenant_id = p_tenant AND runs.id = ANY(e_id) AND runs.id = e.id
           AND runs.status IN ('pending', 'running')
         RETURNING runs.id
     ), started AS (
@@ -102,7 +115,8 @@ BEGIN
         WHERE i.run_id IN (SELECT id FROM ended UNION ALL SELECT id FROM started)
           AND NOT EXISTS (
               SELECT 1 FROM messages m
-              WHERE m.tenant_id = p_tenant AND m.thread_id = i.thread_id AND m.id = i.id
+              WHERE m.tenant_id = p_tenant AND m.thread_id = ANY(m_thread) AND m.id = ANY(m_id)
+                AND m.thread_id = i.thread_id AND m.id = i.id
           )
         ORDER BY i.thread_id, i.id, i.ord
     ), messages_added AS (
