@@ -17,7 +17,9 @@ otherwise. Then, and for a tenant's first flush, the careful way follows: an exp
 transaction in which the call reports what applied and locks the head, and the entries of what
 applied are chained from it; four round trips. The head row is held only from the end of the
 writes to the commit, never for the life of a run. A tenant has at most one flush in flight per
-instance; other tenants flush beside it on the journal's other connections.
+instance; other tenants flush beside it on the journal's other connections. A record submitted
+while its tenant has none in flight is written at once by the task that submitted it; those
+arriving meanwhile go together in the drain that follows.
 
 A batch that Postgres refuses (a run id taken by another instance in the meantime, a value the
 database cannot store) is retried record by record, each in a transaction of its own, so a record
