@@ -22,6 +22,11 @@ from tests.pg import ADMIN_DSN, pg_template  # noqa: F401 - fixture
 T = TenantId("ten_a")
 
 
+def plain_dsn(db) -> str:
+    """The database's URL as asyncpg takes it."""
+    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def terminate_connections(database: str) -> int:
     """Closes every server connection to ``database``, as a restart or failover would."""
     admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
@@ -61,7 +66,7 @@ async def test_transactions_after_the_server_closed_the_pool_succeed(request, tm
 
 async def test_the_run_journal_recovers_from_closed_connections(request, tmp_path) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
         try:
             await journal.record_start(run("r1"), [message("m1")])
@@ -81,7 +86,7 @@ async def test_a_record_postgres_cannot_store_fails_alone_naming_no_sql(request,
     from application.errors import InvalidInput
 
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
         bad = Message(id=MessageId("m0"), role=Role.USER, content="a\x00b", created_at_ms=1)
         try:
@@ -107,7 +112,7 @@ async def test_the_journal_in_pooler_mode_leaves_no_prepared_statement_on_the_se
     request, tmp_path, pooler: bool, expect_left: bool
 ) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE, pooler=pooler, connections=1)
         try:
             for i in range(3):  # repeated statements are what a cache would prepare
@@ -157,7 +162,7 @@ def answer(mid: str) -> Message:
 
 async def test_after_a_tenant_s_first_flush_each_flush_is_one_statement(request, tmp_path) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         journal, statements = await logged_journal(dsn)
         try:
             await journal.record_start(run("r1"), [message("m1")])
@@ -187,7 +192,7 @@ async def test_a_head_another_instance_moved_is_found_and_the_chain_holds(
     request, tmp_path
 ) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         first, said = await logged_journal(dsn)
         second = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE)
         try:
@@ -219,7 +224,7 @@ async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
     from application.errors import Conflict, NotFound
 
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         journal, statements = await logged_journal(dsn)
         try:
             await journal.record_start(run("r1"), [message("m1")])
@@ -261,7 +266,7 @@ async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
     from domain.audit.model import GENESIS
 
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = plain_dsn(db)
         conn = await asyncpg.connect(dsn)
 
         async def planning_after_a_start(run_id: str) -> str:
