@@ -296,3 +296,17 @@ async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
             assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "auto"
         finally:
             await conn.close()
+
+
+async def test_only_the_application_role_may_call_the_flush(request, tmp_path) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        conn = await asyncpg.connect(plain_dsn(db))
+        try:
+            signature = await conn.fetchval(
+                "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'sba_journal_flush'"
+            )
+            allowed = "SELECT has_function_privilege($1, $2, 'EXECUTE')"
+            assert await conn.fetchval(allowed, DEFAULT_APP_ROLE, signature) is True
+            assert await conn.fetchval(allowed, "public", signature) is False
+        finally:
+            await conn.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from adapters.sqla.rls import is_postgres
+from adapters.sqla.rls import app_role, is_postgres
 
 revision = "0016"
 down_revision = "0015"
@@ -174,6 +174,11 @@ def upgrade() -> None:
             "LANGUAGE plpgsql VOLATILE SECURITY INVOKER\n"
             f"AS $fn${_BODY}$fn$"
         )
+        # Only the application role (and so the logins that act as it) may call it; a role
+        # that could not write the tables could not use it either, but an API that exposes the
+        # schema's functions (Supabase's) need not list it.
+        op.execute(f"REVOKE ALL ON FUNCTION sba_journal_flush({_TYPES}) FROM PUBLIC")
+        op.execute(f'GRANT EXECUTE ON FUNCTION sba_journal_flush({_TYPES}) TO "{app_role()}"')
 
 
 def downgrade() -> None:
