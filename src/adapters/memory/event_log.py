@@ -28,10 +28,13 @@ class _RunBuffer:
 
     def wake(self) -> None:
         self.due = None
-        if self.waiters:
-            waiters, self.waiters = self.waiters, []
+        waiters = self.waiters
+        if waiters:
+            # Emptied in place: a new list per wake-up would be an object more per event.
+            # (Setting a result only schedules the waiter: nothing joins the list meanwhile.)
             for fut in waiters:
                 _wake(fut)
+            waiters.clear()
 
     @property
     def last_seq(self) -> int:

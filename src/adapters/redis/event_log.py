@@ -32,7 +32,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, get_args
 
 import msgspec
@@ -248,18 +248,22 @@ class RedisRunEventLog:
 
     # -- reading (any instance) ---------------------------------------------------------------
 
-    async def read(
+    def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
-    ) -> EventBatch | None:
+    ) -> Coroutine[Any, Any, EventBatch | None]:
+        # Not a coroutine of its own: a held stream's reader waits in the in-process log's, and
+        # a layer more (with the closure the Redis path needs) would be objects alive per held
+        # stream, renewed with every event.
         held = self._local.held(tenant_id, run_id)
         if held is not None and after + 1 >= held[0]:
             # The reader had everything up to ``after``: what of it is in Redis goes from here.
             self._local.release(tenant_id, run_id, after)
-            return await self._local.read(tenant_id, run_id, after=after, wait_s=wait_s)
+            return self._local.read(tenant_id, run_id, after=after, wait_s=wait_s)
         # Not run here, or the reader wants events already written to Redis and let go of
         # (another reader of the run on this instance was further on).
-        return await self._store.run(
-            "event log read", lambda: self._read_remote(tenant_id, run_id, after, wait_s)
+        return self._store.run(
+            "event log read",
+            functools.partial(self._read_remote, tenant_id, run_id, after, wait_s),
         )
 
     async def _read_remote(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from application.authz import authorize
 from application.conversation.ports import (
-    ChatChunk,
     ChatModel,
     ChatRequest,
     EventBatch,
@@ -302,30 +301,23 @@ class _Tally:
 
     usage: Usage
     model: str = ""
-    # The turn streaming now, until its model reports what it used.
-    _prompt: int = 0
-    _streamed: int = 0
-    _reported: bool = True
+    # The turn streaming now, until its model reports what it used: its prompt's estimate and
+    # the pieces streamed back so far (counted by the step itself, not by a wrapping stream:
+    # a layer of async generator per chunk costs CPU, and an object alive per held stream).
+    prompt: int = 0
+    streamed: int = 0
+    reported: bool = True
 
-    async def metered(
-        self, stream: AsyncIterator[ChatChunk], request: ChatRequest
-    ) -> AsyncIterator[ChatChunk]:
-        self._prompt, self._streamed, self._reported = _prompt_tokens(request), 0, False
-        async for chunk in stream:
-            if isinstance(chunk, UsageChunk):
-                self._reported = True
-            elif isinstance(chunk, TextChunk | ModelToolCallDelta):
-                self._streamed += 1
-            yield chunk
-        self._reported = True
+    def begin(self, request: ChatRequest) -> None:
+        self.prompt, self.streamed, self.reported = _prompt_tokens(request), 0, False
 
     def cut_short(self) -> None:
         """A turn that ended before its model reported usage (cancelled, or failed midway) is
         counted by estimate: its prompt, and a token per piece that streamed back. Providers
         charge for both, so a cancelled run is not free."""
-        if not self._reported and self._streamed:
-            self.usage = self.usage + Usage(input_tokens=self._prompt, output_tokens=self._streamed)
-        self._reported = True
+        if not self.reported and self.streamed:
+            self.usage = self.usage + Usage(input_tokens=self.prompt, output_tokens=self.streamed)
+        self.reported = True
 
 
 class ExecuteRun:
@@ -608,8 +600,10 @@ class ExecuteRun:
         # Each chunk is appended as it comes: readers wake once per loop turn and take
         # everything appended since, so a fast model's tokens leave in few large writes
         # while a slow model's leave one by one.
-        async for chunk in tally.metered(self._model.stream(request), request):
+        tally.begin(request)
+        async for chunk in self._model.stream(request):
             if isinstance(chunk, TextChunk):
+                tally.streamed += 1
                 if not chunk.delta:
                     continue
                 if not open_text:
@@ -641,6 +635,7 @@ class ExecuteRun:
                     ),
                 )
             elif isinstance(chunk, ModelToolCallDelta):
+                tally.streamed += 1
                 pending = calls.get(chunk.call_id)
                 if pending is None:
                     raise ModelError(
@@ -653,8 +648,10 @@ class ExecuteRun:
                 if chunk.call_id in calls:
                     await log.append(tenant_id, run_id, (ToolCallEnded(call_id=chunk.call_id),))
             elif isinstance(chunk, UsageChunk):
+                tally.reported = True
                 tally.usage = tally.usage + chunk.usage
                 tally.model = chunk.model or tally.model
+        tally.reported = True
         if open_text:
             await log.append(tenant_id, run_id, (TextMessageEnded(message_id=message_id),))
         await log.append(tenant_id, run_id, (StepFinished(name=step_name),))
