@@ -16,6 +16,11 @@ from domain.tenancy.model import Tenant
 from tests.pg import drop_database, fresh_database
 
 
+def plain_dsn(db: Database) -> str:
+    """The database's URL as asyncpg takes it (the adapters that skip SQLAlchemy)."""
+    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @asynccontextmanager
 async def sql_database(
     kind: str, request, tmp_path, *, tenants: Iterable[TenantId] = (), pool_size: int = 5

@@ -401,6 +401,8 @@ class PostgresSettings(_Section, frozen=True):
     # Connections of the run journal's own pool (asyncpg): tenants flush beside each other on
     # them, each tenant's records grouped into one transaction at a time (0034).
     journal_connections: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # Connections of the knowledge search's own pool (asyncpg): a search is one call (0046).
+    search_connections: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
 
 class LogSettings(_Section, frozen=True):

@@ -1,4 +1,5 @@
-"""KnowledgeStore contract on the in-memory store, SQLite FTS5 and Postgres full-text search."""
+"""KnowledgeStore contract on the in-memory store, SQLite FTS5 and Postgres full-text search
+(searching through SQLAlchemy, and through asyncpg's one-call search)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,34 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.memory.knowledge import MemoryKnowledgeStore
+from adapters.postgres.knowledge import AsyncpgKnowledgeStore
 from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
+from adapters.sqla.rls import DEFAULT_APP_ROLE
 from application.knowledge.ports import KnowledgeStore
 from domain.ids import TenantId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
-from tests.db import sql_database
+from tests.db import plain_dsn, sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "postgres-asyncpg"])
 async def store(request, tmp_path) -> AsyncIterator[KnowledgeStore]:
     if request.param == "memory":
         yield MemoryKnowledgeStore()
         return
-    async with sql_database(request.param, request, tmp_path, tenants=(A, B)) as db:
-        yield PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
+    kind = request.param.removesuffix("-asyncpg")
+    async with sql_database(kind, request, tmp_path, tenants=(A, B)) as db:
+        if request.param == "postgres-asyncpg":
+            fast = AsyncpgKnowledgeStore(db, plain_dsn(db), app_role=DEFAULT_APP_ROLE)
+            try:
+                yield fast
+            finally:
+                await fast.close()
+        else:
+            yield PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
 
 
 def doc(id: str, title: str, content: str, tenant: TenantId = A, **kw) -> KbDocument:

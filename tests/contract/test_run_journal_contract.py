@@ -26,7 +26,7 @@ from domain.ids import MessageId, RunId, TenantId, ThreadId
 from domain.tenancy.model import Tenant
 from domain.tools.model import ToolInvocation, ToolOutcome
 from tests.audit_support import verified_trail
-from tests.db import sql_database
+from tests.db import plain_dsn, sql_database
 from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
@@ -75,10 +75,6 @@ async def make_subject(kind: str, request, tmp_path) -> AsyncIterator[Subject]:
                     j.close()
                 elif isinstance(j, PostgresRunJournal):
                     await j.close()
-
-
-def plain_dsn(db: Any) -> str:
-    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 # The journals each configuration runs: the transactional one serves memory and an in-memory

@@ -16,15 +16,10 @@ from adapters.sqla.uow import SqlaUnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from tests.audit_support import verified_trail
-from tests.db import sql_database
+from tests.db import plain_dsn, sql_database
 from tests.pg import ADMIN_DSN, pg_template  # noqa: F401 - fixture
 
 T = TenantId("ten_a")
-
-
-def plain_dsn(db) -> str:
-    """The database's URL as asyncpg takes it."""
-    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def terminate_connections(database: str) -> int:
@@ -117,7 +112,7 @@ async def test_the_journal_in_pooler_mode_leaves_no_prepared_statement_on_the_se
         try:
             for i in range(3):  # repeated statements are what a cache would prepare
                 await journal.record_start(run(f"r{i}"), [message(f"m{i}")])
-            pool = journal._pool
+            pool = journal._pool.made
             assert pool is not None
             async with pool.acquire() as conn:
                 left = await conn.fetchval(
@@ -133,7 +128,7 @@ async def logged_journal(dsn: str) -> tuple[PostgresRunJournal, list[str]]:
     """A journal on one connection whose every statement, from now on, is listed."""
     journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE, connections=1)
     statements: list[str] = []
-    pool = await journal._pool_ready()
+    pool = await journal._pool.get()
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda record: statements.append(record.query))
     return journal, statements

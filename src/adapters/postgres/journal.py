@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncpg
 
+from adapters.postgres.pool import LazyPool, is_connection_error
 from adapters.sqla.audit import entry_row
 from adapters.sqla.repositories import encode_tool_calls
 from adapters.sqla.sqlite_journal import settle
@@ -123,23 +124,6 @@ def _translate(exc: BaseException) -> ApplicationError:
     return ServiceUnavailable("the database is unavailable")
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError
-        # A connection the server closed while it sat in the pool is found out this way.
-        | asyncpg.exceptions.InternalClientError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.exceptions.OperatorInterventionError,
-    )
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    return None
-
-
 def _message_rows(run: Run, messages: Sequence[Message]) -> list[tuple[Any, ...]]:
     return [
         (
@@ -176,13 +160,10 @@ class PostgresRunJournal:
         connections: int = 4,
         connect_timeout_s: float = 5.0,
     ) -> None:
-        self._dsn = dsn
         self._app_role = app_role
-        self._pooler = pooler
-        self._connections = connections
-        self._connect_timeout_s = connect_timeout_s
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self._pool = LazyPool(
+            dsn, size=connections, pooler=pooler, connect_timeout_s=connect_timeout_s
+        )
         self._queued: dict[TenantId, list[_Record]] = {}
         self._flushing: set[TenantId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -203,9 +184,7 @@ class PostgresRunJournal:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -271,31 +250,15 @@ class PostgresRunJournal:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def _pool_ready(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self._connections,
-                        timeout=self._connect_timeout_s,
-                        statement_cache_size=0 if self._pooler else 128,
-                        # Every setting is transaction-local and no session state is left
-                        # behind, so a connection goes back without a reset round trip.
-                        reset=_keep_session,
-                    )
-        return self._pool
-
     async def _flush(self, tenant: TenantId, batch: list[_Record]) -> None:
         for attempt in (1, 2):
             try:
-                pool = await self._pool_ready()
+                pool = await self._pool.get()
                 async with pool.acquire() as conn:
                     await self._write_isolating(conn, tenant, batch)
                 return
             except Exception as exc:
-                if attempt == 2 or not _is_connection_error(exc):
+                if attempt == 2 or not is_connection_error(exc):
                     raise
                 log.warning("run journal connection lost; retrying the flush once", exc_info=exc)
                 for record in batch:
@@ -307,7 +270,7 @@ class PostgresRunJournal:
         try:
             await self._write(conn, tenant, batch)
         except asyncpg.PostgresError as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise
             if len(batch) == 1:
                 batch[0].error = _translate(exc)

@@ -45,6 +45,7 @@ from adapters.observability.telemetry import Telemetry
 from adapters.observability.tracing import trace_engine
 from adapters.outbound import guarded_client
 from adapters.postgres.journal import PostgresRunJournal
+from adapters.postgres.knowledge import AsyncpgKnowledgeStore
 from adapters.redis.cache import RedisCache
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.event_log import RedisRunEventLog
@@ -54,7 +55,7 @@ from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.redis.replay import RedisReplayGuard
 from adapters.sqla.export import SqlaTenantExport
 from adapters.sqla.interrupts import SqlaInterruptStore
-from adapters.sqla.knowledge import PostgresKnowledgeStore, SqliteKnowledgeStore
+from adapters.sqla.knowledge import SqliteKnowledgeStore
 from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.scope import Database
 from adapters.sqla.sqlite_journal import SqliteRunJournal
@@ -142,6 +143,12 @@ from entrypoints.settings import (
     Settings,
     SettingsError,
 )
+
+
+def _asyncpg_dsn(settings: Settings) -> str:
+    """The database URL as asyncpg takes it (the hot paths that skip SQLAlchemy)."""
+    url = make_url(settings.effective_database_url)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +252,7 @@ class InfrastructureProvider(Provider):
         if url.get_backend_name() == "postgresql":
             pg = settings.postgres
             inner = PostgresRunJournal(
-                url.set(drivername="postgresql").render_as_string(hide_password=False),
+                _asyncpg_dsn(settings),
                 app_role=pg.app_role or None,
                 pooler=pg.pooler,
                 connections=pg.journal_connections,
@@ -395,8 +402,23 @@ class InfrastructureProvider(Provider):
         return MemoryConcurrencyGuard(limiter=limiter)
 
     @provide
-    def knowledge_store(self, db: Database) -> KnowledgeStore:
-        return PostgresKnowledgeStore(db) if db.is_postgres else SqliteKnowledgeStore(db)
+    async def knowledge_store(
+        self, db: Database, settings: Settings
+    ) -> AsyncIterator[KnowledgeStore]:
+        if not db.is_postgres:
+            yield SqliteKnowledgeStore(db)
+            return
+        # Searches go through asyncpg, one round trip each (ADR 0046).
+        pg = settings.postgres
+        store = AsyncpgKnowledgeStore(
+            db,
+            _asyncpg_dsn(settings),
+            app_role=pg.app_role or None,
+            pooler=pg.pooler,
+            connections=pg.search_connections,
+        )
+        yield store
+        await store.close()
 
     @provide
     async def embeddings(self, settings: Settings) -> AsyncIterator[Embeddings]:
