@@ -370,6 +370,40 @@ async def test_one_flush_writes_one_stream_entry_per_run_and_marks_the_last() ->
         assert batch is not None and batch.complete and batch.last_seq == 22
 
 
+class RecordingStore(RedisStore):
+    """Lists the commands each pipeline sends (to the real Redis underneath)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.sent: list[tuple[Any, ...]] = []
+
+    async def pipeline(self, commands, scripts=()):
+        self.sent.extend(commands)
+        return await super().pipeline(commands, scripts)
+
+
+async def test_entries_between_a_runs_first_and_last_are_plain_xadds() -> None:
+    async with redis_store() as plain:
+        store = RecordingStore(plain.client, prefix=plain.prefix)
+        log = RedisRunEventLog(store, max_events=2)
+        await log.open(A, RUN)
+        await log.append(A, RUN, [START])
+        await log.flushed()
+        for i in range(3):
+            await log.append(A, RUN, [delta(i)])
+            await log.flushed()
+        await log.append(A, RUN, [END])
+        await log.flushed()
+        assert [c[0] for c in store.sent] == ["EVALSHA", "XADD", "XADD", "XADD", "EVALSHA"]
+        stream = store.key(f"r:{A}:{RUN}", "log")
+        # The middle entries trimmed the older ones as the script does; the end set the expiry.
+        assert [e[0] for e in await plain.client.xrange(stream)] == [b"0-4", b"0-5"]
+        assert 0 < await plain.client.pttl(stream) <= 60_000
+        batch = await RedisRunEventLog(plain).read(A, RUN, after=0, wait_s=0)
+        assert batch is not None and batch.complete
+        assert (batch.first_seq, list(batch.events)) == (4, [delta(2), END])
+
+
 class FlakyStore(RedisStore):
     """Fails the writes it is told to, as a Redis that went away for a moment."""
 
