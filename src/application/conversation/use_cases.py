@@ -320,6 +320,13 @@ class _Tally:
         self.reported = True
 
 
+def _offered(
+    backend: Sequence[ToolSpec], client_tools: Sequence[ToolSpec], client_names: set[str]
+) -> tuple[ToolSpec, ...]:
+    """The tools a run offers its model: the backend's, less those the client brings itself."""
+    return tuple([t for t in backend if t.name not in client_names] + list(client_tools))
+
+
 class ExecuteRun:
     """The agent loop. Each step streams the model into the event log: its text as a message,
     its tool calls as tool-call events. Backend tool calls run (concurrently) through
@@ -399,9 +406,7 @@ class ExecuteRun:
         try:
             backend = self._list_tools(job.tenant_slug)
             client_names = {t.name for t in job.client_tools}
-            tools = tuple(
-                [t for t in backend if t.name not in client_names] + list(job.client_tools)
-            )
+            tools = _offered(backend, job.client_tools, client_names)
             conversation = list(job.messages)
             # The client's state is kept as it is; the agent's own progress lives under "sba",
             # announced whole once, then changed by patches against that snapshot.
@@ -461,85 +466,13 @@ class ExecuteRun:
                 calls = assistant.tool_calls
                 if not calls:
                     break
-                server_calls = [c for c in calls if c.name not in client_names]
-                held = [
-                    c
-                    for c in server_calls
-                    if self._invoke_tool.needs_approval(job.tenant_slug, c.name)
-                ]
-                mine = [c for c in server_calls if c not in held]
-                if held and job.supports_interrupts:
-                    waiting = [self._interrupt(job, c) for c in held]
-                    await self._interrupts.add(
-                        waiting, actor=f"agent:{job.agent}", at_ms=self._clock.now_ms()
-                    )
-                elif held:
-                    # A client that cannot answer interrupts cannot approve: the model is told.
-                    for c in held:
-                        note = error_result(
-                            ToolOutcome.REFUSED,
-                            f"{c.name} needs a person's approval, which this client cannot give",
-                        )
-                        reply = await self._tool_reply(job, c.id, note.content)
-                        conversation.append(reply)
-                        added.append(reply)
-                await log.append(
-                    tenant_id,
-                    run_id,
-                    (
-                        StateDelta(
-                            operations=tuple(
-                                {
-                                    "op": "add",
-                                    "path": "/sba/toolCalls/-",
-                                    "value": {
-                                        "id": c.id,
-                                        "name": c.name,
-                                        "status": "running" if c in mine else "client",
-                                    },
-                                }
-                                for c in calls
-                            )
-                        ),
-                    ),
+                waiting, pending_calls = await self._call_tools(
+                    job, ctx, calls, client_names, tracked, conversation, added, invoked
                 )
-                first = tracked
                 tracked += len(calls)
-                called = await asyncio.gather(
-                    *(
-                        self._invoke_tool.invoke(ctx, c.name, c.arguments, call_id=c.id)
-                        for c in mine
-                    )
-                )
-                invoked.extend(c.invocation for c in called)
-                results = [c.result for c in called]
-                status = {c.id: r.outcome.value for c, r in zip(mine, results, strict=True)}
-                await log.append(
-                    tenant_id,
-                    run_id,
-                    (
-                        StateDelta(
-                            operations=tuple(
-                                {
-                                    "op": "replace",
-                                    "path": f"/sba/toolCalls/{first + i}/status",
-                                    "value": status[c.id],
-                                }
-                                for i, c in enumerate(calls)
-                                if c.id in status
-                            )
-                        ),
-                    ),
-                )
-                for call, result in zip(mine, results, strict=True):
-                    reply = await self._tool_reply(job, call.id, result.content)
-                    conversation.append(reply)
-                    added.append(reply)
-                if waiting:
-                    break  # a person decides; the client's next run resumes
-                if len(server_calls) < len(calls):
-                    # The client carries out its own tools and comes back with results.
-                    pending_calls = tuple(c.id for c in calls if c.name in client_names)
+                if waiting or pending_calls:
+                    # A person decides, or the client carries out its own tools: the client's
+                    # next run resumes.
                     break
             else:
                 raise ApplicationError(
@@ -585,6 +518,94 @@ class ExecuteRun:
             )
             raise
         await self._end(job, outcome)
+
+    async def _call_tools(
+        self,
+        job: RunAssignment,
+        ctx: ToolContext,
+        calls: tuple[ToolCall, ...],
+        client_names: set[str],
+        first: int,
+        conversation: list[Message],
+        added: list[Message],
+        invoked: list[ToolInvocation],
+    ) -> tuple[list[Interrupt], tuple[str, ...]]:
+        """Carries out the backend's tool calls of a model turn and tells the client about all
+        of them (tracked from index ``first`` on). Returns the interrupts now waiting for a
+        person and the ids of the calls the client carries out itself. (A method of its own:
+        the comprehensions here would otherwise keep cells in the run's frame for its life.)"""
+        log, tenant_id, run_id = self._events, job.tenant_id, job.run_id
+        waiting: list[Interrupt] = []
+        server_calls = [c for c in calls if c.name not in client_names]
+        held = [
+            c for c in server_calls if self._invoke_tool.needs_approval(job.tenant_slug, c.name)
+        ]
+        mine = [c for c in server_calls if c not in held]
+        if held and job.supports_interrupts:
+            waiting = [self._interrupt(job, c) for c in held]
+            await self._interrupts.add(
+                waiting, actor=f"agent:{job.agent}", at_ms=self._clock.now_ms()
+            )
+        elif held:
+            # A client that cannot answer interrupts cannot approve: the model is told.
+            for c in held:
+                note = error_result(
+                    ToolOutcome.REFUSED,
+                    f"{c.name} needs a person's approval, which this client cannot give",
+                )
+                reply = await self._tool_reply(job, c.id, note.content)
+                conversation.append(reply)
+                added.append(reply)
+        await log.append(
+            tenant_id,
+            run_id,
+            (
+                StateDelta(
+                    operations=tuple(
+                        {
+                            "op": "add",
+                            "path": "/sba/toolCalls/-",
+                            "value": {
+                                "id": c.id,
+                                "name": c.name,
+                                "status": "running" if c in mine else "client",
+                            },
+                        }
+                        for c in calls
+                    )
+                ),
+            ),
+        )
+        called = await asyncio.gather(
+            *(self._invoke_tool.invoke(ctx, c.name, c.arguments, call_id=c.id) for c in mine)
+        )
+        invoked.extend(c.invocation for c in called)
+        results = [c.result for c in called]
+        status = {c.id: r.outcome.value for c, r in zip(mine, results, strict=True)}
+        await log.append(
+            tenant_id,
+            run_id,
+            (
+                StateDelta(
+                    operations=tuple(
+                        {
+                            "op": "replace",
+                            "path": f"/sba/toolCalls/{first + i}/status",
+                            "value": status[c.id],
+                        }
+                        for i, c in enumerate(calls)
+                        if c.id in status
+                    )
+                ),
+            ),
+        )
+        for call, result in zip(mine, results, strict=True):
+            reply = await self._tool_reply(job, call.id, result.content)
+            conversation.append(reply)
+            added.append(reply)
+        if waiting:
+            return waiting, ()
+        return waiting, tuple(c.id for c in calls if c.name in client_names)
 
     async def _model_step(
         self, job: RunAssignment, request: ChatRequest, step: int, tally: _Tally
