@@ -589,6 +589,31 @@ async def test_written_events_leave_the_writing_process_once_read_and_are_still_
         await log.flushed()
 
 
+async def test_a_finished_run_keeps_no_events_in_the_process_once_read_and_written() -> None:
+    async with redis_store() as store:
+        log = RedisRunEventLog(store)
+        quick, slow = RunId("quick"), RunId("slow")
+        for run in (quick, slow):
+            await log.open(A, run)
+            await log.append(A, run, [START, delta(0), END])
+        # Read whole before the flush (the usual case: the reader is woken at once) ...
+        first = await log.read(A, quick, after=0, wait_s=0)
+        assert first is not None and first.complete and len(first.events) == 3
+        assert log._local.held(A, quick) == (1, 3)  # not in Redis yet: kept
+        await log.flushed()
+        assert log._local.held(A, quick) == (4, 3)  # written, and had: gone
+        # ... or after it: the reader reads no more, so the events go as they are handed out.
+        assert log._local.held(A, slow) == (1, 3)
+        later = await log.read(A, slow, after=0, wait_s=0)
+        assert later is not None and later.complete and len(later.events) == 3
+        assert log._local.held(A, slow) == (4, 3)
+        # A client resuming either run reads it from Redis; one at the end is told so here.
+        again = await log.read(A, quick, after=1, wait_s=0)
+        assert again is not None and (again.first_seq, list(again.events)) == (2, [delta(0), END])
+        done = await log.read(A, slow, after=3, wait_s=0)
+        assert done is not None and done.complete and list(done.events) == []
+
+
 async def test_a_run_ended_as_lost_by_its_own_instance_reaches_redis_too() -> None:
     async with redis_store() as store:
         writer, elsewhere = RedisRunEventLog(store), RedisRunEventLog(store)

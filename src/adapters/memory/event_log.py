@@ -13,7 +13,16 @@ from domain.ids import RunId, TenantId
 
 
 class _RunBuffer:
-    __slots__ = ("complete", "due", "events", "first_seq", "tenant_id", "waiters", "written")
+    __slots__ = (
+        "complete",
+        "due",
+        "events",
+        "first_seq",
+        "handed",
+        "tenant_id",
+        "waiters",
+        "written",
+    )
 
     def __init__(self, tenant_id: TenantId) -> None:
         self.tenant_id = tenant_id
@@ -25,6 +34,8 @@ class _RunBuffer:
         self.due: int | None = None
         # The last event kept elsewhere too (a shared log): what may go once it has been read.
         self.written = 0
+        # The last event handed to a reader.
+        self.handed = 0
 
     def wake(self) -> None:
         self.due = None
@@ -39,6 +50,13 @@ class _RunBuffer:
     @property
     def last_seq(self) -> int:
         return self.first_seq + len(self.events) - 1
+
+    def drop_through(self, seq: int) -> None:
+        """Lets the events up to ``seq`` go (kept elsewhere, and had by the readers)."""
+        drop = min(seq, self.written, self.last_seq) - self.first_seq + 1
+        if drop > 0:
+            del self.events[:drop]
+            self.first_seq += drop
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -135,20 +153,19 @@ class MemoryRunEventLog:
 
     def mark_written(self, tenant_id: TenantId, run_id: RunId, seq: int) -> None:
         """The run's events up to ``seq`` are kept elsewhere too (a shared log): each goes from
-        here once a reader has moved past it (``release``)."""
+        here once it has been handed to a reader (at once, if it was already)."""
         buf = self._runs.get((tenant_id, run_id))
         if buf is not None and seq > buf.written:
             buf.written = seq
+            # What a reader had already goes now: a run whose reader had its end reads no more,
+            # and its events would otherwise stay here for the whole retention.
+            buf.drop_through(buf.handed)
 
     def release(self, tenant_id: TenantId, run_id: RunId, read: int) -> None:
         """A reader has had the run's events up to ``read``: those also kept elsewhere go."""
         buf = self._runs.get((tenant_id, run_id))
-        if buf is None:
-            return
-        drop = min(read, buf.written, buf.last_seq) - buf.first_seq + 1
-        if drop > 0:
-            del buf.events[:drop]
-            buf.first_seq += drop
+        if buf is not None:
+            buf.drop_through(read)
 
     async def read(
         self, tenant_id: TenantId, run_id: RunId, *, after: int, wait_s: float
@@ -168,6 +185,10 @@ class MemoryRunEventLog:
                     buf.waiters.remove(fut)
         start = max(after + 1, buf.first_seq)
         events = buf.events[start - buf.first_seq :]
+        if events:
+            buf.handed = max(buf.handed, start + len(events) - 1)
+            if buf.written:  # a shared log keeps them: those written go once handed out
+                buf.drop_through(buf.handed)
         return EventBatch(first_seq=start, events=events, complete=buf.complete)
 
     def _retire(self, key: tuple[TenantId, RunId]) -> None:
