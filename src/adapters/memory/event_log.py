@@ -121,6 +121,10 @@ class MemoryRunEventLog:
             self._runs[key] = _RunBuffer(tenant_id)
 
     async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        return self.append_now(tenant_id, run_id, events)
+
+    def append_now(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
+        """``append`` without a coroutine of its own, for a log that wraps this one."""
         key = (tenant_id, run_id)
         buf = self._runs.get(key)
         if buf is None:

@@ -145,7 +145,7 @@ class RedisRunEventLog:
         self._opened.add((tenant_id, run_id))
 
     async def append(self, tenant_id: TenantId, run_id: RunId, events: Sequence[RunEvent]) -> int:
-        last = await self._local.append(tenant_id, run_id, events)
+        last = self._local.append_now(tenant_id, run_id, events)
         if events:
             self._queue((tenant_id, run_id), last, events)
         return last
