@@ -404,3 +404,16 @@ def test_admitting_runs_decides_exactly_as_the_rate_and_cap_models(kind) -> None
         asyncio.run(scenario())
 
     run()
+
+
+async def test_a_counter_on_a_given_clock_does_not_expire_on_redis_real_time() -> None:
+    # On the server's clock a counter expires when its TAT has passed; on a clock the caller
+    # gives, Redis's own time says nothing about that, so a slow moment between two decisions
+    # (a busy machine) must not lose the counter.
+    clock = VirtualClock()
+    fast = RateLimitRule.sliding(limit=100, window_s=1, burst_ratio=0.5)
+    async with redis_store() as store:
+        lim = RedisRateLimiter(store, clock_us=clock)
+        await lim.hit("p", [check(rule=fast)])
+        ttl_ms = await store.client.pttl(store.key("p", "rl", "runs"))
+    assert ttl_ms > 60_000 - 5_000
