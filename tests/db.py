@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+import asyncpg
+
 from adapters.sqla.migrator import AlembicSchemaMigrator
 from adapters.sqla.rls import DEFAULT_APP_ROLE
 from adapters.sqla.scope import Database
@@ -19,6 +21,22 @@ from tests.pg import drop_database, fresh_database
 def plain_dsn(db: Database) -> str:
     """The database's URL as asyncpg takes it (the adapters that skip SQLAlchemy)."""
     return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def who_may_execute(db: Database, function: str) -> tuple[bool, bool]:
+    """Whether the application role, and whether PUBLIC, may execute ``function``."""
+    conn = await asyncpg.connect(plain_dsn(db))
+    try:
+        signature = await conn.fetchval(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = $1", function
+        )
+        allowed = "SELECT has_function_privilege($1, $2, 'EXECUTE')"
+        return (
+            await conn.fetchval(allowed, DEFAULT_APP_ROLE, signature),
+            await conn.fetchval(allowed, "public", signature),
+        )
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager

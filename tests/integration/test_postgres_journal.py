@@ -16,7 +16,7 @@ from adapters.sqla.uow import SqlaUnitOfWork
 from domain.conversation.model import Message, Role, Run, RunStatus, Usage
 from domain.ids import MessageId, RunId, TenantId, ThreadId
 from tests.audit_support import verified_trail
-from tests.db import plain_dsn, sql_database
+from tests.db import plain_dsn, sql_database, who_may_execute
 from tests.pg import ADMIN_DSN, pg_template  # noqa: F401 - fixture
 
 T = TenantId("ten_a")
@@ -295,13 +295,4 @@ async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
 
 async def test_only_the_application_role_may_call_the_flush(request, tmp_path) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
-        conn = await asyncpg.connect(plain_dsn(db))
-        try:
-            signature = await conn.fetchval(
-                "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'sba_journal_flush'"
-            )
-            allowed = "SELECT has_function_privilege($1, $2, 'EXECUTE')"
-            assert await conn.fetchval(allowed, DEFAULT_APP_ROLE, signature) is True
-            assert await conn.fetchval(allowed, "public", signature) is False
-        finally:
-            await conn.close()
+        assert await who_may_execute(db, "sba_journal_flush") == (True, False)

@@ -11,7 +11,7 @@ from adapters.sqla.rls import DEFAULT_APP_ROLE
 from domain.ids import TenantId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
-from tests.db import plain_dsn, sql_database
+from tests.db import plain_dsn, sql_database, who_may_execute
 from tests.integration.test_postgres_journal import terminate_connections
 from tests.pg import pg_template  # noqa: F401 - fixture
 
@@ -89,16 +89,7 @@ async def test_the_search_runs_as_the_role_it_is_given_even_for_a_superuser_logi
 
 async def test_only_the_application_role_may_call_the_search(request, tmp_path) -> None:
     async with sql_database("postgres", request, tmp_path, tenants=[A]) as db:
-        conn = await asyncpg.connect(plain_dsn(db))
-        try:
-            signature = await conn.fetchval(
-                "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'sba_kb_search'"
-            )
-            allowed = "SELECT has_function_privilege($1, $2, 'EXECUTE')"
-            assert await conn.fetchval(allowed, DEFAULT_APP_ROLE, signature) is True
-            assert await conn.fetchval(allowed, "public", signature) is False
-        finally:
-            await conn.close()
+        assert await who_may_execute(db, "sba_kb_search") == (True, False)
 
 
 async def test_a_search_survives_connections_the_server_closed(request, tmp_path) -> None:
