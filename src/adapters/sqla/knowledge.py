@@ -507,19 +507,12 @@ _PG_INSERT = text(
     "SELECT t.id, :doc, :ordinal, :text, :title, t.kb_language::regconfig "
     "FROM tenants t WHERE t.id = :tenant"
 )
+# The query lives in the schema (``sba_kb_search``, migration 0017), which the asyncpg store
+# calls alone; here it runs inside the scoped transaction, whose role and tenant are set already.
 _PG_SEARCH = text(
-    "WITH q AS (SELECT t.kb_language::regconfig AS cfg, "
-    "to_tsquery(t.kb_language::regconfig, :query) AS query FROM tenants t WHERE t.id = :tenant), "
-    "hits AS (SELECT c.document_id, c.ordinal, c.title, c.text, q.cfg, q.query, "
-    "ts_rank_cd(c.tsv, q.query) AS score FROM kb_chunks c, q "
-    "WHERE c.tenant_id = :tenant AND c.tsv @@ q.query "
-    "ORDER BY score DESC, c.document_id, c.ordinal LIMIT :limit) "
-    "SELECT h.document_id, h.ordinal, h.title, d.source, h.score, "
-    "ts_headline(h.cfg, h.text, h.query, "
-    '\'StartSel="",StopSel="",MaxWords=40,MinWords=12,ShortWord=2,MaxFragments=1,'
-    'FragmentDelimiter=" … "\') AS snippet '
-    "FROM hits h JOIN kb_documents d ON d.tenant_id = :tenant AND d.id = h.document_id "
-    "ORDER BY h.score DESC, h.document_id, h.ordinal"
+    "SELECT r_document_id AS document_id, r_ordinal AS ordinal, r_title AS title, "
+    "r_source AS source, r_score AS score, r_snippet AS snippet "
+    "FROM sba_kb_search(:tenant, NULL, :query, :limit)"
 )
 
 

@@ -25,9 +25,9 @@ depends_on = None
 
 _TYPES = "text, text, text, integer"
 
-# The query of ``PostgresKnowledgeStore`` (adapters/sqla/knowledge.py), its parameters the
-# function's: chunks matching the tsquery ``p_query`` in the tenant's configuration, best
-# first, with a snippet.
+# The search both Postgres stores run (the SQLAlchemy one inside its scoped transaction):
+# chunks matching the tsquery ``p_query`` in the tenant's configuration, best first, with a
+# snippet.
 _BODY = """
 BEGIN
     IF p_role IS NOT NULL THEN
