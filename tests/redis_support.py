@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from adapters.redis.client import RedisStore, create_client
+from adapters.redis.wire import Multiplexer
 from tests.support import unavailable
 
 REDIS_URL = os.environ.get("SBA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -48,7 +49,7 @@ async def redis_store(url: str = REDIS_URL, **options: float) -> AsyncIterator[R
     """A store on its own key prefix; its keys are deleted afterwards."""
     require_redis(url)
     prefix = new_prefix()
-    store = RedisStore(create_client(url), prefix=prefix, **options)
+    store = RedisStore(create_client(url), mux=Multiplexer(url), prefix=prefix, **options)
     try:
         yield store
     finally:

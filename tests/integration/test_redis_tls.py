@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from adapters.redis.client import RedisStore, create_client
 from adapters.redis.rate_limiter import RedisRateLimiter
+from adapters.redis.wire import Multiplexer
 from application.errors import ServiceUnavailable
 from application.quota.ports import RateCheck, RateLimiter
 from domain.quota.rate_limit import RateLimitRule
@@ -85,11 +86,23 @@ def tls_redis(tmp_path):
 
 
 RULE = RateLimitRule(limit=60, window_s=60, burst=2)
+# Both ways to Redis: the shared pipelined connection, and redis-py's pool alone (the way of
+# Redis Cluster).
+WAYS = pytest.mark.parametrize("shared", [True, False], ids=["shared-connection", "pool"])
 
 
-async def test_a_tls_connection_with_the_ca_and_password_serves_the_limiter(tls_redis) -> None:
+def store_for(url: str, *, shared: bool, password: str | None, ca: str | None) -> RedisStore:
+    client = create_client(url, password=password, tls_ca_file=ca)
+    mux = Multiplexer(url, password=password, tls_ca_file=ca) if shared else None
+    return RedisStore(client, mux=mux)
+
+
+@WAYS
+async def test_a_tls_connection_with_the_ca_and_password_serves_the_limiter(
+    tls_redis, shared
+) -> None:
     url, ca = tls_redis
-    store = RedisStore(create_client(url, password=PASSWORD, tls_ca_file=str(ca)))
+    store = store_for(url, shared=shared, password=PASSWORD, ca=str(ca))
     try:
         await store.ping()
         limiter = RedisRateLimiter(store)
@@ -102,17 +115,17 @@ async def test_a_tls_connection_with_the_ca_and_password_serves_the_limiter(tls_
         await store.close()
 
 
+@WAYS
 @pytest.mark.parametrize(
     ("password", "use_ca"),
     [(PASSWORD, False), ("wrong", True), (None, True)],
     ids=["unverified-certificate", "wrong-password", "no-password"],
 )
 async def test_an_untrusted_server_or_a_bad_password_is_service_unavailable(
-    tls_redis, password, use_ca
+    tls_redis, password, use_ca, shared
 ) -> None:
     url, ca = tls_redis
-    client = create_client(url, password=password, tls_ca_file=str(ca) if use_ca else None)
-    store = RedisStore(client)
+    store = store_for(url, shared=shared, password=password, ca=str(ca) if use_ca else None)
     try:
         with pytest.raises(ServiceUnavailable):
             await store.ping()

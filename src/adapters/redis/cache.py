@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adapters.redis.client import RedisStore
+from adapters.redis.client import Lua, RedisStore
 from application.ports import CacheStats
 
 # KEYS[1]: the entry; KEYS[2..]: its tag sets. ARGV: value, ttl ms. A tag set lives as long as
 # its longest-lived entry.
-_SET = """
+_SET = Lua("""
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local ttl = tonumber(ARGV[2])
 for i = 2, #KEYS do
@@ -19,10 +19,10 @@ for i = 2, #KEYS do
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return 1
-"""
+""")
 
 # KEYS: tag sets. Deletes every member entry and the sets; returns how many entries existed.
-_INVALIDATE = """
+_INVALIDATE = Lua("""
 local dropped = 0
 for i = 1, #KEYS do
   local members = redis.call('SMEMBERS', KEYS[i])
@@ -32,14 +32,12 @@ for i = 1, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 return dropped
-"""
+""")
 
 
 class RedisCache:
     def __init__(self, store: RedisStore) -> None:
         self._store = store
-        self._set = store.script(_SET)
-        self._invalidate = store.script(_INVALIDATE)
         self.stats = CacheStats()
 
     def _entry(self, scope: str, key: str) -> str:
@@ -50,9 +48,8 @@ class RedisCache:
 
     async def get(self, scope: str, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self._store.run(
-                "cache read", lambda: self._store.client.get(self._entry(scope, key))
-            )
+            replies = await self._store.call("cache read", [("GET", self._entry(scope, key))])
+            value: bytes | None = replies[0]
         except Exception:
             self.stats.errors += 1
             raise
@@ -68,7 +65,7 @@ class RedisCache:
         keys = [self._entry(scope, key), *(self._tag(scope, t) for t in tags)]
         args = [value, max(1, int(ttl_s * 1000))]
         try:
-            await self._store.run("cache write", lambda: self._set(keys=keys, args=args))
+            await self._store.eval("cache write", _SET, keys, args)
         except Exception:
             self.stats.errors += 1
             raise
@@ -77,8 +74,6 @@ class RedisCache:
         if not tags:
             return 0
         keys = [self._tag(scope, t) for t in tags]
-        dropped = int(
-            await self._store.run("cache invalidation", lambda: self._invalidate(keys=keys))
-        )
+        dropped = int(await self._store.eval("cache invalidation", _INVALIDATE, keys, ()))
         self.stats.invalidated += dropped
         return dropped

@@ -9,6 +9,7 @@ so service comes back by itself when Redis does."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -24,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adapters.redis.wire import Multiplexer
 from application.errors import ServiceUnavailable
 
 log = logging.getLogger("sba.redis")
@@ -92,6 +94,7 @@ class RedisStore:
         tracer: Tracer | None = None,
         max_calls: int | None = None,
         call_wait_s: float = 5.0,
+        mux: Multiplexer | None = None,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the Redis key prefix cannot contain braces (they mark hash tags)")
@@ -107,13 +110,12 @@ class RedisStore:
         self._call_wait_s = call_wait_s
         self._busy_logged_at = 0.0
         self.busy = 0
+        # Commands that answer at once share one pipelined connection when there is one.
+        self.mux = mux
 
     def key(self, partition: str, *parts: str) -> str:
         """``<prefix>{<partition>}:<parts>``: every key of one partition shares a slot."""
         return f"{self.prefix}{{{partition}}}:{':'.join(parts)}"
-
-    def script(self, source: str) -> Any:
-        return self.client.register_script(source)
 
     async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         if self._tracer is None:
@@ -137,6 +139,21 @@ class RedisStore:
             return await self._call(what, call)
         finally:
             calls.release()
+
+    async def call(
+        self, what: str, commands: Sequence[tuple[Any, ...]], scripts: Sequence[Lua] = ()
+    ) -> list[Any]:
+        """``run`` of ``pipeline``. On the shared connection there is no connection to wait
+        for, so only the breaker (and the span, when tracing) stands before the call."""
+        if self.mux is None or self._tracer is not None:
+            return await self.run(what, functools.partial(self.pipeline, commands, scripts))
+        if (left := self._down_until - time.monotonic()) > 0:
+            raise ServiceUnavailable(f"redis is unreachable ({what} skipped)", retry_after_s=left)
+        return await self._call(what, functools.partial(self.pipeline, commands, scripts))
+
+    async def eval(self, what: str, script: Lua, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """``script``'s reply, called by its SHA1 (loaded when Redis does not hold it)."""
+        return (await self.call(what, [script.call(keys, args)], (script,)))[0]
 
     async def _wait_for_connection(self, calls: asyncio.Semaphore, what: str) -> None:
         try:
@@ -194,14 +211,27 @@ class RedisStore:
         return replies
 
     async def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if self.mux is not None:
+            try:
+                replies: list[Any] = await self.mux.send(commands)
+            except RedisConnectionError:
+                # Once more on a new connection, as redis-py's pool does: the server may have
+                # closed this one (a restart, an idle timeout) before the commands reached it.
+                replies = await self.mux.send(commands)
+            return replies
         async with self.client.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+            replied: list[Any] = await pipe.execute(raise_on_error=False)
+        return replied
 
     async def ping(self) -> None:
-        await self.run("ping", self.client.ping)
+        if self.mux is None:
+            await self.run("ping", self.client.ping)
+        else:
+            await self.call("ping", [("PING",)])
 
     async def close(self) -> None:
+        if self.mux is not None:
+            await self.mux.close()
         await self.client.aclose()

@@ -174,9 +174,7 @@ class RedisRunEventLog:
             first = {run for run in batch if run in self._opened}
             self._opened -= first
             try:
-                await self._store.run(
-                    "event log write", functools.partial(self._write, batch, first)
-                )
+                await self._write(batch, first)
             except ServiceUnavailable as exc:
                 # The next entry of a run that goes on sets its expiry instead.
                 self._opened |= {run for run in first if not is_terminal(batch[run][1][-1])}
@@ -225,7 +223,7 @@ class RedisRunEventLog:
                 commands.append(
                     ("XADD", stream, "MINID", "=", min_id, entry_id, "s", first_seq, "e", payload)
                 )
-        await self._store.pipeline(commands, (_ADD,))
+        await self._store.call("event log write", commands, (_ADD,))
         # Written: each of these events leaves this process once its reader is past it.
         for run, (first_seq, events) in batch.items():
             self._local.mark_written(*run, first_seq + len(events) - 1)
@@ -242,9 +240,7 @@ class RedisRunEventLog:
         command = _END_LOST.call(
             [self._stream(tenant_id, run_id)], (encode_events([event]), self._retention_ms)
         )
-        replies = await self._store.run(
-            "event log end", lambda: self._store.pipeline([command], (_END_LOST,))
-        )
+        replies = await self._store.call("event log end", [command], (_END_LOST,))
         return bool(replies[0])
 
     async def flushed(self) -> None:

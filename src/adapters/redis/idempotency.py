@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import msgspec
 
-from adapters.redis.client import RedisStore
+from adapters.redis.client import Lua, RedisStore
 from application.ports import Claim, ClaimOutcome, StoredResponse
 
 # KEYS[1]: the key's hash. ARGV: fingerprint, lock ms.
-_CLAIM = """
-local cur = redis.call('HMGET', KEYS[1], 'fp', 'state', 'response')
+_CLAIM = Lua("""local cur = redis.call('HMGET', KEYS[1], 'fp', 'state', 'response')
 if not cur[1] then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'running')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -19,24 +18,22 @@ end
 if cur[1] ~= ARGV[1] then return {'mismatch'} end
 if cur[2] == 'running' then return {'in_flight'} end
 return {'replay', cur[3]}
-"""
+""")
 
 # ARGV: fingerprint, response, retention ms. Only the holder's running claim completes.
-_COMPLETE = """
-local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
+_COMPLETE = Lua("""local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
 if cur[1] == ARGV[1] and cur[2] == 'running' then
   redis.call('HSET', KEYS[1], 'state', 'done', 'response', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
-"""
+""")
 
-_RELEASE = """
-local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
+_RELEASE = Lua("""local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
 if cur[1] == ARGV[1] and cur[2] == 'running' then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 class _Wire(msgspec.Struct, array_like=True):
@@ -52,18 +49,13 @@ _decode = msgspec.msgpack.Decoder(_Wire).decode
 class RedisIdempotencyStore:
     def __init__(self, store: RedisStore) -> None:
         self._store = store
-        self._claim = store.script(_CLAIM)
-        self._complete = store.script(_COMPLETE)
-        self._release = store.script(_RELEASE)
 
     def _key(self, scope: str, key: str) -> str:
         return self._store.key(f"i:{scope}", key)
 
     async def claim(self, scope: str, key: str, fingerprint: str, *, lock_s: float) -> Claim:
         keys, args = [self._key(scope, key)], [fingerprint, max(1, int(lock_s * 1000))]
-        reply = await self._store.run(
-            "idempotency claim", lambda: self._claim(keys=keys, args=args)
-        )
+        reply = await self._store.eval("idempotency claim", _CLAIM, keys, args)
         outcome = ClaimOutcome(reply[0].decode())
         if outcome is not ClaimOutcome.REPLAY:
             return Claim(outcome)
@@ -85,10 +77,8 @@ class RedisIdempotencyStore:
         value = _encode(_Wire(response.status, list(response.headers), response.body))
         keys = [self._key(scope, key)]
         args = [fingerprint, value, max(1, int(retention_s * 1000))]
-        await self._store.run("idempotency complete", lambda: self._complete(keys=keys, args=args))
+        await self._store.eval("idempotency complete", _COMPLETE, keys, args)
 
     async def release(self, scope: str, key: str, fingerprint: str) -> None:
         keys = [self._key(scope, key)]
-        await self._store.run(
-            "idempotency release", lambda: self._release(keys=keys, args=[fingerprint])
-        )
+        await self._store.eval("idempotency release", _RELEASE, keys, [fingerprint])

@@ -94,9 +94,7 @@ class RedisRunLeases:
             self._held.discard(member)
             self._released.add(member)
         else:  # a lapsed lease claimed by this instance's sweep
-            await self._store.run(
-                "lease release", lambda: self._store.client.zrem(self._key, member)
-            )
+            await self._store.call("lease release", [("ZREM", self._key, member)])
 
     async def claim_lapsed(self, *, limit: int) -> list[tuple[TenantId, RunId]]:
         claimed = await self._call("lease claim", _CLAIM, (self._term_ms, limit))
@@ -112,9 +110,7 @@ class RedisRunLeases:
         released, self._released = list(self._released), set()
         if released:
             try:
-                await self._store.run(
-                    "lease release", lambda: self._store.client.zrem(self._key, *released)
-                )
+                await self._store.call("lease release", [("ZREM", self._key, *released)])
             except ServiceUnavailable:
                 self._released.update(released)
                 raise
@@ -123,9 +119,7 @@ class RedisRunLeases:
             await self._call("lease renew", _HOLD, (self._term_ms, "", *held[i : i + _RENEW_CHUNK]))
 
     async def _call(self, what: str, script: Lua, args: Sequence[object]) -> Any:
-        command = script.call([self._key], args)
-        replies = await self._store.run(what, lambda: self._store.pipeline([command], (script,)))
-        return replies[0]
+        return await self._store.eval(what, script, [self._key], args)
 
     async def _renew_forever(self) -> None:
         while self._held or self._released:

@@ -5,7 +5,6 @@ runs an instance executes are renewed a slice of holders per round trip."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 from adapters.redis.client import Lua, RedisStore
@@ -38,7 +37,7 @@ end
 # place under every slot or under none. A slot is a sorted set of holders scored by their
 # lease deadline (µs, server clock). Returns {admitted, acquired, now, old TAT of each
 # counter}, so that the caller rebuilds the full rate outcome.
-_ADMIT = (
+_ADMIT = Lua(
     _NOW
     + """
 local cost, n = tonumber(ARGV[1]), tonumber(ARGV[3])
@@ -108,7 +107,7 @@ return 1
 _RENEW_CHUNK = 250
 
 # KEYS[1]: a slot. ARGV: unused, now ('' = server clock).
-_HELD = (
+_HELD = Lua(
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
@@ -122,7 +121,6 @@ class _Admitter:
 
     def __init__(self, store: RedisStore, clock_us: Callable[[], int] | None) -> None:
         self._store = store
-        self._script = store.script(_ADMIT)
         self._clock_us = clock_us
 
     def now(self) -> int | str:
@@ -145,7 +143,7 @@ class _Admitter:
         for c in checks:
             args += [c.rule.interval_us, c.rule.tolerance_us]
         args += [holder, int(lease_s * 1_000_000), *(s.cap for s in slots)]
-        reply = await store.run(what, lambda: self._script(keys=keys, args=args))
+        reply = await store.eval(what, _ADMIT, keys, args)
         now, tats = int(reply[2]), [int(t) for t in reply[3:]]
         allowed, outcomes = decide_all(
             [(c.rule, t) for c, t in zip(checks, tats, strict=True)], now, cost
@@ -173,7 +171,6 @@ class RedisConcurrencyGuard:
     def __init__(self, store: RedisStore, *, clock_us: Callable[[], int] | None = None) -> None:
         self._store = store
         self._admit = _Admitter(store, clock_us)
-        self._held = store.script(_HELD)
 
     async def acquire(
         self, partition: str, slots: Sequence[Slot], holder: str, *, lease_s: float
@@ -212,25 +209,14 @@ class RedisConcurrencyGuard:
                     for key in lease.keys:
                         args += [index.setdefault(key, len(index) + 1), lease.holder]
                 keys = [self._store.key(partition, "cc", k) for k in index]
-                command = _RENEW.call(keys, args)
-                await self._store.run(
-                    "renew", functools.partial(self._store.pipeline, [command], (_RENEW,))
-                )
+                await self._store.eval("renew", _RENEW, keys, args)
 
     async def release(self, partition: str, keys: Sequence[str], holder: str) -> None:
-        client = self._store.client
-
-        async def release_all() -> None:
-            async with client.pipeline(transaction=False) as pipe:
-                for k in keys:
-                    pipe.zrem(self._store.key(partition, "cc", k), holder)
-                await pipe.execute()
-
-        await self._store.run("release", release_all)
+        commands = [("ZREM", self._store.key(partition, "cc", k), holder) for k in keys]
+        if commands:
+            await self._store.call("release", commands)
 
     async def held(self, partition: str, key: str) -> int:
         full = [self._store.key(partition, "cc", key)]
-        reply = await self._store.run(
-            "held", lambda: self._held(keys=full, args=[0, self._admit.now()])
-        )
+        reply = await self._store.eval("held", _HELD, full, [0, self._admit.now()])
         return int(reply)

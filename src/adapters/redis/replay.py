@@ -13,7 +13,5 @@ class RedisReplayGuard:
     async def first_seen(self, scope: str, digest: str, *, window_s: float) -> bool:
         key = self._store.key(f"r:{scope}", digest)
         ms = max(int(window_s * 1000), 1)
-        done = await self._store.run(
-            "replay check", lambda: self._store.client.set(key, b"1", nx=True, px=ms)
-        )
-        return bool(done)
+        replies = await self._store.call("replay check", [("SET", key, b"1", "NX", "PX", ms)])
+        return replies[0] is not None  # OK when set, nil when the digest was there

@@ -53,6 +53,7 @@ from adapters.redis.idempotency import RedisIdempotencyStore
 from adapters.redis.leases import RedisRunLeases
 from adapters.redis.rate_limiter import RedisConcurrencyGuard, RedisRateLimiter
 from adapters.redis.replay import RedisReplayGuard
+from adapters.redis.wire import Multiplexer
 from adapters.sqla.export import SqlaTenantExport
 from adapters.sqla.interrupts import SqlaInterruptStore
 from adapters.sqla.knowledge import SqliteKnowledgeStore
@@ -325,8 +326,23 @@ class InfrastructureProvider(Provider):
                 connect_timeout_s=cfg.connect_timeout_s,
                 max_connections=cfg.max_connections,
             )
+            # Redis Cluster spreads keys over nodes: there, each call takes a pooled
+            # connection to the node of its slot. Otherwise one shared, pipelined connection.
+            mux = (
+                None
+                if cfg.cluster
+                else Multiplexer(
+                    settings.redis_url,
+                    password=password,
+                    tls_ca_file=cfg.tls_ca_file,
+                    tls_verify=cfg.tls_verify,
+                    timeout_s=cfg.timeout_s,
+                    connect_timeout_s=cfg.connect_timeout_s,
+                )
+            )
             store = RedisStore(
                 client,
+                mux=mux,
                 prefix=cfg.key_prefix,
                 retry_after_s=cfg.retry_after_failure_s,
                 tracer=telemetry.statement_tracer,
