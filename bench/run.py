@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -245,6 +246,41 @@ async def drop_redis_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+# Topologies whose Postgres has autovacuum off (some development and CI servers): the bench
+# analyzes their database itself, as autovacuum would in any deployment, or the figures would be
+# those of a schema Postgres never gathered statistics for.
+AUTOVACUUM_STAND_IN: set[str] = set()
+ANALYZE_EVERY_S = 30.0
+
+
+async def autovacuum_on(admin_dsn: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        return str(await conn.fetchval("SHOW autovacuum")) == "on"
+    finally:
+        await conn.close()
+
+
+async def analyze_forever(admin_dsn: str, database: str) -> None:
+    """``ANALYZE`` of the bench database now and then every ``ANALYZE_EVERY_S``: autovacuum's
+    analyze of tables that grow by thousands of rows a minute (its naptime is a minute)."""
+    import asyncpg
+
+    dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{database}"
+    while True:
+        await asyncio.sleep(ANALYZE_EVERY_S)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            try:
+                await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            print(f"ANALYZE of {database} failed: {exc}", file=sys.stderr)
+
+
 @dataclass
 class Provisioned:
     """A topology's backing stores for one invocation, removed by `cleanup`."""
@@ -266,12 +302,21 @@ async def provision(
     database: str | None = None
     prefix: str | None = None
 
-    async def cleanup() -> None:
+    async def drop_stores() -> None:
         shutil.rmtree(data, ignore_errors=True)
         if database is not None:
             await asyncio.to_thread(drop_postgres_database, args.postgres, database)
         if prefix is not None:
             await drop_redis_prefix(args.redis, prefix)
+
+    analyzer: asyncio.Task[None] | None = None
+
+    async def cleanup() -> None:
+        if analyzer is not None:
+            analyzer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await analyzer
+        await drop_stores()
 
     try:
         if topology.redis:
@@ -286,6 +331,11 @@ async def provision(
                 await cleanup()
                 return None
             env["SBA_DATABASE_URL"], database = made
+            if not await autovacuum_on(args.postgres):
+                analyzer = asyncio.get_running_loop().create_task(
+                    analyze_forever(args.postgres, database)
+                )
+                AUTOVACUUM_STAND_IN.add(topology.label)
     except BaseException:
         await cleanup()
         raise
@@ -396,6 +446,12 @@ def start_server(
     return Server(process, port, key, env, log, own_data)
 
 
+# What the servers logged at WARNING or above since the last scenario: a topology that fell
+# back (a limiter failing open, events not reaching Redis) still answers every run, and its
+# figures would be taken for the topology's own.
+SERVER_WARNINGS: list[str] = []
+
+
 def stop_server(server: Server) -> None:
     server.process.terminate()
     try:
@@ -403,6 +459,17 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    try:
+        said = server.log.read_text(errors="replace").splitlines()
+    except OSError:
+        said = []
+    for line in said:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+            SERVER_WARNINGS.append(f"{entry.get('logger')}: {entry.get('message')}")
     server.log.unlink(missing_ok=True)
     if server.own_data:
         shutil.rmtree(server.own_data, ignore_errors=True)
@@ -1524,8 +1591,15 @@ async def main_async(args: argparse.Namespace) -> None:
         # minutes apart, not a whole bench apart, on a machine others may be using.
         for scenario in on_server:
             for made, (topology, found) in zip(provisioned, measured, strict=True):
+                SERVER_WARNINGS.clear()
                 got = await measure_scenario(scenario, made.env, args, quick)
                 notes.extend(f"{topology.label}: {n}" for n in got.pop("notes", ()))
+                if SERVER_WARNINGS:
+                    first = "; ".join(dict.fromkeys(w[:200] for w in SERVER_WARNINGS[:50]))
+                    notes.append(
+                        f"{topology.label}, {scenario}: the server logged "
+                        f"{len(SERVER_WARNINGS)} warnings or errors (first: {first[:600]})"
+                    )
                 found.update(got)
     finally:
         for made in provisioned:
@@ -1586,6 +1660,11 @@ async def main_async(args: argparse.Namespace) -> None:
         "redis": "SQLite + Redis: the embedded database; limiter, run caps, event log and "
         "idempotency on Redis under a fresh key prefix",
     }
+    notes += [
+        f"{label}: this Postgres runs with autovacuum off, so the bench runs ANALYZE on its "
+        f"database every {ANALYZE_EVERY_S:g} s, as autovacuum would"
+        for label in sorted(AUTOVACUUM_STAND_IN)
+    ]
     lines = [f"- {described[t.key]}" for t, _ in measured] + [f"- {n}" for n in notes]
     header = (
         f"# SBA benchmark\n\n- date: {record['date']}\n- commit: {record['commit']}\n"

@@ -254,7 +254,7 @@ async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
             await journal.close()
 
 
-async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
+async def test_the_flush_plans_per_call_until_the_tables_have_statistics_then_keeps_plans(
     request, tmp_path
 ) -> None:
     from adapters.postgres.journal import _FLUSH
@@ -287,7 +287,10 @@ async def test_the_flush_plans_for_its_values_until_the_tables_have_statistics(
             # A new database: nothing analyzed yet, so a generic plan would be made blind.
             assert await planning_after_a_start("r1") == "force_custom_plan"
             await conn.execute("ANALYZE runs, threads, messages")
-            assert await planning_after_a_start("r2") == "auto"
+            # Statistics: each statement's generic plan, made once per connection and again
+            # after the next ANALYZE (migration 0018).
+            assert await planning_after_a_start("r2") == "force_generic_plan"
+            # Transaction-local: nothing outlives the flush's transaction.
             assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "auto"
         finally:
             await conn.close()
