@@ -12,7 +12,7 @@ from domain.ids import TenantId
 from domain.knowledge.model import KbDocument
 from domain.knowledge.text import ContentType
 from tests.db import plain_dsn, sql_database, who_may_execute
-from tests.integration.test_postgres_journal import terminate_connections
+from tests.integration.test_postgres_journal import logged, terminate_connections
 from tests.pg import pg_template  # noqa: F401 - fixture
 
 A, B = TenantId("ten_a"), TenantId("ten_b")
@@ -52,6 +52,7 @@ async def test_a_search_is_one_statement_that_leaves_nothing_behind(request, tmp
             hits = await store.search(A, "refunds", limit=5)
             assert [h.document_id for h in hits] == ["refunds"]
             assert hits[0].source == "kb://refunds" and "five business days" in hits[0].snippet
+            await logged(statements)
             assert [s for s in statements if "pg_catalog" not in s] == [
                 "SELECT * FROM sba_kb_search($1, $2, $3, $4)"
             ]

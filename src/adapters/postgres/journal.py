@@ -253,8 +253,7 @@ class PostgresRunJournal:
     async def _flush(self, tenant: TenantId, batch: list[_Record]) -> None:
         for attempt in (1, 2):
             try:
-                pool = await self._pool.get()
-                async with pool.acquire() as conn:
+                async with self._pool.acquire() as conn:
                     await self._write_isolating(conn, tenant, batch)
                 return
             except Exception as exc:

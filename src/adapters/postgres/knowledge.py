@@ -49,8 +49,7 @@ class AsyncpgKnowledgeStore(PostgresKnowledgeStore):
         args = (tenant_id, self._role, tsquery(terms), limit)
         for attempt in (1, 2):
             try:
-                pool = await self._pool.get()
-                rows = await pool.fetch(_SEARCH, *args)
+                rows = await self._pool.fetch(_SEARCH, *args)
                 break
             except Exception as exc:
                 if attempt == 1 and is_connection_error(exc):
