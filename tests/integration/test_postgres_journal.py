@@ -130,8 +130,7 @@ async def logged_journal(dsn: str) -> tuple[PostgresRunJournal, list[str]]:
     """A journal on one connection whose every statement, from now on, is listed."""
     journal = PostgresRunJournal(dsn, app_role=DEFAULT_APP_ROLE, connections=1)
     statements: list[str] = []
-    pool = await journal._pool.get()
-    async with pool.acquire() as conn:
+    async with journal._pool.acquire() as conn:
         conn.add_query_logger(lambda record: statements.append(record.query))
     return journal, statements
 

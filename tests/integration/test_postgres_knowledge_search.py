@@ -45,7 +45,7 @@ async def test_a_search_is_one_statement_that_leaves_nothing_behind(request, tmp
         store = AsyncpgKnowledgeStore(db, plain_dsn(db), app_role=DEFAULT_APP_ROLE, connections=1)
         try:
             await seeded(store)
-            pool = await store._pool.get()
+            pool = store._pool
             statements: list[str] = []
             async with pool.acquire() as conn:
                 conn.add_query_logger(lambda record: statements.append(record.query))

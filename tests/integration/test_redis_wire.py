@@ -81,6 +81,12 @@ def test_callers_that_give_up_do_not_shift_the_replies_of_the_others(plan) -> No
     asyncio.run(scenario())
 
 
+async def test_a_call_with_no_commands_gets_no_replies_and_takes_none_of_the_next() -> None:
+    async with shared() as (mux, _):
+        empty, after = await asyncio.gather(mux.send([]), mux.send([("PING",)]))
+        assert (empty, after) == ([], [b"PONG"])
+
+
 async def test_an_error_reply_is_that_commands_reply_and_the_others_still_run() -> None:
     async with shared() as (mux, prefix):
         replies = await mux.send(

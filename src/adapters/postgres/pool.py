@@ -85,9 +85,6 @@ class LazyPool:
         self._waiting: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._closed = False
 
-    async def get(self) -> LazyPool:
-        return self
-
     @property
     def made(self) -> LazyPool | None:
         """The pool, once it has opened a connection."""

@@ -114,6 +114,9 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             future.set_exception(RedisConnectionError("the Redis connection is closed"))
             return future
+        if not commands:  # no reply to wait for: queued, it would take the next caller's
+            future.set_result([])
+            return future
         pack = hiredis.pack_command
         # Packed before anything is queued: a command that cannot be packed fails its caller
         # alone and leaves the connection in step.
@@ -145,6 +148,8 @@ class _Connection(asyncio.Protocol):
             self._watchdog = self._loop.call_at(deadline, self._watch)
 
     def _fail(self, exc: Exception) -> None:
+        if self.closed:  # the close we made, reported back by the transport
+            return
         self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
