@@ -8,6 +8,7 @@ careful way with the chain unbroken."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import asyncpg
 import pytest
@@ -258,6 +259,69 @@ async def test_a_record_the_one_statement_flush_finds_refused_fails_alone(
             async with SqlaUnitOfWork(db).transaction(T) as tx:
                 listed = await tx.threads.list_messages(T, ThreadId("t1"))
             assert [m.id for m in listed] == ["m1", "a1", "m2"]
+        finally:
+            await journal.close()
+
+
+async def test_a_batch_holding_a_run_s_start_and_its_end_applies_both(request, tmp_path) -> None:
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        journal, statements = await logged_journal(plain_dsn(db))
+        try:
+            await journal.record_start(run("r0"), [message("m0")])
+            (await logged(statements)).clear()
+            # r1's start and its end both wait behind r2's start, and go in one flush.
+            await asyncio.gather(
+                journal.record_start(run("r2"), [message("m2")]),
+                journal.record_start(run("r1"), [message("m1")]),
+                journal.record_end(finished("r1"), [answer("a1")]),
+            )
+            assert calls(await logged(statements)) == ["flush", "flush"]
+            entries = await verified_trail(SqlaUnitOfWork(db), T)
+            assert [(e.action, e.subject) for e in entries] == [
+                ("run.started", "r0"),
+                ("run.started", "r2"),
+                ("run.started", "r1"),
+                ("run.finished", "r1"),
+            ]
+            async with SqlaUnitOfWork(db).transaction(T) as tx:
+                stored = await tx.runs.get(T, RunId("r1"))
+                listed = await tx.threads.list_messages(T, ThreadId("t1"))
+            assert stored is not None and stored.status is RunStatus.SUCCEEDED
+            assert stored.usage == Usage(input_tokens=3, output_tokens=4)
+            assert [m.id for m in listed] == ["m0", "m2", "m1", "a1"]
+        finally:
+            await journal.close()
+
+
+async def test_a_flush_runs_only_the_statements_its_batch_has_rows_for(request, tmp_path) -> None:
+    """An ending's update over an empty batch, planned for its values before the tables have
+    statistics, read every run of the tenant; a batch of starts no longer runs it."""
+    async with sql_database("postgres", request, tmp_path, tenants=[T]) as db:
+        journal = PostgresRunJournal(plain_dsn(db), app_role=DEFAULT_APP_ROLE, connections=1)
+        planned: list[str] = []
+        try:
+            async with journal._pool.acquire() as conn:
+                # Each statement's plan, the function's own included, as a notice to the client.
+                await conn.execute(
+                    "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+                    " SET auto_explain.log_nested_statements = on;"
+                    " SET auto_explain.log_level = 'notice'"
+                )
+                conn.add_log_listener(lambda _conn, message: planned.append(str(message)))
+
+            async def statements_of(write: Awaitable[None]) -> list[str]:
+                planned.clear()
+                await write
+                await asyncio.sleep(0)  # the driver hands notices over with call_soon
+                return [" ".join(p.split()) for p in planned]
+
+            await journal.record_start(run("r0"), [message("m0")])
+            started = await statements_of(journal.record_start(run("r1"), [message("m1")]))
+            assert any("INSERT INTO runs" in p for p in started)
+            assert not any("UPDATE runs" in p for p in started)
+            ended = await statements_of(journal.record_end(finished("r1"), []))
+            assert any("UPDATE runs" in p for p in ended)
+            assert not any("INSERT INTO runs" in p or "INSERT INTO messages" in p for p in ended)
         finally:
             await journal.close()
 
