@@ -51,8 +51,9 @@ def _migration(name: str) -> ModuleType:
 
 # Until the tables have been analyzed each statement is planned for its values (a generic plan
 # made while a table is nearly empty would read it in full once it has grown); then the plans
-# are kept, and made again after each ANALYZE (migration 0018).
-_BODY = """
+# are kept, and made again after each ANALYZE (migration 0018). The writes; the audit part
+# that follows them is 0016's, taken from it (``_body``).
+_WRITES = """
 #variable_conflict use_column
 DECLARE
     ended_ids text[] := '{}';
@@ -136,41 +137,24 @@ BEGIN
         ) f;
     END IF;
 
-    IF p_head_seq IS NULL THEN
-        RETURN QUERY
-        WITH head AS (
-            INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (p_tenant, 0, p_genesis)
-            ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq
-            RETURNING audit_heads.seq, audit_heads.hash
-        )
-        SELECT 'h'::text, NULL::text, head.seq, head.hash::text FROM head;
-        RETURN QUERY
-        SELECT 'e'::text, x, NULL::bigint, NULL::text FROM unnest(ended_ids) AS x
-        UNION ALL SELECT 's'::text, x, NULL::bigint, NULL::text FROM unnest(started_ids) AS x;
-    ELSE
-        IF cardinality(ended_ids) <> cardinality(e_id)
-           OR cardinality(started_ids) <> cardinality(s_id) THEN
-            RAISE EXCEPTION 'a record of the flush did not apply' USING ERRCODE = 'SBJ01';
-        END IF;
-        last := cardinality(a_seq);
-        UPDATE audit_heads SET seq = a_seq[last], hash = a_hash[last]
-        WHERE tenant_id = p_tenant AND seq = p_head_seq AND hash = p_head_hash;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'the audit head moved' USING ERRCODE = 'SBJ02';
-        END IF;
-        INSERT INTO audit_entries (tenant_id, seq, at_ms, actor, action, subject, details,
-                                   prev_hash, hash)
-        SELECT p_tenant, a.* FROM unnest(a_seq, a_at, a_actor, a_action, a_subject, a_details,
-                                         a_prev, a_hash)
-        AS a(seq, at_ms, actor, action, subject, details, prev_hash, hash);
-    END IF;
-END
 """
+
+
+# Where the audit part of the flush begins: the careful way, or the head checked and moved.
+_AUDIT_START = "    IF p_head_seq IS NULL THEN\n"
+
+
+def _body() -> str:
+    """The writes of this revision, then the audit part of 0016's flush, unchanged."""
+    body = _migration("0016_journal_flush_function.py")._BODY
+    if body.count(_AUDIT_START) != 1:
+        raise RuntimeError("migration 0016's flush is not the one 0019 was written against")
+    return _WRITES + body[body.index(_AUDIT_START) :]
 
 
 def upgrade() -> None:
     if is_postgres():
-        op.execute(_migration("0018_journal_flush_generic_plans.py")._create(_BODY))
+        op.execute(_migration("0018_journal_flush_generic_plans.py")._create(_body()))
 
 
 def downgrade() -> None:
